@@ -1,0 +1,74 @@
+// `xpand plan CONFIG [--set ...] [--json]`: the resolved config, per-layer parameter counts
+// (trainable and collapsed), the evaluation order and FLOPs per training step, without training.
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "config/config.h"
+#include "data/dataset.h"
+#include "model/network.h"
+#include "train/trainer.h"
+
+namespace xpand::cli {
+
+namespace {
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
+        else out += char(c);
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+Runner plan_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("plan", "show what a configuration would train: parameters, FLOPs, order");
+  auto args = std::make_shared<ConfigArgs>();
+  auto json = std::make_shared<bool>(false);
+  add_config_args(cmd, args.get());
+  cmd->add_flag("--json", *json, "machine-readable output");
+  return [=]() {
+    auto cfg = config::Config::load_file(args->path, args->overrides);
+    torch::manual_seed(cfg.get_int("seed"));
+    auto ds = data::dataset_load(cfg, torch::kCPU);
+    auto net = model::network_build(cfg, ds, param::factory_from_config(cfg));
+    int64_t batch = cfg.get_int("data.batch_size");
+    auto rep = model::network_report(*net, batch);
+    if (*json) {
+      fmt::print("{{\n  \"run_id\": {},\n  \"config\": {},\n  \"batch_size\": {},\n  \"layers\": [\n",
+                 json_string(train::run_id(cfg)), json_string(cfg.to_yaml()), batch);
+      for (size_t i = 0; i < rep.layers.size(); ++i) {
+        const auto& l = rep.layers[i];
+        fmt::print("    {{\"name\": {}, \"kind\": {}, \"shape\": {}, \"order\": {}, \"trainable\": {}, "
+                   "\"collapsed\": {}, \"flops_per_step\": {:.0f}}}{}\n",
+                   json_string(l.name), json_string(l.kind), json_string(l.shape), json_string(l.order), l.trainable,
+                   l.collapsed, l.flops, i + 1 < rep.layers.size() ? "," : "");
+      }
+      fmt::print("  ],\n  \"trainable\": {},\n  \"collapsed\": {},\n  \"flops_per_step\": {:.0f}\n}}\n", rep.trainable,
+                 rep.collapsed, rep.flops);
+      return 0;
+    }
+    fmt::print("# resolved config ({})\n{}\n", train::run_id(cfg), cfg.to_yaml());
+    fmt::print("# layers at batch {} ({} on {})\n", batch, cfg.get_string("model.kind"), ds.name);
+    fmt::print("{:<22} {:<7} {:<26} {:<8} {:>12} {:>12} {:>14}\n", "layer", "kind", "shape", "order", "trainable",
+               "collapsed", "FLOPs/step");
+    for (const auto& l : rep.layers)
+      fmt::print("{:<22} {:<7} {:<26} {:<8} {:>12} {:>12} {:>14.4g}\n", l.name, l.kind, l.shape, l.order, l.trainable,
+                 l.collapsed, l.flops);
+    fmt::print("{:<22} {:<7} {:<26} {:<8} {:>12} {:>12} {:>14.4g}\n", "total", "", "", "", rep.trainable,
+               rep.collapsed, rep.flops);
+    return 0;
+  };
+}
+
+}  // namespace xpand::cli

@@ -1,0 +1,25 @@
+// The `xpand` subcommands: each registers its flags on the CLI11 app and returns the function
+// that runs it (an exit code). main.cpp owns error handling and exit codes.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace xpand::cli {
+
+using Runner = std::function<int()>;
+
+// Flags shared by commands that take a config: CONFIG positional and repeated --set key=value.
+struct ConfigArgs {
+  std::string path;
+  std::vector<std::string> overrides;
+};
+void add_config_args(CLI::App* cmd, ConfigArgs* args);
+
+Runner train_command(CLI::App& app);
+Runner plan_command(CLI::App& app);
+Runner keys_command(CLI::App& app);
+
+}  // namespace xpand::cli

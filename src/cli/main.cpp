@@ -1,0 +1,61 @@
+// xpand: linear over-parameterization benchmark suite. Entry point: parses the subcommand,
+// runs it, and maps failures to exit codes (2: bad input, 1: runtime failure, 3: diverged).
+#include <torch/version.h>
+
+#include <iostream>
+
+#include "cli/commands.h"
+#include "core/build_info.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace xpand::cli {
+
+void add_config_args(CLI::App* cmd, ConfigArgs* args) {
+  cmd->add_option("config", args->path, "configuration file (YAML)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--set", args->overrides, "override a config key: --set train.lr=0.01 (repeatable)")
+      ->type_name("KEY=VALUE");
+}
+
+}  // namespace xpand::cli
+
+int main(int argc, char** argv) {
+  using namespace xpand;
+  log::set_rank(0, 1);
+  CLI::App app{"xpand: linear over-parameterization of neural networks, from one core to many GPUs"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("xpand ") + XPAND_VERSION + " (commit " + XPAND_GIT_COMMIT +
+                                        ", libtorch " + TORCH_VERSION + ")");
+  std::string level = "info";
+  app.add_option("--log-level", level, "debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  cli::Runner train = cli::train_command(app), plan = cli::plan_command(app), keys = cli::keys_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  log::set_level(level);
+  try {
+    if (app.got_subcommand("train")) return train();
+    if (app.got_subcommand("plan")) return plan();
+    if (app.got_subcommand("keys")) return keys();
+  } catch (const ConfigError& e) {
+    std::cerr << "xpand: config error: " << e.what() << "\n";
+    return e.exit_code();
+  } catch (const Error& e) {
+    std::cerr << "xpand: error: " << e.what() << "\n";
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::cerr << "xpand: error: " << e.what() << "\n";
+    return kExitFailure;
+  }
+  return kExitUsage;
+}

@@ -1,0 +1,463 @@
+// YAML → validated Config (see config.h). The loader walks the YAML tree, maps every leaf to a
+// schema key, converts and range-checks it, then applies --set overrides, defaults and the
+// "applies only when" conditions. Every error names the location and the accepted values.
+#include "config/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <yaml-cpp/yaml.h>
+
+#include "core/error.h"
+
+namespace xpand::config {
+
+// --- small helpers -------------------------------------------------------------
+
+const char* type_name(Type t) {
+  switch (t) {
+    case Type::Int: return "integer";
+    case Type::Float: return "float";
+    case Type::Bool: return "bool";
+    case Type::String: return "string";
+    case Type::IntList: return "list of integers";
+    case Type::FloatList: return "list of floats";
+    case Type::StringList: return "list of strings";
+  }
+  return "?";
+}
+
+std::string Location::str() const {
+  if (line > 0) return fmt::format("{}:{}:{}", source, line, column);
+  return source;
+}
+
+std::string describe_accepted(const KeyDef& d) {
+  std::string s = type_name(d.type);
+  if (!d.choices.empty()) s += fmt::format(", one of: {}", fmt::join(d.choices, ", "));
+  bool has_min = std::isfinite(d.min), has_max = std::isfinite(d.max);
+  auto num = [](double v) { return fmt::format("{:g}", v); };
+  if (has_min && has_max)
+    s += fmt::format(", {} {} and <= {}", d.min_open ? ">" : ">=", num(d.min), num(d.max));
+  else if (has_min)
+    s += fmt::format(", {} {}", d.min_open ? ">" : ">=", num(d.min));
+  else if (has_max)
+    s += fmt::format(", <= {}", num(d.max));
+  return s;
+}
+
+namespace {
+
+std::vector<std::string> split_key(const std::string& k) {
+  std::vector<std::string> parts;
+  size_t i = 0, j;
+  while ((j = k.find('.', i)) != std::string::npos) parts.push_back(k.substr(i, j - i)), i = j + 1;
+  parts.push_back(k.substr(i));
+  return parts;
+}
+
+// Whether the first pattern.size() segments of `key` match `pattern` ("*" matches any name).
+bool prefix_match(const std::vector<std::string>& pattern, const std::vector<std::string>& key) {
+  if (key.size() < pattern.size()) return false;
+  for (size_t i = 0; i < pattern.size(); ++i)
+    if (key[i].empty() || (pattern[i] != "*" && pattern[i] != key[i])) return false;
+  return true;
+}
+
+bool segment_match(const std::string& pattern, const std::string& key) {
+  auto p = split_key(pattern), k = split_key(key);
+  return p.size() == k.size() && prefix_match(p, k);
+}
+
+const KeyDef* find_def(const std::string& key) {
+  for (const auto& d : schema())
+    if (segment_match(d.key, key)) return &d;
+  return nullptr;
+}
+
+// True when `prefix` names a section (some schema key lies below it).
+bool is_section(const std::string& prefix) {
+  auto p = split_key(prefix);
+  for (const auto& d : schema()) {
+    auto s = split_key(d.key);
+    if (s.size() > p.size() && prefix_match(std::vector<std::string>(s.begin(), s.begin() + p.size()), p))
+      return true;
+  }
+  return false;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string suggestion(const std::string& key) {
+  const KeyDef* best = nullptr;
+  size_t best_d = 4;
+  for (const auto& d : schema()) {
+    size_t dist = edit_distance(key, d.key);
+    if (dist < best_d) best_d = dist, best = &d;
+  }
+  return best ? fmt::format(" (did you mean '{}'?)", best->key) : std::string();
+}
+
+Location loc_of(const YAML::Node& n, const std::string& source) {
+  Location l;
+  l.source = source;
+  YAML::Mark m = n.Mark();
+  if (!m.is_null()) l.line = m.line + 1, l.column = m.column + 1;
+  return l;
+}
+
+[[noreturn]] void fail_at(const Location& l, const std::string& key, const std::string& msg) {
+  throw ConfigError(fmt::format("{}: {}: {}", l.str(), key, msg));
+}
+
+std::string scalar_text(const YAML::Node& n) { return n.IsScalar() ? n.Scalar() : "<non-scalar>"; }
+
+bool parse_int(const std::string& s, int64_t* out) {
+  if (s.empty()) return false;
+  size_t pos = 0;
+  try {
+    long long v = std::stoll(s, &pos, 10);
+    if (pos != s.size()) return false;
+    *out = v;
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+bool parse_float(const std::string& s, double* out) {
+  if (s.empty()) return false;
+  std::string t = s;
+  std::transform(t.begin(), t.end(), t.begin(), ::tolower);
+  if (t == ".inf" || t == "+.inf") return *out = INFINITY, true;
+  if (t == "-.inf") return *out = -INFINITY, true;
+  if (t == ".nan") return *out = NAN, true;
+  size_t pos = 0;
+  try {
+    double v = std::stod(s, &pos);
+    if (pos != s.size()) return false;
+    *out = v;
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+void check_number(const KeyDef& d, double v, const Location& l, const std::string& key,
+                  const std::string& text) {
+  bool low = d.min_open ? !(v > d.min) : !(v >= d.min);
+  if (!std::isfinite(v) || low || v > d.max)
+    fail_at(l, key, fmt::format("value {} is out of range (accepted: {})", text, describe_accepted(d)));
+}
+
+void check_choice(const KeyDef& d, const std::string& v, const Location& l, const std::string& key) {
+  if (!d.choices.empty() && std::find(d.choices.begin(), d.choices.end(), v) == d.choices.end())
+    fail_at(l, key, fmt::format("'{}' is not accepted (accepted: {})", v, describe_accepted(d)));
+}
+
+// Converts one YAML node into a typed value of the key's type, checking ranges and choices.
+Value convert(const KeyDef& d, const YAML::Node& n, const Location& l, const std::string& key) {
+  auto wrong = [&](const std::string& got) -> Value {
+    fail_at(l, key, fmt::format("expected {}, got {} (accepted: {})", type_name(d.type), got,
+                                describe_accepted(d)));
+  };
+  bool is_list = d.type == Type::IntList || d.type == Type::FloatList || d.type == Type::StringList;
+  if (!n.IsDefined() || n.IsNull()) fail_at(l, key, fmt::format("has no value (accepted: {})", describe_accepted(d)));
+  if (is_list) {
+    if (!n.IsSequence()) return wrong(n.IsMap() ? "a mapping" : fmt::format("'{}'", scalar_text(n)));
+    std::vector<int64_t> ints;
+    std::vector<double> floats;
+    std::vector<std::string> strings;
+    for (const auto& el : n) {
+      Location el_loc = loc_of(el, l.source);
+      if (el_loc.line == 0) el_loc = l;
+      if (!el.IsScalar()) return wrong("a list with a non-scalar element");
+      const std::string& s = el.Scalar();
+      if (d.type == Type::IntList) {
+        int64_t v;
+        if (!parse_int(s, &v)) return wrong(fmt::format("element '{}'", s));
+        check_number(d, double(v), el_loc, key, s);
+        ints.push_back(v);
+      } else if (d.type == Type::FloatList) {
+        double v;
+        if (!parse_float(s, &v)) return wrong(fmt::format("element '{}'", s));
+        check_number(d, v, el_loc, key, s);
+        floats.push_back(v);
+      } else {
+        check_choice(d, s, el_loc, key);
+        strings.push_back(s);
+      }
+    }
+    if (d.type == Type::IntList) return ints;
+    if (d.type == Type::FloatList) return floats;
+    return strings;
+  }
+  if (!n.IsScalar()) return wrong(n.IsMap() ? "a mapping" : "a list");
+  const std::string& s = n.Scalar();
+  switch (d.type) {
+    case Type::Int: {
+      int64_t v;
+      if (!parse_int(s, &v)) return wrong(fmt::format("'{}'", s));
+      check_number(d, double(v), l, key, s);
+      return v;
+    }
+    case Type::Float: {
+      double v;
+      if (!parse_float(s, &v)) return wrong(fmt::format("'{}'", s));
+      check_number(d, v, l, key, s);
+      return v;
+    }
+    case Type::Bool: {
+      if (s == "true" || s == "True" || s == "yes" || s == "on") return true;
+      if (s == "false" || s == "False" || s == "no" || s == "off") return false;
+      return wrong(fmt::format("'{}'", s));
+    }
+    case Type::String:
+      check_choice(d, s, l, key);
+      return s;
+    default:
+      break;
+  }
+  return wrong("?");
+}
+
+YAML::Node parse_yaml(const std::string& text, const std::string& source) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    Location l{source, e.mark.is_null() ? 0 : e.mark.line + 1, e.mark.is_null() ? 0 : e.mark.column + 1};
+    throw ConfigError(fmt::format("{}: malformed YAML: {}", l.str(), e.msg));
+  }
+}
+
+}  // namespace
+
+// --- loading ---------------------------------------------------------------------
+
+class Loader {
+ public:
+  Loader(Config* cfg, std::string source) : cfg_(cfg), source_(std::move(source)) {}
+
+  void walk(const YAML::Node& node, const std::string& prefix) {
+    if (!node.IsMap()) {
+      Location l = loc_of(node, source_);
+      if (prefix.empty() && (node.IsNull() || !node.IsDefined())) return;  // empty file
+      throw ConfigError(fmt::format("{}: {}: expected a mapping of keys", l.str(),
+                                    prefix.empty() ? "<top level>" : prefix));
+    }
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      Location l = loc_of(kv.first, source_);
+      if (!kv.first.IsScalar()) throw ConfigError(fmt::format("{}: keys must be plain names", l.str()));
+      std::string name = kv.first.Scalar();
+      std::string key = prefix.empty() ? name : prefix + "." + name;
+      if (name.empty() || name.find('.') != std::string::npos)
+        fail_at(l, key, "key names must be non-empty and contain no '.'");
+      if (!seen.insert(name).second) fail_at(l, key, "duplicate key");
+      const KeyDef* def = find_def(key);
+      if (def) {
+        Location vl = loc_of(kv.second, source_);
+        if (vl.line == 0) vl = l;
+        cfg_->set(key, Config::Entry{convert(*def, kv.second, vl, key), vl, def});
+      } else if (is_section(key)) {
+        if (!kv.second.IsMap())
+          fail_at(l, key, "is a section: expected a mapping of keys below it");
+        walk(kv.second, key);
+      } else {
+        fail_at(l, key, fmt::format("unknown key{}; `xpand keys` lists every accepted key", suggestion(key)));
+      }
+    }
+  }
+
+  void apply_override(const std::string& text) {
+    Location l{"--set " + text, 0, 0};
+    size_t eq = text.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw ConfigError(fmt::format("{}: expected KEY=VALUE with a dotted key, e.g. train.lr=0.01", l.str()));
+    std::string key = text.substr(0, eq), value = text.substr(eq + 1);
+    const KeyDef* def = find_def(key);
+    if (!def) fail_at(l, key, fmt::format("unknown key{}; `xpand keys` lists every accepted key", suggestion(key)));
+    YAML::Node n = parse_yaml(value, l.source);
+    if (def->type == Type::String && n.IsScalar()) n = YAML::Node(value);  // keep strings verbatim
+    cfg_->set(key, Config::Entry{convert(*def, n, l, key), l, def});
+  }
+
+ private:
+  Config* cfg_;
+  std::string source_;
+};
+
+void Config::set(const std::string& key, Entry e) {
+  if (!values_.count(key)) order_.push_back(key);
+  values_[key] = std::move(e);
+}
+
+Config Config::load_file(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(fmt::format("{}: cannot open config file", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return load_string(ss.str(), path, overrides);
+}
+
+Config Config::load_string(const std::string& text, const std::string& source,
+                           const std::vector<std::string>& overrides) {
+  Config cfg;
+  Loader loader(&cfg, source);
+  loader.walk(parse_yaml(text, source), "");
+  for (const auto& o : overrides) loader.apply_override(o);
+  cfg.apply_defaults_and_check();
+  return cfg;
+}
+
+void Config::apply_defaults_and_check() {
+  // Defaults first for unconditional keys (conditions may refer to them), then conditional ones.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const auto& d : schema()) {
+      if ((pass == 0) != d.when_key.empty()) continue;
+      if (d.key.find('*') != std::string::npos || d.default_yaml.empty() || values_.count(d.key)) continue;
+      if (!d.when_key.empty()) {
+        auto it = values_.find(d.when_key);
+        if (it == values_.end()) continue;
+        const auto* v = std::get_if<std::string>(&it->second.value);
+        if (!v || std::find(d.when_values.begin(), d.when_values.end(), *v) == d.when_values.end()) continue;
+      }
+      Location l{"<default>", 0, 0};
+      set(d.key, Entry{convert(d, YAML::Load(d.default_yaml), l, d.key), l, &d});
+    }
+  }
+  // A key set explicitly whose condition does not hold is a mistake: say so.
+  for (const auto& [key, e] : values_) {
+    const KeyDef& d = *e.def;
+    if (d.when_key.empty()) continue;
+    auto it = values_.find(d.when_key);
+    std::string cur = it == values_.end() ? "<unset>" : std::get<std::string>(it->second.value);
+    if (std::find(d.when_values.begin(), d.when_values.end(), cur) == d.when_values.end())
+      fail_at(e.loc, key, fmt::format("applies only when {} is {} (here it is '{}')", d.when_key,
+                                      fmt::join(d.when_values, " or "), cur));
+  }
+}
+
+// --- access ------------------------------------------------------------------------
+
+const Config::Entry& Config::entry(const std::string& key, Type expected) const {
+  auto it = values_.find(key);
+  if (it == values_.end()) {
+    const KeyDef* d = find_def(key);
+    XPAND_CHECK(d != nullptr, "config key '{}' is not in the schema", key);
+    throw ConfigError(fmt::format("{}: required key is not set (accepted: {})", key, describe_accepted(*d)));
+  }
+  XPAND_CHECK(it->second.def->type == expected, "config key '{}' read as {} but declared {}", key,
+              type_name(expected), type_name(it->second.def->type));
+  return it->second;
+}
+
+bool Config::has(const std::string& key) const { return values_.count(key) > 0; }
+int64_t Config::get_int(const std::string& k) const { return std::get<int64_t>(entry(k, Type::Int).value); }
+double Config::get_float(const std::string& k) const { return std::get<double>(entry(k, Type::Float).value); }
+bool Config::get_bool(const std::string& k) const { return std::get<bool>(entry(k, Type::Bool).value); }
+const std::string& Config::get_string(const std::string& k) const {
+  return std::get<std::string>(entry(k, Type::String).value);
+}
+std::vector<int64_t> Config::get_ints(const std::string& k) const {
+  return std::get<std::vector<int64_t>>(entry(k, Type::IntList).value);
+}
+std::vector<double> Config::get_floats(const std::string& k) const {
+  return std::get<std::vector<double>>(entry(k, Type::FloatList).value);
+}
+std::vector<std::string> Config::get_strings(const std::string& k) const {
+  return std::get<std::vector<std::string>>(entry(k, Type::StringList).value);
+}
+const Location& Config::location(const std::string& key) const {
+  static const Location none{"<unset>", 0, 0};
+  auto it = values_.find(key);
+  return it == values_.end() ? none : it->second.loc;
+}
+
+void Config::fail(const std::string& key, const std::string& message) const {
+  fail_at(location(key), key, message);
+}
+
+std::vector<std::string> Config::keys() const {
+  std::vector<std::string> k;
+  for (const auto& kv : values_) k.push_back(kv.first);
+  return k;
+}
+
+// --- output ---------------------------------------------------------------------------
+
+namespace {
+void emit_value(YAML::Emitter& out, const Value& v) {
+  std::visit(
+      [&](const auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, double>) {
+          out << fmt::format("{:.17g}", x);
+        } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+          out << YAML::Flow << YAML::BeginSeq;
+          for (double e : x) out << fmt::format("{:.17g}", e);
+          out << YAML::EndSeq;
+        } else if constexpr (std::is_same_v<T, std::vector<int64_t>> ||
+                             std::is_same_v<T, std::vector<std::string>>) {
+          out << YAML::Flow << YAML::BeginSeq;
+          for (const auto& e : x) out << e;
+          out << YAML::EndSeq;
+        } else {
+          out << x;
+        }
+      },
+      v);
+}
+}  // namespace
+
+std::string Config::to_yaml(const std::string& skip_prefix) const {
+  // Keys in schema order, grouped by their dotted sections.
+  std::vector<std::string> keys;
+  for (const auto& d : schema())
+    for (const auto& k : order_)
+      if (segment_match(d.key, k) && std::find(keys.begin(), keys.end(), k) == keys.end() &&
+          (skip_prefix.empty() || k.compare(0, skip_prefix.size(), skip_prefix) != 0))
+        keys.push_back(k);
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::vector<std::string> open;  // currently open section path
+  for (const auto& k : keys) {
+    auto parts = split_key(k);
+    size_t common = 0;
+    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) ++common;
+    while (open.size() > common) out << YAML::EndMap, open.pop_back();
+    for (size_t i = common; i + 1 < parts.size(); ++i) {
+      out << YAML::Key << parts[i] << YAML::Value << YAML::BeginMap;
+      open.push_back(parts[i]);
+    }
+    out << YAML::Key << parts.back() << YAML::Value;
+    emit_value(out, values_.at(k).value);
+  }
+  while (!open.empty()) out << YAML::EndMap, open.pop_back();
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+std::string Config::hash() const {
+  // FNV-1a 64 over the resolved YAML: stable across runs and machines.
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : to_yaml("output.")) h = (h ^ c) * 1099511628211ull;
+  return fmt::format("{:016x}", h);
+}
+
+}  // namespace xpand::config

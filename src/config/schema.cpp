@@ -1,0 +1,150 @@
+// The schema: every configuration key xpand accepts, its type, default, range and documentation.
+// This one table drives validation, defaults, `xpand keys` and the resolved config of each run.
+#include "config/config.h"
+
+namespace xpand::config {
+
+namespace {
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+KeyDef key(std::string k, Type t, std::string def, std::string doc) {
+  KeyDef d;
+  d.key = std::move(k);
+  d.type = t;
+  d.default_yaml = std::move(def);
+  d.doc = std::move(doc);
+  return d;
+}
+KeyDef range(KeyDef d, double lo, double hi = kInf, bool lo_open = false) {
+  d.min = lo, d.max = hi, d.min_open = lo_open;
+  return d;
+}
+KeyDef choices(KeyDef d, std::vector<std::string> c) {
+  d.choices = std::move(c);
+  return d;
+}
+KeyDef when(KeyDef d, std::string k, std::vector<std::string> v) {
+  d.when_key = std::move(k);
+  d.when_values = std::move(v);
+  return d;
+}
+}  // namespace
+
+const std::vector<KeyDef>& schema() {
+  using T = Type;
+  static const std::vector<KeyDef> table = {
+      // --- run identity ---
+      key("name", T::String, "run", "run name; the run id is <name>-<hash of the resolved config>"),
+      range(key("seed", T::Int, "0", "seed of initialisation, data order and dropout"), 0),
+      choices(key("device", T::String, "cpu", "where tensors live: cpu, cuda, or auto (cuda when available)"),
+              {"cpu", "cuda", "auto"}),
+      choices(key("dtype", T::String, "float32", "parameter and activation dtype"), {"float32", "float64"}),
+      range(key("threads", T::Int, "0", "intra-op CPU threads; 0 = cores / ranks on this node"), 0),
+
+      // --- data ---
+      choices(key("data.name", T::String, "fashion-mnist", "dataset"),
+              {"fashion-mnist", "mnist", "mnist-10k", "chars", "teacher"}),
+      key("data.root", T::String, "''",
+          "dataset directory (IDX files) or text file/directory (chars); empty = the dataset's default location"),
+      range(key("data.batch_size", T::Int, "128", "global batch size (split over the ranks of a run)"), 1),
+      range(key("data.eval_batch_size", T::Int, "2048", "batch size of evaluation passes"), 1),
+      range(key("data.eval_max_samples", T::Int, "0",
+                "evaluate on at most this many samples of each split (0 = all)"), 0),
+      choices(key("data.normalize", T::String, "standard",
+                  "image scaling: standard = (x/255 - mean)/std of the train split, unit = x/255"),
+              {"standard", "unit"}),
+      when(range(key("data.block_size", T::Int, "256", "context length of chars windows (and of the gpt)"), 1),
+           "data.name", {"chars"}),
+      when(range(key("data.val_fraction", T::Float, "0.1", "fraction of the text held out for validation"), 0,
+                 0.5, true),
+           "data.name", {"chars"}),
+      when(range(key("data.eval_batches", T::Int, "20", "random validation windows batches per evaluation"), 1),
+           "data.name", {"chars"}),
+      when(range(key("data.teacher_inputs", T::Int, "32", "input dimension of the teacher task"), 1),
+           "data.name", {"teacher"}),
+      when(range(key("data.teacher_hidden", T::Int, "64", "hidden width of the random teacher network"), 1),
+           "data.name", {"teacher"}),
+      when(range(key("data.teacher_classes", T::Int, "10",
+                     "classes of the teacher task (argmax of the teacher's outputs)"), 2),
+           "data.name", {"teacher"}),
+      when(range(key("data.train_size", T::Int, "4096", "training samples of the teacher task"), 1),
+           "data.name", {"teacher"}),
+      when(range(key("data.test_size", T::Int, "1024", "test samples of the teacher task"), 1),
+           "data.name", {"teacher"}),
+
+      // --- model ---
+      choices(key("model.kind", T::String, "mlp", "base network"), {"mlp", "cnn", "gpt"}),
+      when(range(key("model.widths", T::IntList, "[784, 512, 512, 10]",
+                     "layer widths, input first and classes last (784-200-200-10 = [784, 200, 200, 10])"),
+                 1),
+           "model.kind", {"mlp"}),
+      when(choices(key("model.activation", T::String, "relu", "nonlinearity between layers"),
+                   {"relu", "tanh", "sigmoid", "gelu"}),
+           "model.kind", {"mlp", "cnn"}),
+      when(key("model.bias", T::Bool, "true", "bias vectors in linear and conv layers"), "model.kind",
+           {"mlp", "cnn"}),
+      when(range(key("model.residual", T::IntList, "[]",
+                     "0-based indices of square hidden layers wrapped in a residual: h = act(h + W h + b)"),
+                 0),
+           "model.kind", {"mlp"}),
+      when(range(key("model.channels", T::IntList, "[32, 64]",
+                     "conv block output channels (each block: conv, batch norm, activation, 2x2 max pool)"),
+                 1),
+           "model.kind", {"cnn"}),
+      when(range(key("model.kernel_size", T::Int, "3", "conv kernel size (odd; same padding)"), 1),
+           "model.kind", {"cnn"}),
+      when(key("model.batch_norm", T::Bool, "true", "batch norm after each conv"), "model.kind", {"cnn"}),
+      when(range(key("model.fc", T::IntList, "[]", "hidden widths of the classifier after the conv blocks"), 1),
+           "model.kind", {"cnn"}),
+      when(range(key("model.n_layer", T::Int, "6", "transformer blocks"), 1), "model.kind", {"gpt"}),
+      when(range(key("model.n_head", T::Int, "6", "attention heads (must divide n_embd)"), 1), "model.kind",
+           {"gpt"}),
+      when(range(key("model.n_embd", T::Int, "384", "embedding width"), 1), "model.kind", {"gpt"}),
+      when(range(key("model.dropout", T::Float, "0.2", "dropout probability"), 0, 1, false), "model.kind",
+           {"gpt"}),
+
+      // --- parameterization ---
+      choices(key("param.kind", T::String, "dense", "default parameterization of linear and conv weights"),
+              {"dense"}),
+
+      // --- training ---
+      choices(key("train.optimizer", T::String, "adam", "optimizer"), {"sgd", "adam", "adamw"}),
+      range(key("train.lr", T::Float, "0.001", "peak learning rate"), 0, kInf, true),
+      when(range(key("train.momentum", T::Float, "0", "SGD momentum"), 0, 1), "train.optimizer", {"sgd"}),
+      when(key("train.nesterov", T::Bool, "false", "Nesterov momentum (needs momentum > 0)"), "train.optimizer",
+           {"sgd"}),
+      when(range(key("train.beta1", T::Float, "0.9", "Adam beta1"), 0, 1), "train.optimizer", {"adam", "adamw"}),
+      when(range(key("train.beta2", T::Float, "0.999", "Adam beta2"), 0, 1), "train.optimizer",
+           {"adam", "adamw"}),
+      when(range(key("train.eps", T::Float, "1e-08", "Adam epsilon"), 0, kInf, true), "train.optimizer",
+           {"adam", "adamw"}),
+      range(key("train.weight_decay", T::Float, "0",
+                "weight decay (L2 for sgd/adam, decoupled for adamw; adamw's usual value is 0.01)"),
+            0),
+      choices(key("train.schedule", T::String, "constant", "learning-rate schedule (after warmup)"),
+              {"constant", "step", "cosine"}),
+      range(key("train.warmup_steps", T::Int, "0", "linear warmup from 0 to train.lr over this many steps"), 0),
+      when(range(key("train.step_size", T::Int, "1000", "step schedule: multiply lr by gamma every this many steps"),
+                 1),
+           "train.schedule", {"step"}),
+      when(range(key("train.gamma", T::Float, "0.1", "step schedule factor"), 0, 1, true), "train.schedule",
+           {"step"}),
+      when(range(key("train.lr_min", T::Float, "0", "cosine schedule floor"), 0), "train.schedule", {"cosine"}),
+      range(key("train.grad_clip", T::Float, "0", "clip the global gradient norm to this (0 = off)"), 0),
+      range(key("train.epochs", T::Float, "1", "passes over the training set (fractions allowed)"), 0),
+      range(key("train.max_steps", T::Int, "0", "stop after this many steps (0 = no limit; with epochs, the earlier)"),
+            0),
+      range(key("train.eval_every", T::Int, "0", "evaluate every this many steps (0 = once per epoch); always at the end"),
+            0),
+      range(key("train.log_every", T::Int, "100", "console progress line every this many steps"), 1),
+
+      // --- output ---
+      key("output.dir", T::String, "out", "output directory; run files go to <dir>/runs/<run_id>.h5"),
+      range(key("output.snapshot_every", T::Int, "0",
+                "write the collapsed weights of every layer every this many steps (0 = only at the end)"),
+            0),
+  };
+  return table;
+}
+
+}  // namespace xpand::config

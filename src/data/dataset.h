@@ -1,0 +1,53 @@
+// Datasets kept whole on the training device (no per-sample loader): IDX images (fashion-mnist,
+// mnist, mnist-10k), character-level text (chars) and a seeded synthetic teacher task (teacher).
+// Batches are pure functions of (seed, step), so every rank can read its own deterministic shard of
+// each global batch and a resumed run sees exactly the batches it would have seen.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "config/config.h"
+
+namespace xpand::data {
+
+enum class Task { Classification, LanguageModel };
+
+struct Batch {
+  torch::Tensor x;  // images (B, C, H, W) float, features (B, D), or tokens (B, T) int64
+  torch::Tensor y;  // class labels (B) int64, or next tokens (B, T) int64
+};
+
+struct Dataset {
+  std::string name;
+  std::string source;  // where it was read from (for provenance)
+  Task task = Task::Classification;
+  std::vector<int64_t> sample_shape;  // per-sample input shape: {1, 28, 28}, {32}, or {block_size}
+  int64_t num_classes = 0;            // classes, or vocabulary size for language modelling
+
+  // Classification: whole splits. Language modelling: token streams (train_x / test_x, 1-D int64).
+  torch::Tensor train_x, train_y, test_x, test_y;
+  int64_t block_size = 0;  // language modelling window
+  std::string vocab;       // language modelling: byte value of each token id
+
+  int64_t train_size() const;
+  // Steps in one pass over the training set at this global batch (incomplete last batch dropped).
+  int64_t steps_per_epoch(int64_t global_batch) const;
+  // Rows [rank*B/world, (rank+1)*B/world) of global batch `step` (0-based, counted from the start of
+  // training). Classification draws a fresh permutation per epoch, seeded by (seed, epoch).
+  Batch train_batch(uint64_t seed, int64_t step, int64_t global_batch, int rank = 0, int world = 1) const;
+  // Evaluation batches of one split ("train" or "test"): the whole split in order (capped at
+  // max_samples when > 0), or for language modelling `lm_batches` fixed random windows.
+  std::vector<Batch> eval_batches(const std::string& split, int64_t batch_size, int64_t max_samples,
+                                  int64_t lm_batches) const;
+};
+
+// Builds the dataset named by data.name, on `device`. Throws DataError / ConfigError.
+Dataset dataset_load(const config::Config& cfg, torch::Device device);
+
+// Default location of prepared datasets: $XPAND_DATA, else $HOME/.local/share/xpand.
+std::string data_home();
+
+}  // namespace xpand::data

@@ -1,0 +1,86 @@
+// cnn: small conv nets for 28x28 inputs in the style of ExpandNets' SmallNet: blocks of
+// conv k×k (same padding) → batch norm → activation → 2×2 max pool, then fully connected layers.
+#include <fmt/format.h>
+
+#include "model/nets.h"
+
+namespace xpand::model {
+
+namespace {
+
+class Cnn : public Network {
+ public:
+  Cnn(const config::Config& cfg, const data::Dataset& ds, const param::Factory& make)
+      : activation_(cfg.get_string("model.activation")), k_(cfg.get_int("model.kernel_size")) {
+    if (ds.task != data::Task::Classification || ds.sample_shape.size() != 3)
+      cfg.fail("model.kind", fmt::format("cnn needs an image dataset (C, H, W); {} is not one", ds.name));
+    if (k_ % 2 == 0) cfg.fail("model.kernel_size", fmt::format("must be odd for same padding, got {}", k_));
+    bool bias = cfg.get_bool("model.bias"), bn = cfg.get_bool("model.batch_norm");
+    int64_t c = ds.sample_shape[0], h = ds.sample_shape[1], w = ds.sample_shape[2];
+    auto channels = cfg.get_ints("model.channels");
+    for (size_t i = 0; i < channels.size(); ++i) {
+      std::string name = fmt::format("conv{}", i + 1);
+      param::WeightShape shape{{channels[i], c, k_, k_}};
+      convs_.push_back(add_slot(*this, name, name, shape, param::Init::torch_default(shape), make, h * w, i > 0));
+      torch::Tensor b;
+      if (bias) {
+        double bound = 1.0 / std::sqrt(double(shape.fan_in()));
+        b = register_parameter(name + "_bias", torch::empty({channels[i]}).uniform_(-bound, bound));
+      }
+      conv_biases_.push_back(b);
+      bns_.push_back(bn ? register_module(name + "_bn", torch::nn::BatchNorm2d(channels[i]))
+                        : torch::nn::BatchNorm2d(nullptr));
+      c = channels[i];
+      h /= 2, w /= 2;
+      if (h < 1 || w < 1)
+        cfg.fail("model.channels", fmt::format("{} pooling blocks shrink the {}x{} input below 1x1",
+                                               channels.size(), ds.sample_shape[1], ds.sample_shape[2]));
+    }
+    std::vector<int64_t> widths = {c * h * w};
+    for (int64_t f : cfg.get_ints("model.fc")) widths.push_back(f);
+    widths.push_back(ds.num_classes);
+    for (size_t i = 0; i + 1 < widths.size(); ++i) {
+      std::string name = fmt::format("fc{}", i + 1);
+      param::WeightShape shape{{widths[i + 1], widths[i]}};
+      fcs_.push_back(add_slot(*this, name, name, shape, param::Init::torch_default(shape), make, 1, true));
+      torch::Tensor b;
+      if (bias) {
+        double bound = 1.0 / std::sqrt(double(widths[i]));
+        b = register_parameter(name + "_bias", torch::empty({widths[i + 1]}).uniform_(-bound, bound));
+      }
+      fc_biases_.push_back(b);
+    }
+  }
+
+  std::string kind() const override { return "cnn"; }
+
+  torch::Tensor forward(const torch::Tensor& x) override {
+    torch::Tensor h = x;
+    for (size_t i = 0; i < convs_.size(); ++i) {
+      h = convs_[i]->conv2d(h, conv_biases_[i], 1, k_ / 2, 1);
+      if (!bns_[i].is_empty()) h = bns_[i]->forward(h);
+      h = torch::max_pool2d(activate(activation_, h), 2);
+    }
+    h = h.flatten(1);
+    for (size_t i = 0; i < fcs_.size(); ++i) {
+      h = fcs_[i]->linear(h, fc_biases_[i]);
+      if (i + 1 < fcs_.size()) h = activate(activation_, h);
+    }
+    return h;
+  }
+
+ private:
+  std::string activation_;
+  int64_t k_;
+  std::vector<param::ParamPtr> convs_, fcs_;
+  std::vector<torch::Tensor> conv_biases_, fc_biases_;
+  std::vector<torch::nn::BatchNorm2d> bns_;
+};
+
+}  // namespace
+
+NetworkPtr cnn_build(const config::Config& cfg, const data::Dataset& ds, const param::Factory& make) {
+  return std::make_shared<Cnn>(cfg, ds, make);
+}
+
+}  // namespace xpand::model

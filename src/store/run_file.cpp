@@ -1,0 +1,765 @@
+// RunWriter / RunReader over the HDF5 C library: RAII handles for every HDF5 id, every call checked
+// and turned into a StoreError naming file, object and cause (with HDF5's own description).
+// HDF5's automatic error-stack printing is switched off; errors surface only as exceptions.
+#include "store/run_file.h"
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <new>
+#include <set>
+#include <utility>
+
+namespace xpand::store {
+namespace {
+
+constexpr hsize_t kChunkRows = 1024;
+// Rows buffered per table before append() writes them out on its own (without a disk flush).
+constexpr size_t kMaxBufferedRows = 1 << 16;
+
+// ---- errors ----------------------------------------------------------------------------------
+
+// Called from every constructor: no HDF5 error stack dumps on stderr, only exceptions.
+void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+struct StackWalk {
+  std::string outer;  // closest to the API call
+  std::string inner;  // most specific
+};
+
+herr_t walk_cb(unsigned n, const H5E_error2_t* err, void* data) {
+  auto* w = static_cast<StackWalk*>(data);
+  if (err == nullptr || err->desc == nullptr) return 0;
+  if (n == 0) w->inner = err->desc;
+  w->outer = err->desc;
+  return 0;
+}
+
+// HDF5's description of the error just raised (must run before any other HDF5 call).
+std::string hdf5_detail() {
+  StackWalk w;
+  if (H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &w) < 0 || w.outer.empty()) return "";
+  std::string d = w.outer;
+  if (!w.inner.empty() && w.inner != w.outer) d += ": " + w.inner;
+  return " (HDF5: " + d + ")";
+}
+
+std::string message(const std::string& path, const std::string& object, const std::string& what) {
+  std::string m = "xpand store: " + path;
+  if (!object.empty()) m += ": " + object;
+  return m + ": " + what;
+}
+
+[[noreturn]] void fail(const std::string& path, const std::string& object, const std::string& what) {
+  throw StoreError(message(path, object, what));
+}
+
+// Failure of an HDF5 call: the message carries HDF5's description of the cause.
+[[noreturn]] void fail_hdf5(const std::string& path, const std::string& object,
+                            const std::string& what) {
+  std::string detail = hdf5_detail();
+  throw StoreError(message(path, object, what) + detail);
+}
+
+void check(herr_t status, const std::string& path, const std::string& object,
+           const std::string& what) {
+  if (status < 0) fail_hdf5(path, object, what);
+}
+
+// ---- RAII handle -----------------------------------------------------------------------------
+
+using CloseFn = herr_t (*)(hid_t);
+
+class Hid {
+ public:
+  Hid() = default;
+  Hid(hid_t id, CloseFn close_fn) : id_(id), close_(close_fn) {}
+  ~Hid() { reset(); }
+  Hid(Hid&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), close_(o.close_) {}
+  Hid& operator=(Hid&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, H5I_INVALID_HID);
+      close_ = o.close_;
+    }
+    return *this;
+  }
+  Hid(const Hid&) = delete;
+  Hid& operator=(const Hid&) = delete;
+
+  hid_t get() const { return id_; }
+  explicit operator bool() const { return id_ >= 0; }
+  void reset() noexcept {
+    if (id_ >= 0 && close_ != nullptr) close_(id_);
+    id_ = H5I_INVALID_HID;
+  }
+  // Closes now and reports a failed close (used where the close itself writes data).
+  herr_t close() noexcept {
+    herr_t s = 0;
+    if (id_ >= 0 && close_ != nullptr) s = close_(id_);
+    id_ = H5I_INVALID_HID;
+    return s;
+  }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+  CloseFn close_ = nullptr;
+};
+
+// Wraps a freshly returned id, throwing if the call failed.
+Hid make(hid_t id, CloseFn close_fn, const std::string& path, const std::string& object,
+         const std::string& what) {
+  if (id < 0) fail_hdf5(path, object, what);
+  return Hid(id, close_fn);
+}
+
+// ---- names and paths ---------------------------------------------------------------------------
+
+std::string quoted(const std::string& kind, const std::string& name) {
+  return kind + " '" + name + "'";
+}
+
+void check_name(const std::string& path, const std::string& kind, const std::string& name) {
+  if (name.empty()) fail(path, kind + " ''", "name is empty");
+  if (name.find('/') != std::string::npos) fail(path, quoted(kind, name), "name contains '/'");
+  if (name == "." || name == "..") fail(path, quoted(kind, name), "name is not allowed");
+  if (name.find('\0') != std::string::npos) fail(path, quoted(kind, name), "name contains NUL");
+}
+
+std::vector<std::string> split_path(const std::string& p) {
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i <= p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    if (j > i) parts.push_back(p.substr(i, j - i));
+    i = j + 1;
+  }
+  return parts;
+}
+
+enum class Kind { None, Group, Dataset, Other };
+
+// What lives at an absolute path, walking component by component so that a missing (or non-group)
+// intermediate never makes HDF5 fail.
+Kind object_kind(hid_t file, const std::string& file_path, const std::string& object_path) {
+  const std::vector<std::string> parts = split_path(object_path);
+  if (parts.empty()) return Kind::Group;  // the root
+  std::string prefix;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    prefix += "/" + parts[i];
+    htri_t e = H5Lexists(file, prefix.c_str(), H5P_DEFAULT);
+    if (e < 0) fail_hdf5(file_path, quoted("object", prefix), "cannot look up link");
+    if (e == 0) return Kind::None;
+    // A dangling soft or external link has no object behind it.
+    hid_t oid = H5Oopen(file, prefix.c_str(), H5P_DEFAULT);
+    if (oid < 0) return Kind::None;
+    Hid obj(oid, H5Oclose);
+    H5I_type_t t = H5Iget_type(obj.get());
+    Kind k = t == H5I_GROUP ? Kind::Group : t == H5I_DATASET ? Kind::Dataset : Kind::Other;
+    if (i + 1 == parts.size()) return k;
+    if (k != Kind::Group) return Kind::None;
+  }
+  return Kind::None;
+}
+
+std::string format_double(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string absolute(const std::string& p) { return p.empty() || p[0] != '/' ? "/" + p : p; }
+
+// Names of the links in a group, sorted (portable across HDF5 1.10 / 1.12 / 1.14).
+std::vector<std::string> link_names(hid_t group, const std::string& file_path,
+                                    const std::string& object) {
+  H5G_info_t info;
+  check(H5Gget_info(group, &info), file_path, object, "cannot get group info");
+  std::vector<std::string> names;
+  names.reserve(info.nlinks);
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    ssize_t n = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
+                                   H5P_DEFAULT);
+    if (n < 0) fail_hdf5(file_path, object, "cannot read link name");
+    std::string name(static_cast<size_t>(n), '\0');
+    if (H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
+                           static_cast<size_t>(n) + 1, H5P_DEFAULT) < 0)
+      fail_hdf5(file_path, object, "cannot read link name");
+    names.push_back(std::move(name));
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string dtype_name(hid_t type) {
+  H5T_class_t c = H5Tget_class(type);
+  size_t size = H5Tget_size(type);
+  if (c == H5T_INTEGER) {
+    bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
+    if (size == 1 || size == 2 || size == 4 || size == 8)
+      return (is_signed ? "int" : "uint") + std::to_string(size * 8);
+  } else if (c == H5T_FLOAT) {
+    if (size == 2 || size == 4 || size == 8) return "float" + std::to_string(size * 8);
+  } else if (c == H5T_STRING) {
+    return "string";
+  }
+  return "other";
+}
+
+// Number of elements for a shape, refusing negative extents and overflow.
+hsize_t element_count(const std::vector<hsize_t>& dims) {
+  hsize_t n = 1;
+  for (hsize_t d : dims) {
+    if (d != 0 && n > std::numeric_limits<hsize_t>::max() / d)
+      throw std::overflow_error("element count overflows");
+    n *= d;
+  }
+  return n;
+}
+
+}  // namespace
+
+// ================================================================================================
+// RunWriter
+// ================================================================================================
+
+namespace {
+
+struct Column {
+  std::string name;
+  bool is_int = false;
+  Hid dataset;
+};
+
+struct Table {
+  std::vector<Column> columns;
+  std::vector<double> pending;  // buffered rows, row-major
+  int64_t written = 0;          // rows already in the datasets
+  size_t pending_rows() const { return columns.empty() ? 0 : pending.size() / columns.size(); }
+};
+
+}  // namespace
+
+struct RunWriter::Impl {
+  std::string path;
+  Hid file;
+  Hid metrics;                          // /metrics, created with the first table
+  std::map<std::string, Table> tables;  // declared after `file`: closed before it
+
+  explicit Impl(std::string p) : path(std::move(p)) {}
+
+  ~Impl() {
+    try {
+      write_pending();
+    } catch (...) {
+    }
+    tables.clear();
+    metrics.reset();
+    if (file) {
+      H5Fflush(file.get(), H5F_SCOPE_GLOBAL);
+      file.close();
+    }
+  }
+
+  hid_t root() const { return file.get(); }
+
+  void write_table(const std::string& name, Table& t) {
+    const size_t n = t.pending_rows();
+    if (n == 0) return;
+    const size_t ncol = t.columns.size();
+    const hsize_t start = static_cast<hsize_t>(t.written);
+    const hsize_t count = static_cast<hsize_t>(n);
+    const hsize_t new_size = start + count;
+    std::vector<double> dbuf;
+    std::vector<int64_t> ibuf;
+    // Every column is extended to an absolute size and written at an absolute offset, so a
+    // failure half-way leaves the buffer intact and a retry rewrites the same rows.
+    for (size_t c = 0; c < ncol; ++c) {
+      Column& col = t.columns[c];
+      const std::string obj = quoted("dataset", "/metrics/" + name + "/" + col.name);
+      check(H5Dset_extent(col.dataset.get(), &new_size), path, obj, "cannot extend dataset");
+      Hid fspace = make(H5Dget_space(col.dataset.get()), H5Sclose, path, obj,
+                        "cannot get dataspace");
+      check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr),
+            path, obj, "cannot select rows");
+      Hid mspace = make(H5Screate_simple(1, &count, nullptr), H5Sclose, path, obj,
+                        "cannot create memory dataspace");
+      herr_t s;
+      if (col.is_int) {
+        ibuf.resize(n);
+        for (size_t r = 0; r < n; ++r) ibuf[r] = static_cast<int64_t>(t.pending[r * ncol + c]);
+        s = H5Dwrite(col.dataset.get(), H5T_NATIVE_INT64, mspace.get(), fspace.get(),
+                     H5P_DEFAULT, ibuf.data());
+      } else {
+        dbuf.resize(n);
+        for (size_t r = 0; r < n; ++r) dbuf[r] = t.pending[r * ncol + c];
+        s = H5Dwrite(col.dataset.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(),
+                     H5P_DEFAULT, dbuf.data());
+      }
+      check(s, path, obj, "cannot write " + std::to_string(n) + " rows");
+    }
+    t.written += static_cast<int64_t>(n);
+    t.pending.clear();
+  }
+
+  void write_pending() {
+    if (!file) return;
+    for (auto& [name, t] : tables) write_table(name, t);
+  }
+
+  Table& table(const std::string& name) {
+    auto it = tables.find(name);
+    if (it == tables.end()) fail(path, quoted("table", name), "unknown table (add_table first)");
+    return it->second;
+  }
+
+  void delete_attr_if_present(const std::string& name) {
+    const std::string obj = quoted("attribute", name);
+    htri_t e = H5Aexists(root(), name.c_str());
+    if (e < 0) fail_hdf5(path, obj, "cannot look up attribute");
+    if (e > 0) check(H5Adelete(root(), name.c_str()), path, obj, "cannot delete old attribute");
+  }
+
+  void write_scalar_attr(const std::string& name, hid_t file_type, hid_t mem_type,
+                         const void* value) {
+    check_name(path, "attribute", name);
+    const std::string obj = quoted("attribute", name);
+    delete_attr_if_present(name);
+    Hid space = make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace");
+    Hid attr = make(H5Acreate2(root(), name.c_str(), file_type, space.get(), H5P_DEFAULT,
+                               H5P_DEFAULT),
+                    H5Aclose, path, obj, "cannot create attribute");
+    check(H5Awrite(attr.get(), mem_type, value), path, obj, "cannot write attribute");
+    check(attr.close(), path, obj, "cannot close attribute");
+  }
+
+  template <typename T>
+  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
+                   const T* data, hid_t mem_type, hid_t file_type) {
+    const std::string p = absolute(dataset_path);
+    const std::string obj = quoted("dataset", p);
+    const std::vector<std::string> parts = split_path(p);
+    if (parts.empty()) fail(path, obj, "dataset path is empty");
+    for (const std::string& part : parts)
+      if (part == "." || part == "..") fail(path, obj, "dataset path contains '.' or '..'");
+    if (shape.size() > H5S_MAX_RANK) fail(path, obj, "rank exceeds " + std::to_string(H5S_MAX_RANK));
+    std::vector<hsize_t> dims;
+    for (int64_t d : shape) {
+      if (d < 0) fail(path, obj, "negative extent " + std::to_string(d) + " in shape");
+      dims.push_back(static_cast<hsize_t>(d));
+    }
+    hsize_t count;
+    try {
+      count = element_count(dims);
+    } catch (const std::overflow_error&) {
+      fail(path, obj, "shape has too many elements");
+    }
+    if (count > 0 && data == nullptr) fail(path, obj, "data pointer is null");
+    if (object_kind(root(), path, p) != Kind::None) fail(path, obj, "an object already exists there");
+
+    Hid lcpl = make(H5Pcreate(H5P_LINK_CREATE), H5Pclose, path, obj, "cannot create property list");
+    check(H5Pset_create_intermediate_group(lcpl.get(), 1), path, obj,
+          "cannot enable intermediate groups");
+    Hid space = dims.empty()
+                    ? make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace")
+                    : make(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+                           H5Sclose, path, obj, "cannot create dataspace");
+    Hid dset = make(H5Dcreate2(root(), p.c_str(), file_type, space.get(), lcpl.get(), H5P_DEFAULT,
+                               H5P_DEFAULT),
+                    H5Dclose, path, obj, "cannot create dataset");
+    if (count > 0)
+      check(H5Dwrite(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), path, obj,
+            "cannot write data");
+    check(dset.close(), path, obj, "cannot close dataset");
+  }
+};
+
+RunWriter::RunWriter(const std::string& path) : impl_(std::make_unique<Impl>(path)) {
+  silence_hdf5_errors();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path parent = fs::path(path).parent_path();
+  if (path.empty()) fail(path, "", "file path is empty");
+  if (!parent.empty() && !fs::is_directory(parent, ec))
+    fail(path, "", "parent directory '" + parent.string() + "' does not exist");
+  impl_->file = make(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose,
+                     path, "", "cannot create file");
+}
+
+RunWriter::~RunWriter() = default;
+RunWriter::RunWriter(RunWriter&&) noexcept = default;
+RunWriter& RunWriter::operator=(RunWriter&&) noexcept = default;
+
+RunWriter::Impl& RunWriter::impl() const {
+  if (!impl_) throw StoreError("xpand store: RunWriter used after being moved from");
+  return *impl_;
+}
+
+const std::string& RunWriter::path() const {
+  static const std::string empty;
+  return impl_ ? impl_->path : empty;
+}
+
+void RunWriter::set_attr(const std::string& name, const std::string& value) {
+  Impl& m = impl();
+  const std::string obj = quoted("attribute", name);
+  Hid type = make(H5Tcopy(H5T_C_S1), H5Tclose, m.path, obj, "cannot create string type");
+  check(H5Tset_size(type.get(), H5T_VARIABLE), m.path, obj, "cannot set string size");
+  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), m.path, obj, "cannot set UTF-8");
+  const char* p = value.c_str();
+  m.write_scalar_attr(name, type.get(), type.get(), &p);
+}
+
+void RunWriter::set_attr(const std::string& name, const char* value) {
+  if (value == nullptr) fail(path(), quoted("attribute", name), "string value is null");
+  set_attr(name, std::string(value));
+}
+
+void RunWriter::set_attr(const std::string& name, int64_t value) {
+  impl().write_scalar_attr(name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
+void RunWriter::set_attr(const std::string& name, double value) {
+  impl().write_scalar_attr(name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+void RunWriter::add_table(const std::string& table, const std::vector<std::string>& columns,
+                          const std::vector<std::string>& int_columns) {
+  Impl& m = impl();
+  check_name(m.path, "table", table);
+  const std::string tobj = quoted("table", table);
+  if (m.tables.count(table) != 0) fail(m.path, tobj, "table already declared");
+  if (columns.empty()) fail(m.path, tobj, "table has no columns");
+  std::set<std::string> seen;
+  for (const std::string& c : columns) {
+    check_name(m.path, "column", c);
+    if (!seen.insert(c).second) fail(m.path, tobj, "duplicate column '" + c + "'");
+  }
+  const std::set<std::string> ints(int_columns.begin(), int_columns.end());
+
+  if (!m.metrics) {
+    Kind k = object_kind(m.root(), m.path, "/metrics");
+    if (k == Kind::Group)
+      m.metrics = make(H5Gopen2(m.root(), "/metrics", H5P_DEFAULT), H5Gclose, m.path,
+                       "group '/metrics'", "cannot open group");
+    else if (k == Kind::None)
+      m.metrics = make(H5Gcreate2(m.root(), "/metrics", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                       H5Gclose, m.path, "group '/metrics'", "cannot create group");
+    else
+      fail(m.path, "'/metrics'", "exists and is not a group");
+  }
+  const std::string gpath = "/metrics/" + table;
+  if (object_kind(m.root(), m.path, gpath) != Kind::None)
+    fail(m.path, tobj, "an object already exists at " + gpath);
+  Hid group = make(H5Gcreate2(m.metrics.get(), table.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                   H5Gclose, m.path, quoted("group", gpath), "cannot create group");
+
+  Table t;
+  const hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = kChunkRows;
+  for (const std::string& c : columns) {
+    const std::string obj = quoted("dataset", gpath + "/" + c);
+    const bool is_int = ints.count(c) != 0;
+    Hid space = make(H5Screate_simple(1, &zero, &unlimited), H5Sclose, m.path, obj,
+                     "cannot create dataspace");
+    Hid dcpl = make(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, m.path, obj,
+                    "cannot create property list");
+    check(H5Pset_chunk(dcpl.get(), 1, &chunk), m.path, obj, "cannot set chunking");
+    Hid dset = make(H5Dcreate2(group.get(), c.c_str(), is_int ? H5T_STD_I64LE : H5T_IEEE_F64LE,
+                               space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                    H5Dclose, m.path, obj, "cannot create dataset");
+    t.columns.push_back(Column{c, is_int, std::move(dset)});
+  }
+  m.tables.emplace(table, std::move(t));
+}
+
+void RunWriter::append(const std::string& table, const std::vector<double>& row) {
+  Impl& m = impl();
+  Table& t = m.table(table);
+  if (row.size() != t.columns.size())
+    fail(m.path, quoted("table", table),
+         "row has " + std::to_string(row.size()) + " values, table has " +
+             std::to_string(t.columns.size()) + " columns");
+  for (size_t c = 0; c < row.size(); ++c) {
+    if (!t.columns[c].is_int) continue;
+    const double v = row[c];
+    // 2^63 is exactly representable; anything at or above it does not fit int64.
+    if (!std::isfinite(v) || v != std::trunc(v) || v < -9223372036854775808.0 ||
+        v >= 9223372036854775808.0)
+      fail(m.path, quoted("dataset", "/metrics/" + table + "/" + t.columns[c].name),
+           "value " + format_double(v) + " is not an int64");
+  }
+  t.pending.insert(t.pending.end(), row.begin(), row.end());
+  if (t.pending_rows() >= kMaxBufferedRows) m.write_table(table, t);
+}
+
+void RunWriter::flush() {
+  Impl& m = impl();
+  m.write_pending();
+  check(H5Fflush(m.root(), H5F_SCOPE_GLOBAL), m.path, "", "cannot flush file");
+}
+
+int64_t RunWriter::rows(const std::string& table) const {
+  Impl& m = impl();
+  const Table& t = m.table(table);
+  return t.written + static_cast<int64_t>(t.pending_rows());
+}
+
+void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
+                            const float* data) {
+  impl().write_array(dataset_path, shape, data, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE);
+}
+
+void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
+                            const double* data) {
+  impl().write_array(dataset_path, shape, data, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE);
+}
+
+// ================================================================================================
+// RunReader
+// ================================================================================================
+
+struct RunReader::Impl {
+  std::string path;
+  Hid file;
+
+  hid_t root() const { return file.get(); }
+
+  Hid open_attr(const std::string& name, Hid* type) const {
+    const std::string obj = quoted("attribute", name);
+    if (name.empty()) fail(path, obj, "name is empty");
+    htri_t e = H5Aexists(root(), name.c_str());
+    if (e < 0) fail_hdf5(path, obj, "cannot look up attribute");
+    if (e == 0) fail(path, obj, "no such attribute");
+    Hid attr = make(H5Aopen(root(), name.c_str(), H5P_DEFAULT), H5Aclose, path, obj,
+                    "cannot open attribute");
+    Hid space = make(H5Aget_space(attr.get()), H5Sclose, path, obj, "cannot get dataspace");
+    hssize_t n = H5Sget_simple_extent_npoints(space.get());
+    if (n < 0) fail_hdf5(path, obj, "cannot get size");
+    if (n != 1) fail(path, obj, "holds " + std::to_string(n) + " values, expected one");
+    *type = make(H5Aget_type(attr.get()), H5Tclose, path, obj, "cannot get type");
+    return attr;
+  }
+
+  Hid open_dataset(const std::string& dataset_path, const std::string& obj) const {
+    const std::string p = absolute(dataset_path);
+    Kind k = object_kind(root(), path, p);
+    if (k == Kind::None) fail(path, obj, "no such dataset");
+    if (k != Kind::Dataset) fail(path, obj, "is not a dataset");
+    return make(H5Dopen2(root(), p.c_str(), H5P_DEFAULT), H5Dclose, path, obj,
+                "cannot open dataset");
+  }
+
+  Hid open_table(const std::string& table) const {
+    const std::string obj = quoted("table", table);
+    if (table.empty() || table.find('/') != std::string::npos) fail(path, obj, "invalid table name");
+    const std::string p = "/metrics/" + table;
+    Kind k = object_kind(root(), path, p);
+    if (k == Kind::None) fail(path, obj, "no such table (no group " + p + ")");
+    if (k != Kind::Group) fail(path, obj, p + " is not a group");
+    return make(H5Gopen2(root(), p.c_str(), H5P_DEFAULT), H5Gclose, path, obj,
+                "cannot open group");
+  }
+
+  // Reads a numeric dataset converted to double.
+  std::vector<double> read_numeric(const std::string& dataset_path, const std::string& obj,
+                                   std::vector<int64_t>* shape, bool require_1d) const {
+    Hid dset = open_dataset(dataset_path, obj);
+    Hid type = make(H5Dget_type(dset.get()), H5Tclose, path, obj, "cannot get type");
+    H5T_class_t c = H5Tget_class(type.get());
+    if (c != H5T_INTEGER && c != H5T_FLOAT)
+      fail(path, obj, "has non-numeric type " + dtype_name(type.get()));
+    Hid space = make(H5Dget_space(dset.get()), H5Sclose, path, obj, "cannot get dataspace");
+    int rank = H5Sget_simple_extent_ndims(space.get());
+    if (rank < 0) fail_hdf5(path, obj, "cannot get rank");
+    if (require_1d && rank != 1)
+      fail(path, obj, "has rank " + std::to_string(rank) + ", expected a 1-D column");
+    std::vector<hsize_t> dims(static_cast<size_t>(rank));
+    if (rank > 0 && H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0)
+      fail_hdf5(path, obj, "cannot get shape");
+    hssize_t n = H5Sget_simple_extent_npoints(space.get());
+    if (n < 0) fail_hdf5(path, obj, "cannot get size");
+    std::vector<double> out;
+    try {
+      out.resize(static_cast<size_t>(n));
+    } catch (const std::exception&) {
+      fail(path, obj, "too large to read (" + std::to_string(n) + " elements)");
+    }
+    if (n > 0)
+      check(H5Dread(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()),
+            path, obj, "cannot read data");
+    if (shape != nullptr) shape->assign(dims.begin(), dims.end());
+    return out;
+  }
+};
+
+RunReader::RunReader(const std::string& path) : impl_(std::make_unique<Impl>()) {
+  silence_hdf5_errors();
+  impl_->path = path;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (path.empty()) fail(path, "", "file path is empty");
+  if (!fs::exists(path, ec)) fail(path, "", "no such file");
+  if (!fs::is_regular_file(path, ec)) fail(path, "", "not a regular file");
+  htri_t is_h5 = H5Fis_hdf5(path.c_str());
+  if (is_h5 < 0) fail_hdf5(path, "", "cannot read file");
+  if (is_h5 == 0) fail(path, "", "not an HDF5 file");
+  impl_->file = make(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, path, "",
+                     "cannot open HDF5 file");
+}
+
+RunReader::~RunReader() = default;
+RunReader::RunReader(RunReader&&) noexcept = default;
+RunReader& RunReader::operator=(RunReader&&) noexcept = default;
+
+RunReader::Impl& RunReader::impl() const {
+  if (!impl_) throw StoreError("xpand store: RunReader used after being moved from");
+  return *impl_;
+}
+
+const std::string& RunReader::path() const {
+  static const std::string empty;
+  return impl_ ? impl_->path : empty;
+}
+
+bool RunReader::has_attr(const std::string& name) const {
+  const Impl& m = impl();
+  if (name.empty()) return false;
+  htri_t e = H5Aexists(m.root(), name.c_str());
+  if (e < 0) fail_hdf5(m.path, quoted("attribute", name), "cannot look up attribute");
+  return e > 0;
+}
+
+namespace {
+herr_t attr_name_cb(hid_t, const char* name, const H5A_info_t*, void* data) {
+  try {
+    static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+}  // namespace
+
+std::vector<std::string> RunReader::attr_names() const {
+  const Impl& m = impl();
+  std::vector<std::string> names;
+  hsize_t idx = 0;
+  check(H5Aiterate2(m.root(), H5_INDEX_NAME, H5_ITER_INC, &idx, attr_name_cb, &names), m.path,
+        "root attributes", "cannot list attributes");
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string RunReader::attr_string(const std::string& name) const {
+  const Impl& m = impl();
+  const std::string obj = quoted("attribute", name);
+  Hid ftype;
+  Hid attr = m.open_attr(name, &ftype);
+  if (H5Tget_class(ftype.get()) != H5T_STRING)
+    fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not a string");
+  htri_t vlen = H5Tis_variable_str(ftype.get());
+  if (vlen < 0) fail_hdf5(m.path, obj, "cannot inspect string type");
+  H5T_cset_t cset = H5Tget_cset(ftype.get());
+  if (cset < 0) fail_hdf5(m.path, obj, "cannot get character set");
+  if (vlen > 0) {
+    Hid mtype = make(H5Tcopy(H5T_C_S1), H5Tclose, m.path, obj, "cannot create string type");
+    check(H5Tset_size(mtype.get(), H5T_VARIABLE), m.path, obj, "cannot set string size");
+    check(H5Tset_cset(mtype.get(), cset), m.path, obj, "cannot set character set");
+    char* p = nullptr;
+    check(H5Aread(attr.get(), mtype.get(), &p), m.path, obj, "cannot read attribute");
+    std::string s = p != nullptr ? std::string(p) : std::string();
+    if (p != nullptr) H5free_memory(p);
+    return s;
+  }
+  const size_t size = H5Tget_size(ftype.get());
+  if (size == 0) fail_hdf5(m.path, obj, "cannot get string size");
+  std::vector<char> buf(size + 1, '\0');
+  check(H5Aread(attr.get(), ftype.get(), buf.data()), m.path, obj, "cannot read attribute");
+  std::string s(buf.data(), strnlen(buf.data(), size));
+  if (H5Tget_strpad(ftype.get()) == H5T_STR_SPACEPAD)
+    s.erase(s.find_last_not_of(' ') + 1);
+  return s;
+}
+
+int64_t RunReader::attr_int(const std::string& name) const {
+  const Impl& m = impl();
+  const std::string obj = quoted("attribute", name);
+  Hid ftype;
+  Hid attr = m.open_attr(name, &ftype);
+  if (H5Tget_class(ftype.get()) != H5T_INTEGER)
+    fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not an integer");
+  int64_t v = 0;
+  check(H5Aread(attr.get(), H5T_NATIVE_INT64, &v), m.path, obj, "cannot read attribute");
+  return v;
+}
+
+double RunReader::attr_double(const std::string& name) const {
+  const Impl& m = impl();
+  const std::string obj = quoted("attribute", name);
+  Hid ftype;
+  Hid attr = m.open_attr(name, &ftype);
+  H5T_class_t c = H5Tget_class(ftype.get());
+  if (c != H5T_FLOAT && c != H5T_INTEGER)
+    fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not a number");
+  double v = 0;
+  check(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &v), m.path, obj, "cannot read attribute");
+  return v;
+}
+
+std::vector<std::string> RunReader::tables() const {
+  const Impl& m = impl();
+  Kind k = object_kind(m.root(), m.path, "/metrics");
+  if (k == Kind::None) return {};
+  if (k != Kind::Group) fail(m.path, "'/metrics'", "is not a group");
+  Hid g = make(H5Gopen2(m.root(), "/metrics", H5P_DEFAULT), H5Gclose, m.path, "group '/metrics'",
+               "cannot open group");
+  return link_names(g.get(), m.path, "group '/metrics'");
+}
+
+std::vector<std::string> RunReader::columns(const std::string& table) const {
+  const Impl& m = impl();
+  Hid g = m.open_table(table);
+  return link_names(g.get(), m.path, quoted("table", table));
+}
+
+std::vector<double> RunReader::column(const std::string& table, const std::string& column) const {
+  const Impl& m = impl();
+  m.open_table(table);  // clearer message when the whole table is missing
+  const std::string obj = quoted("column", "/metrics/" + table + "/" + column);
+  if (column.empty() || column.find('/') != std::string::npos)
+    fail(m.path, obj, "invalid column name");
+  return m.read_numeric("/metrics/" + table + "/" + column, obj, nullptr, true);
+}
+
+std::string RunReader::dtype(const std::string& dataset_path) const {
+  const Impl& m = impl();
+  const std::string obj = quoted("dataset", absolute(dataset_path));
+  Hid dset = m.open_dataset(dataset_path, obj);
+  Hid type = make(H5Dget_type(dset.get()), H5Tclose, m.path, obj, "cannot get type");
+  return dtype_name(type.get());
+}
+
+std::string RunReader::column_dtype(const std::string& table, const std::string& column) const {
+  impl().open_table(table);
+  return dtype("/metrics/" + table + "/" + column);
+}
+
+bool RunReader::has_object(const std::string& object_path) const {
+  const Impl& m = impl();
+  return object_kind(m.root(), m.path, absolute(object_path)) != Kind::None;
+}
+
+std::vector<double> RunReader::read_array(const std::string& dataset_path,
+                                          std::vector<int64_t>* shape) const {
+  const Impl& m = impl();
+  return m.read_numeric(dataset_path, quoted("dataset", absolute(dataset_path)), shape, false);
+}
+
+}  // namespace xpand::store

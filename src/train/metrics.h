@@ -1,0 +1,54 @@
+// Metric records the trainer emits and the sinks that consume them (console, HDF5 run file).
+// Measuring and reporting are separate: the trainer fills these structs and never formats output.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace xpand::train {
+
+struct StepMetrics {
+  int64_t step = 0;       // 1-based count of optimizer steps taken
+  double epoch = 0;       // fractional epochs completed
+  int64_t samples = 0;    // training samples seen (global)
+  double loss = 0, lr = 0, grad_norm = 0;
+  double time_step = 0;   // seconds for this step (data, forward, backward, optimizer)
+};
+
+struct EvalMetrics {
+  int64_t step = 0;
+  double train_loss = 0, train_acc = 0, test_loss = 0, test_acc = 0;
+  double collapse_error = 0;  // max |f_collapsed - f| / max |f| on an evaluation batch
+};
+
+// What a run is, for provenance and headers.
+struct RunInfo {
+  std::string run_id, path, config_yaml, name;
+  int64_t total_steps = 0, steps_per_epoch = 0, world_size = 1;
+  bool language_model = false;
+  std::map<std::string, std::string> attrs;  // provenance: versions, host, dataset, times, ...
+};
+
+class MetricSink {
+ public:
+  virtual ~MetricSink() = default;
+  virtual void on_start(const RunInfo& info) {}
+  virtual void on_step(const StepMetrics& m) {}
+  virtual void on_eval(const EvalMetrics& m) {}
+  // A snapshot of the collapsed weights: (layer name, shape, row-major float64 data).
+  struct Tensor {
+    std::string layer;
+    std::vector<int64_t> shape;
+    std::vector<double> data;
+  };
+  virtual void on_snapshot(int64_t step, const std::vector<Tensor>& weights) {}
+  // status: completed | diverged | failed; error: message when not completed.
+  virtual void on_end(const std::string& status, const std::string& error, const std::map<std::string, std::string>& attrs) {}
+};
+
+std::unique_ptr<MetricSink> console_sink(int64_t log_every);
+std::unique_ptr<MetricSink> h5_sink(const std::string& path);
+
+}  // namespace xpand::train

@@ -1,0 +1,270 @@
+// The single-run trainer (see trainer.h).
+#include "train/trainer.h"
+
+#include <fmt/format.h>
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <thread>
+
+#include "core/build_info.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "data/dataset.h"
+#include "model/network.h"
+#include "store/run_file.h"
+#include "train/optim.h"
+
+namespace fs = std::filesystem;
+
+namespace xpand::train {
+
+namespace {
+
+std::string now_iso() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+std::string hostname() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+torch::Device device_from_config(const config::Config& cfg) {
+  const std::string& d = cfg.get_string("device");
+  if (d == "cuda" && !torch::cuda::is_available())
+    cfg.fail("device", "cuda was requested but this libtorch build sees no CUDA device");
+  if (d == "cuda" || (d == "auto" && torch::cuda::is_available())) return torch::Device(torch::kCUDA, 0);
+  return torch::Device(torch::kCPU);
+}
+
+torch::Tensor loss_of(const data::Dataset& ds, const torch::Tensor& logits, const torch::Tensor& y) {
+  if (ds.task == data::Task::LanguageModel)
+    return torch::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), y.reshape(-1));
+  return torch::cross_entropy_loss(logits, y);
+}
+
+// Mean loss and accuracy of `net` over evaluation batches (no gradients).
+std::pair<double, double> evaluate(model::Network& net, const data::Dataset& ds,
+                                   const std::vector<data::Batch>& batches) {
+  double loss_sum = 0, correct = 0, count = 0;
+  for (const auto& b : batches) {
+    auto logits = net.forward(b.x);
+    double n = double(b.y.numel());
+    loss_sum += loss_of(ds, logits, b.y).item<double>() * n;
+    correct += logits.argmax(-1).eq(b.y).sum().item<double>();
+    count += n;
+  }
+  return {loss_sum / count, correct / count};
+}
+
+std::vector<MetricSink::Tensor> snapshot_of(model::Network& net) {
+  std::vector<MetricSink::Tensor> out;
+  torch::NoGradGuard ng;
+  for (auto& s : net.slots()) {
+    auto w = s.param->weight().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    out.push_back(
+        {s.name, w.sizes().vec(), std::vector<double>(w.data_ptr<double>(), w.data_ptr<double>() + w.numel())});
+  }
+  return out;
+}
+
+// An existing run file: keep a completed one (unless forced), move anything else aside.
+bool keep_existing(const std::string& path, bool force) {
+  if (!fs::exists(path)) return false;
+  std::string status = "unreadable";
+  try {
+    status = store::RunReader(path).attr_string("status");
+  } catch (const store::StoreError&) {
+  }
+  if (status == "completed" && !force) return true;
+  std::string aside;
+  for (int i = 1;; ++i)
+    if (!fs::exists(aside = fmt::format("{}.prev-{}", path, i))) break;
+  fs::rename(path, aside);
+  log::warn("{} existed with status '{}'; moved it to {}", path, status, aside);
+  return false;
+}
+
+}  // namespace
+
+std::string run_id(const config::Config& cfg) { return cfg.get_string("name") + "-" + cfg.hash(); }
+
+RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
+  Timer wall;
+  RunResult result;
+  result.run_id = run_id(cfg);
+  const uint64_t seed = static_cast<uint64_t>(cfg.get_int("seed"));
+
+  // --- set-up: threads, device, data, network, optimizer ---
+  int64_t threads = cfg.get_int("threads");
+  if (threads == 0) threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  torch::set_num_threads(int(threads));
+  torch::manual_seed(seed);
+  torch::Device device = device_from_config(cfg);
+  auto dtype = cfg.get_string("dtype") == "float64" ? torch::kFloat64 : torch::kFloat32;
+
+  data::Dataset ds = data::dataset_load(cfg, device);
+  if (ds.task == data::Task::Classification) {
+    ds.train_x = ds.train_x.to(dtype);
+    ds.test_x = ds.test_x.to(dtype);
+  }
+  model::NetworkPtr net = model::network_build(cfg, ds, param::factory_from_config(cfg));
+  net->to(device, dtype);
+
+  const int64_t batch = cfg.get_int("data.batch_size");
+  const int64_t spe = ds.steps_per_epoch(batch);
+  if (spe < 1)
+    cfg.fail("data.batch_size",
+             fmt::format("{} exceeds the {} training samples of {}", batch, ds.train_size(), ds.name));
+  int64_t total = static_cast<int64_t>(std::ceil(cfg.get_float("train.epochs") * double(spe)));
+  if (cfg.get_int("train.max_steps") > 0)
+    total = cfg.get_float("train.epochs") > 0 ? std::min(total, cfg.get_int("train.max_steps"))
+                                              : cfg.get_int("train.max_steps");
+  if (total < 1) cfg.fail("train.epochs", "train.epochs and train.max_steps leave no step to train");
+  const int64_t eval_every = cfg.get_int("train.eval_every") > 0 ? cfg.get_int("train.eval_every") : spe;
+  const int64_t snapshot_every = cfg.get_int("output.snapshot_every");
+
+  std::vector<torch::Tensor> params;
+  for (auto& p : net->parameters())
+    if (p.requires_grad()) params.push_back(p);
+  auto opt = optimizer_build(cfg, params);
+  Schedule sched = Schedule::from_config(cfg, total);
+  const double clip = cfg.get_float("train.grad_clip");
+
+  // --- output ---
+  const std::string out_dir = cfg.get_string("output.dir");
+  result.path = (fs::path(out_dir) / "runs" / (result.run_id + ".h5")).string();
+  std::vector<std::unique_ptr<MetricSink>> sinks;
+  if (opts.console) sinks.push_back(console_sink(cfg.get_int("train.log_every")));
+  if (opts.write_file) {
+    fs::create_directories(fs::path(result.path).parent_path());
+    if (keep_existing(result.path, opts.force)) {
+      log::info("{} is already completed; skipping (use --force to train it again)", result.path);
+      store::RunReader r(result.path);
+      result.status = "skipped";
+      auto last = [&](const char* col) {
+        auto v = r.column("eval", col);
+        return v.empty() ? NAN : v.back();
+      };
+      result.final_eval = {int64_t(last("step")), last("train_loss"), last("train_acc"),
+                           last("test_loss"),     last("test_acc"),   0};
+      result.steps = result.final_eval.step;
+      return result;
+    }
+    sinks.push_back(h5_sink(result.path));
+  }
+
+  RunInfo info;
+  info.run_id = result.run_id;
+  info.path = opts.write_file ? result.path : "";
+  info.name = cfg.get_string("name");
+  info.config_yaml = cfg.to_yaml();
+  info.total_steps = total;
+  info.steps_per_epoch = spe;
+  info.language_model = ds.task == data::Task::LanguageModel;
+  info.attrs = {{"xpand_version", XPAND_VERSION},
+                {"git_commit", XPAND_GIT_COMMIT},
+                {"torch_version", TORCH_VERSION},
+                {"hostname", hostname()},
+                {"device", device.str()},
+                {"dataset_source", ds.source},
+                {"start_time", now_iso()},
+                {"world_size", "1"},
+                {"threads", std::to_string(threads)},
+                {"seed", std::to_string(seed)}};
+  for (auto& s : sinks) s->on_start(info);
+
+  // --- the step loop ---
+  auto do_eval = [&](int64_t step) {
+    EvalMetrics e;
+    e.step = step;
+    torch::NoGradGuard ng;
+    net->eval();
+    // Evaluation runs on the collapsed network; its distance to the trained one is recorded.
+    auto dense = model::network_collapse(cfg, ds, *net);
+    dense->eval();
+    int64_t eb = cfg.get_int("data.eval_batch_size"), cap = cfg.get_int("data.eval_max_samples");
+    int64_t lm_batches = ds.task == data::Task::LanguageModel ? cfg.get_int("data.eval_batches") : 0;
+    auto test_batches = ds.eval_batches("test", eb, cap, lm_batches);
+    std::tie(e.train_loss, e.train_acc) = evaluate(*dense, ds, ds.eval_batches("train", eb, cap, lm_batches));
+    std::tie(e.test_loss, e.test_acc) = evaluate(*dense, ds, test_batches);
+    auto a = net->forward(test_batches.front().x), b = dense->forward(test_batches.front().x);
+    e.collapse_error = (a - b).abs().max().item<double>() / std::max(1e-300, a.abs().max().item<double>());
+    net->train();
+    result.final_eval = e;
+    for (auto& s : sinks) s->on_eval(e);
+  };
+
+  std::string status = "completed", error;
+  net->train();
+  try {
+    for (int64_t step = 0; step < total; ++step) {
+      Timer t;
+      double lr = sched.at(step);
+      optimizer_set_lr(*opt, lr);
+      data::Batch b = ds.train_batch(seed, step, batch);
+      opt->zero_grad();
+      torch::Tensor loss = loss_of(ds, net->forward(b.x), b.y);
+      loss.backward();
+      double grad_norm = torch::nn::utils::clip_grad_norm_(params, clip > 0 ? clip : INFINITY);
+      double loss_v = loss.item<double>();
+      if (!std::isfinite(loss_v) || !std::isfinite(grad_norm)) {
+        status = "diverged";
+        error = fmt::format("non-finite {} at step {} (loss {}, grad norm {})",
+                            std::isfinite(loss_v) ? "gradient" : "loss", step + 1, loss_v, grad_norm);
+        log::warn("run {} diverged: {}", result.run_id, error);
+        result.losses.push_back(loss_v);
+        break;
+      }
+      opt->step();
+      result.losses.push_back(loss_v);
+      result.steps = step + 1;
+      StepMetrics m{step + 1, double(step + 1) / double(spe), (step + 1) * batch, loss_v, lr, grad_norm, t.seconds()};
+      for (auto& s : sinks) s->on_step(m);
+      if ((step + 1) % eval_every == 0 || step + 1 == total) do_eval(step + 1);
+      if ((snapshot_every > 0 && (step + 1) % snapshot_every == 0) || step + 1 == total) {
+        auto snap = snapshot_of(*net);
+        for (auto& s : sinks) s->on_snapshot(step + 1, snap);
+      }
+    }
+  } catch (const std::exception& e) {
+    // The run file records the failure (status "failed", the message) before the error propagates.
+    for (auto& s : sinks) {
+      try {
+        s->on_end("failed", e.what(), {{"end_time", now_iso()}, {"steps", std::to_string(result.steps)}});
+      } catch (const std::exception&) {
+      }
+    }
+    throw;
+  }
+
+  result.status = status;
+  result.wall_seconds = wall.seconds();
+  std::map<std::string, std::string> end_attrs = {{"end_time", now_iso()},
+                                                  {"steps", std::to_string(result.steps)},
+                                                  {"wall_seconds", fmt::format("{:.3f}", result.wall_seconds)}};
+  for (auto& s : sinks) s->on_end(status, error, end_attrs);
+  return result;
+}
+
+void print_summary(const std::vector<RunResult>& results) {
+  fmt::print("\n{:<34} {:<10} {:>7} {:>10} {:>9} {:>10} {:>9} {:>8}\n", "run", "status", "steps", "train_loss",
+             "train_acc", "test_loss", "test_acc", "time_s");
+  for (const auto& r : results)
+    fmt::print("{:<34} {:<10} {:>7} {:>10.4f} {:>9.4f} {:>10.4f} {:>9.4f} {:>8.1f}\n", r.run_id, r.status, r.steps,
+               r.final_eval.train_loss, r.final_eval.train_acc, r.final_eval.test_loss, r.final_eval.test_acc,
+               r.wall_seconds);
+  for (const auto& r : results)
+    if (!r.path.empty()) fmt::print("results: {}\n", r.path);
+}
+
+}  // namespace xpand::train

@@ -1,0 +1,38 @@
+// One training run: data, network, optimizer and schedule from a validated config; the step loop
+// (forward, backward, clip, optimizer), evaluation on the collapsed network, divergence handling,
+// and metric records handed to sinks (console, HDF5 run file under <out>/runs/<run_id>.h5).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "train/metrics.h"
+
+namespace xpand::train {
+
+struct RunOptions {
+  bool write_file = true;   // false: no HDF5 output (tests)
+  bool console = true;      // progress lines on stderr
+  bool force = false;       // retrain even if a completed run file exists
+};
+
+struct RunResult {
+  std::string run_id, path;
+  std::string status;  // completed | diverged | skipped (already completed)
+  int64_t steps = 0;
+  double wall_seconds = 0;
+  EvalMetrics final_eval;
+  std::vector<double> losses;  // training loss of every step (for tests and summaries)
+};
+
+// Run identity: "<name>-<16 hex digits of the resolved config without output.*>".
+std::string run_id(const config::Config& cfg);
+
+// Trains one configuration to completion (or divergence). Throws xpand::Error on failures.
+RunResult run_train(const config::Config& cfg, const RunOptions& opts = {});
+
+// Prints the closing summary table of finished runs to stdout.
+void print_summary(const std::vector<RunResult>& results);
+
+}  // namespace xpand::train
