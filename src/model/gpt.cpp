@@ -52,7 +52,6 @@ class Gpt : public Network {
       blocks_.push_back(b);
     }
     ln_f_ = register_parameter("ln_f", torch::ones({c}));
-    mask_ = register_buffer("causal_mask", torch::ones({t, t}, torch::kBool).tril().logical_not());
   }
 
   std::string kind() const override { return "gpt"; }
@@ -65,7 +64,8 @@ class Gpt : public Network {
     torch::Tensor x = drop(wte_.index_select(0, idx.reshape(-1)).view({B, T, C}) + wpe_.slice(0, 0, T));
     torch::Tensor none;
     const double scale = 1.0 / std::sqrt(double(D));
-    auto mask = mask_.slice(0, 0, T).slice(1, 0, T);
+    // Causal mask, made per call: a bool buffer would be cast to the float dtype by Module::to().
+    auto mask = torch::ones({T, T}, idx.options().dtype(torch::kBool)).triu(1);  // (T, T), true above the diagonal
     for (auto& b : blocks_) {
       auto qkv = b->c_attn->linear(ln(x, b->ln1), none).view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4});  // (3, B, H, T, D)
       auto att = torch::matmul(qkv[0], qkv[1].transpose(-2, -1)).mul_(scale);                     // (B, H, T, T)
@@ -88,7 +88,7 @@ class Gpt : public Network {
  private:
   int64_t n_layer_, n_head_, n_embd_, block_, vocab_;
   double dropout_;
-  torch::Tensor wte_, wpe_, ln_f_, mask_;
+  torch::Tensor wte_, wpe_, ln_f_;
   std::vector<std::shared_ptr<Block>> blocks_;
 };
 

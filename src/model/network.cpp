@@ -53,13 +53,13 @@ NetworkPtr network_collapse(const config::Config& cfg, const data::Dataset& ds, 
       if (n.compare(0, p.size(), p) == 0) return true;
     return false;
   };
+  auto any = net.parameters().front();
+  dense->to(any.device(), any.scalar_type());  // before copying, so nothing is rounded to another dtype
   auto src_params = net.named_parameters(), src_buffers = net.named_buffers();
   for (auto& kv : dense->named_parameters())
     if (!in_slot(kv.key())) kv.value().copy_(src_params[kv.key()]);
   for (auto& kv : dense->named_buffers())
     if (!in_slot(kv.key())) kv.value().copy_(src_buffers[kv.key()]);
-  auto any = net.parameters().front();
-  dense->to(any.device(), any.scalar_type());
   dense->train(net.is_training());
   return dense;
 }

@@ -1,0 +1,119 @@
+// Config validation: values, defaults and overrides; each kind of error names the key, the
+// source and line, and the accepted values; the schema's choices match the registries.
+#include <gtest/gtest.h>
+
+#include "config/config.h"
+#include "core/error.h"
+#include "param/param.h"
+
+using xpand::ConfigError;
+using xpand::config::Config;
+
+namespace {
+
+// Loads YAML expecting a ConfigError whose message contains every needle.
+void expect_error(const std::string& yaml, const std::vector<std::string>& needles,
+                  const std::vector<std::string>& overrides = {}) {
+  try {
+    Config::load_string(yaml, "test.yaml", overrides);
+    FAIL() << "no error for:\n" << yaml;
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.exit_code(), 2);
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "'" << n << "' not in: " << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(Config, ValuesDefaultsAndOverrides) {
+  auto cfg = Config::load_string(
+      "name: demo\nseed: 7\ntrain:\n  lr: 3e-4\n  optimizer: sgd\n  momentum: 0.9\nmodel:\n  widths: [784, 10]\n",
+      "demo.yaml", {"train.epochs=3", "data.batch_size=32", "model.activation=tanh"});
+  EXPECT_EQ(cfg.get_string("name"), "demo");
+  EXPECT_EQ(cfg.get_int("seed"), 7);
+  EXPECT_DOUBLE_EQ(cfg.get_float("train.lr"), 3e-4);
+  EXPECT_DOUBLE_EQ(cfg.get_float("train.momentum"), 0.9);
+  EXPECT_FALSE(cfg.get_bool("train.nesterov"));              // default of an applicable conditional key
+  EXPECT_FALSE(cfg.has("train.beta1"));                      // adam-only key absent under sgd
+  EXPECT_EQ(cfg.get_ints("model.widths"), (std::vector<int64_t>{784, 10}));
+  EXPECT_DOUBLE_EQ(cfg.get_float("train.epochs"), 3.0);     // an integer is a valid float
+  EXPECT_EQ(cfg.get_int("data.batch_size"), 32);
+  EXPECT_EQ(cfg.get_string("model.activation"), "tanh");
+  EXPECT_EQ(cfg.get_string("data.name"), "fashion-mnist");  // unconditional default
+  EXPECT_EQ(cfg.location("train.lr").line, 4);
+  EXPECT_EQ(cfg.location("train.lr").source, "demo.yaml");
+}
+
+TEST(Config, ResolvedYamlReloadsToTheSameConfig) {
+  auto a = Config::load_string("train: {lr: 0.1, schedule: cosine, lr_min: 0.001}\nmodel: {kind: gpt}\ndata: {name: chars}",
+                                "a.yaml");
+  auto b = Config::load_string(a.to_yaml(), "resolved.yaml");
+  EXPECT_EQ(a.to_yaml(), b.to_yaml());
+  EXPECT_EQ(a.hash(), b.hash());
+  EXPECT_EQ(a.keys(), b.keys());
+  // Where results go does not change the run's identity; what is trained does.
+  auto c = Config::load_string(a.to_yaml(), "resolved.yaml", {"output.dir=/elsewhere"});
+  EXPECT_EQ(a.hash(), c.hash());
+  auto d = Config::load_string(a.to_yaml(), "resolved.yaml", {"train.lr=0.2"});
+  EXPECT_NE(a.hash(), d.hash());
+}
+
+TEST(Config, UnknownKeysNameLineAndSuggestion) {
+  expect_error("name: x\ntrain:\n  lrr: 0.1\n", {"test.yaml:3:", "train.lrr", "unknown key", "did you mean 'train.lr'"});
+  expect_error("bogus: 1\n", {"test.yaml:1:", "bogus", "unknown key"});
+  expect_error("train: 5\n", {"train", "is a section"});
+  expect_error("name: x\n", {"--set", "train.nope", "unknown key"}, {"train.nope=1"});
+  expect_error("name: x\n", {"KEY=VALUE"}, {"train.lr"});
+}
+
+TEST(Config, WrongTypesNameTheExpectedType) {
+  expect_error("seed: abc\n", {"test.yaml:1:", "seed", "expected integer", "'abc'"});
+  expect_error("seed: 1.5\n", {"seed", "expected integer"});
+  expect_error("train:\n  lr: [1, 2]\n", {"test.yaml:2:", "train.lr", "expected float", "a list"});
+  expect_error("model:\n  widths: 784\n", {"model.widths", "expected list of integers"});
+  expect_error("model:\n  widths: [784, x, 10]\n", {"model.widths", "element 'x'"});
+  expect_error("model:\n  bias: maybe\n", {"model.bias", "expected bool"});
+  expect_error("train:\n  lr:\n", {"train.lr", "has no value"});
+  expect_error("name: x\n", {"--set seed=a", "seed", "expected integer"}, {"seed=a"});
+}
+
+TEST(Config, OutOfRangeValuesNameTheRange) {
+  expect_error("train:\n  lr: -0.1\n", {"test.yaml:2:", "train.lr", "out of range", "> 0"});
+  expect_error("train:\n  lr: 0\n", {"train.lr", "> 0"});
+  expect_error("data:\n  batch_size: 0\n", {"data.batch_size", ">= 1"});
+  expect_error("model:\n  kind: gpt\n  dropout: 1.5\ndata: {name: chars}\n", {"model.dropout", "<= 1"});
+  expect_error("model:\n  widths: [784, -3, 10]\n", {"model.widths", "-3", "out of range"});
+  expect_error("train:\n  lr: .nan\n", {"train.lr", "out of range"});
+}
+
+TEST(Config, EnumsListTheAcceptedValues) {
+  expect_error("train:\n  optimizer: adan\n", {"test.yaml:2:", "train.optimizer", "'adan'", "sgd, adam, adamw"});
+  expect_error("data:\n  name: cifar\n", {"data.name", "fashion-mnist", "teacher"});
+  expect_error("param:\n  kind: magic\n", {"param.kind", "dense"});
+}
+
+TEST(Config, KeysThatDoNotApplyAreRejected) {
+  expect_error("model:\n  kind: mlp\n  n_head: 4\n", {"test.yaml:3:", "model.n_head", "only when model.kind is gpt", "'mlp'"});
+  expect_error("train:\n  optimizer: adam\n  momentum: 0.9\n", {"train.momentum", "only when train.optimizer is sgd"});
+  // ...but becomes valid when the override switches the condition.
+  EXPECT_NO_THROW(Config::load_string("train:\n  optimizer: adam\n  momentum: 0.9\n", "t.yaml", {"train.optimizer=sgd"}));
+}
+
+TEST(Config, MalformedYamlAndDuplicates) {
+  expect_error("train:\n  lr: 0.1\n   bad: [\n", {"test.yaml:", "malformed YAML"});
+  expect_error("train:\n  lr: 0.1\n  lr: 0.2\n", {"test.yaml:3:", "train.lr", "duplicate key"});
+  expect_error("- a\n- b\n", {"expected a mapping"});
+  EXPECT_NO_THROW(Config::load_string("", "empty.yaml"));  // an empty file is all defaults
+}
+
+TEST(Config, EveryDefaultIsValidForEveryVariant) {
+  for (const char* variant : {"model: {kind: mlp}", "model: {kind: cnn}", "model: {kind: gpt}\ndata: {name: chars}",
+                              "train: {optimizer: sgd, schedule: step}", "train: {optimizer: adamw, schedule: cosine}",
+                              "data: {name: teacher}"})
+    EXPECT_NO_THROW(Config::load_string(variant, "variant.yaml")) << variant;
+}
+
+TEST(Config, SchemaChoicesMatchTheParameterizationRegistry) {
+  for (const auto& d : xpand::config::schema())
+    if (d.key == "param.kind") EXPECT_EQ(d.choices, xpand::param::kind_names());
+}
