@@ -2,6 +2,7 @@
 // fraction of the machine's matmul speed a step achieves is read off one run:
 //   build/bench/bench_step --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "config/config.h"
@@ -33,7 +34,7 @@ void BM_mlp_step(benchmark::State& state) {
     auto loss = torch::cross_entropy_loss(net->forward(x), y);
     loss.backward();
     opt->step();
-    benchmark::DoNotOptimize(loss.item<float>());
+    benchmark::DoNotOptimize(loss.data_ptr());
   }
   auto rep = xpand::model::network_report(*net, batch);
   state.counters["FLOP/s"] = benchmark::Counter(rep.flops, benchmark::Counter::kIsIterationInvariantRate);

@@ -272,7 +272,7 @@ class Loader {
       const KeyDef* def = find_def(key);
       if (def) {
         Location vl = loc_of(kv.second, source_);
-        if (vl.line == 0) vl = l;
+        if (vl.line == 0 || kv.second.IsNull()) vl = l;  // a null value carries the next token's mark
         cfg_->set(key, Config::Entry{convert(*def, kv.second, vl, key), vl, def});
       } else if (is_section(key)) {
         if (!kv.second.IsMap())
@@ -291,6 +291,7 @@ class Loader {
       throw ConfigError(fmt::format("{}: expected KEY=VALUE with a dotted key, e.g. train.lr=0.01", l.str()));
     std::string key = text.substr(0, eq), value = text.substr(eq + 1);
     const KeyDef* def = find_def(key);
+    if (!def && is_section(key)) fail_at(l, key, "is a section: --set takes a full dotted key, e.g. train.lr=0.01");
     if (!def) fail_at(l, key, fmt::format("unknown key{}; `xpand keys` lists every accepted key", suggestion(key)));
     YAML::Node n = parse_yaml(value, l.source);
     if (def->type == Type::String && n.IsScalar()) n = YAML::Node(value);  // keep strings verbatim
