@@ -331,33 +331,4 @@ TEST_F(RunFileTest, ReaderErrorsNameTheFile) {
   EXPECT_FALSE(r.has_object("/snapshots/1/w/x"));
 }
 
-// Optional: keep a file shaped like a trainer's run for tests/store/read_run.py --require-schema.
-TEST_F(RunFileTest, SampleFileForPythonChecker) {
-  const char* out = std::getenv("XPAND_STORE_SAMPLE_OUT");
-  if (out == nullptr || *out == '\0') GTEST_SKIP() << "XPAND_STORE_SAMPLE_OUT not set";
-  {
-    RunWriter w(out);
-    w.set_attr("schema_version", int64_t{1});
-    w.set_attr("run_id", "sample-run");
-    w.set_attr("status", "running");
-    w.set_attr("config", "model:\n  name: mlp\ntrain:\n  steps: 2500\n");
-    w.add_table("train", {"step", "loss", "lr", "grad_norm", "time_step"});
-    w.add_table("eval", {"step", "train_loss", "train_acc", "test_loss", "test_acc"});
-    for (int64_t s = 0; s < 2500; ++s) {
-      w.append("train", {static_cast<double>(s), 2.3 * std::exp(-1e-3 * static_cast<double>(s)),
-                         1e-3, 1.0, 0.002});
-      if (s % 500 == 0) {
-        w.append("eval", {static_cast<double>(s), 1.0, 0.5, 1.1, 0.45});
-        w.flush();
-      }
-    }
-    std::vector<float> weight(8 * 4, 0.5f);
-    w.write_array("/snapshots/00002500/fc1/weight", {8, 4}, weight.data());
-    w.set_attr("status", "completed");
-  }
-  RunReader r(out);
-  EXPECT_EQ(r.column("train", "step").size(), 2500u);
-  EXPECT_EQ(r.column("eval", "step").size(), 5u);
-}
-
 }  // namespace
