@@ -10,27 +10,6 @@
 
 namespace xpand::cli {
 
-namespace {
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-        else out += char(c);
-    }
-  }
-  return out + "\"";
-}
-
-}  // namespace
-
 Runner plan_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("plan", "show what a configuration would train: parameters, FLOPs, order");
   auto args = std::make_shared<ConfigArgs>();
@@ -50,23 +29,28 @@ Runner plan_command(CLI::App& app) {
       for (size_t i = 0; i < rep.layers.size(); ++i) {
         const auto& l = rep.layers[i];
         fmt::print("    {{\"name\": {}, \"kind\": {}, \"shape\": {}, \"order\": {}, \"trainable\": {}, "
-                   "\"collapsed\": {}, \"flops_per_step\": {:.0f}}}{}\n",
+                   "\"collapsed\": {}, \"flops_per_step\": {:.0f}, \"act_first_flops_per_step\": {:.0f}, "
+                   "\"activation_memory_bytes\": {:.0f}, \"cut_elements\": {}}}{}\n",
                    json_string(l.name), json_string(l.kind), json_string(l.shape), json_string(l.order), l.trainable,
-                   l.collapsed, l.flops, i + 1 < rep.layers.size() ? "," : "");
+                   l.collapsed, l.flops, l.act_first_flops, l.memory_bytes, l.cut, i + 1 < rep.layers.size() ? "," : "");
       }
-      fmt::print("  ],\n  \"trainable\": {},\n  \"collapsed\": {},\n  \"flops_per_step\": {:.0f}\n}}\n", rep.trainable,
-                 rep.collapsed, rep.flops);
+      fmt::print("  ],\n  \"trainable\": {},\n  \"collapsed\": {},\n  \"flops_per_step\": {:.0f},\n"
+                 "  \"act_first_flops_per_step\": {:.0f},\n  \"cut_elements\": {}\n}}\n",
+                 rep.trainable, rep.collapsed, rep.flops, rep.act_first_flops, rep.cut);
       return 0;
     }
     fmt::print("# resolved config ({})\n{}\n", train::run_id(cfg), cfg.to_yaml());
-    fmt::print("# layers at batch {} ({} on {})\n", batch, cfg.get_string("model.kind"), ds.name);
-    fmt::print("{:<22} {:<7} {:<26} {:<8} {:>12} {:>12} {:>14}\n", "layer", "kind", "shape", "order", "trainable",
-               "collapsed", "FLOPs/step");
+    fmt::print("# layers at batch {} ({} on {}); FLOPs are forward+backward per step; cut = elements all-reduced\n",
+               batch, cfg.get_string("model.kind"), ds.name);
+    const char* row = "{:<22} {:<8} {:<22} {:<10} {:>11} {:>11} {:>11} {:>11} {:>10} {:>11}\n";
+    fmt::print(row, "layer", "kind", "shape", "order", "trainable", "collapsed", "FLOPs", "act-first", "act mem",
+               "cut");
+    auto mib = [](double b) { return b > 0 ? fmt::format("{:.2f}MiB", b / 1048576.0) : std::string("-"); };
     for (const auto& l : rep.layers)
-      fmt::print("{:<22} {:<7} {:<26} {:<8} {:>12} {:>12} {:>14.4g}\n", l.name, l.kind, l.shape, l.order, l.trainable,
-                 l.collapsed, l.flops);
-    fmt::print("{:<22} {:<7} {:<26} {:<8} {:>12} {:>12} {:>14.4g}\n", "total", "", "", "", rep.trainable,
-               rep.collapsed, rep.flops);
+      fmt::print(row, l.name, l.kind, l.shape, l.order, l.trainable, l.collapsed, fmt::format("{:.4g}", l.flops),
+                 fmt::format("{:.4g}", l.act_first_flops), mib(l.memory_bytes), l.cut);
+    fmt::print(row, "total", "", "", "", rep.trainable, rep.collapsed, fmt::format("{:.4g}", rep.flops),
+               fmt::format("{:.4g}", rep.act_first_flops), "", rep.cut);
     return 0;
   };
 }

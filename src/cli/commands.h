@@ -21,5 +21,9 @@ void add_config_args(CLI::App* cmd, ConfigArgs* args);
 Runner train_command(CLI::App& app);
 Runner plan_command(CLI::App& app);
 Runner keys_command(CLI::App& app);
+Runner analyze_command(CLI::App& app);
+
+// A JSON string literal (quoted, escaped) for the --json outputs.
+std::string json_string(const std::string& s);
 
 }  // namespace xpand::cli

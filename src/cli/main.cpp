@@ -4,6 +4,8 @@
 
 #include <iostream>
 
+#include <fmt/format.h>
+
 #include "cli/commands.h"
 #include "core/build_info.h"
 #include "core/error.h"
@@ -15,6 +17,23 @@ void add_config_args(CLI::App* cmd, ConfigArgs* args) {
   cmd->add_option("config", args->path, "configuration file (YAML)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--set", args->overrides, "override a config key: --set train.lr=0.01 (repeatable)")
       ->type_name("KEY=VALUE");
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
+        else out += char(c);
+    }
+  }
+  return out + "\"";
 }
 
 }  // namespace xpand::cli
@@ -29,7 +48,8 @@ int main(int argc, char** argv) {
   std::string level = "info";
   app.add_option("--log-level", level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
-  cli::Runner train = cli::train_command(app), plan = cli::plan_command(app), keys = cli::keys_command(app);
+  cli::Runner train = cli::train_command(app), plan = cli::plan_command(app), keys = cli::keys_command(app),
+              analyze = cli::analyze_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -47,6 +67,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("train")) return train();
     if (app.got_subcommand("plan")) return plan();
     if (app.got_subcommand("keys")) return keys();
+    if (app.got_subcommand("analyze")) return analyze();
   } catch (const ConfigError& e) {
     std::cerr << "xpand: config error: " << e.what() << "\n";
     return e.exit_code();

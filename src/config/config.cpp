@@ -61,7 +61,7 @@ std::vector<std::string> split_key(const std::string& k) {
   return parts;
 }
 
-// Whether the first pattern.size() segments of `key` match `pattern` ("*" matches any name).
+// Whether the first pattern.size() segments of `key` match `pattern` ("*" matches one name).
 bool prefix_match(const std::vector<std::string>& pattern, const std::vector<std::string>& key) {
   if (key.size() < pattern.size()) return false;
   for (size_t i = 0; i < pattern.size(); ++i)
@@ -69,9 +69,30 @@ bool prefix_match(const std::vector<std::string>& pattern, const std::vector<std
   return true;
 }
 
+// Full match; a "*" segment matches one or more names, so "layers.*.kind" accepts the layer
+// pattern "h0.mlp.c_fc" (which contains dots) as well as "fc1".
+bool glob_segments(const std::vector<std::string>& p, size_t i, const std::vector<std::string>& k, size_t j) {
+  if (i == p.size()) return j == k.size();
+  if (p[i] == "*") {
+    for (size_t n = 1; j + n <= k.size(); ++n)
+      if (glob_segments(p, i + 1, k, j + n)) return true;
+    return false;
+  }
+  return j < k.size() && !k[j].empty() && p[i] == k[j] && glob_segments(p, i + 1, k, j + 1);
+}
+
 bool segment_match(const std::string& pattern, const std::string& key) {
-  auto p = split_key(pattern), k = split_key(key);
-  return p.size() == k.size() && prefix_match(p, k);
+  return glob_segments(split_key(pattern), 0, split_key(key), 0);
+}
+
+// Sections of a key for YAML output: "layers.<layer pattern>.<field>" keeps the pattern whole.
+std::vector<std::string> key_sections(const std::string& key) {
+  const std::string layers = "layers.";
+  if (key.compare(0, layers.size(), layers) == 0) {
+    size_t last = key.rfind('.');
+    return {"layers", key.substr(layers.size(), last - layers.size()), key.substr(last + 1)};
+  }
+  return split_key(key);
 }
 
 const KeyDef* find_def(const std::string& key) {
@@ -266,9 +287,17 @@ class Loader {
       if (!kv.first.IsScalar()) throw ConfigError(fmt::format("{}: keys must be plain names", l.str()));
       std::string name = kv.first.Scalar();
       std::string key = prefix.empty() ? name : prefix + "." + name;
-      if (name.empty() || name.find('.') != std::string::npos)
+      // Under `layers:` a key is a layer name or glob pattern, which may contain dots (h0.mlp.c_fc).
+      const bool layer_pattern = prefix == "layers";
+      if (name.empty() || (!layer_pattern && name.find('.') != std::string::npos))
         fail_at(l, key, "key names must be non-empty and contain no '.'");
       if (!seen.insert(name).second) fail_at(l, key, "duplicate key");
+      if (layer_pattern) {
+        if (!kv.second.IsMap())
+          fail_at(l, key, "expected a mapping of parameterization keys for this layer (e.g. kind: expanded)");
+        walk(kv.second, key);
+        continue;
+      }
       const KeyDef* def = find_def(key);
       if (def) {
         Location vl = loc_of(kv.second, source_);
@@ -438,7 +467,7 @@ std::string Config::to_yaml(const std::string& skip_prefix) const {
   out << YAML::BeginMap;
   std::vector<std::string> open;  // currently open section path
   for (const auto& k : keys) {
-    auto parts = split_key(k);
+    auto parts = key_sections(k);
     size_t common = 0;
     while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) ++common;
     while (open.size() > common) out << YAML::EndMap, open.pop_back();

@@ -32,6 +32,8 @@ struct KeyDef {
 
 // The schema: every key xpand accepts, in display order.
 const std::vector<KeyDef>& schema();
+// The parameterization fields (keys without the "param." / "layers.*." prefix).
+const std::vector<KeyDef>& param_fields();
 // Human-readable description of the accepted values of a key ("float > 0", "one of: a, b").
 std::string describe_accepted(const KeyDef& def);
 

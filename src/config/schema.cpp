@@ -1,5 +1,7 @@
 // The schema: every configuration key xpand accepts, its type, default, range and documentation.
 // This one table drives validation, defaults, `xpand keys` and the resolved config of each run.
+#include <algorithm>
+
 #include "config/config.h"
 
 namespace xpand::config {
@@ -29,6 +31,44 @@ KeyDef when(KeyDef d, std::string k, std::vector<std::string> v) {
   return d;
 }
 }  // namespace
+
+// The fields of a parameterization (param.* and layers.*.*).
+const std::vector<KeyDef>& param_fields() {
+  using T = Type;
+  static const std::vector<KeyDef> fields = {
+      choices(key("kind", T::String, "dense", "parameterization of linear and conv weights"),
+              {"dense", "expanded", "lowrank", "lora"}),
+      range(key("factor", T::Float, "4",
+                "expanded: inner width = factor x max(in, out) (fractions allowed; < 1 is a bottleneck); "
+                "conv CL/CK: channel expansion rate r"),
+            0, kInf, true),
+      range(key("depth", T::Int, "2", "expanded: number of factors W_d...W_1"), 1, 64),
+      choices(key("residual", T::String, "none",
+                  "expanded: identity skip around every residual_every factors (every), around the whole chain "
+                  "(end), or none"),
+              {"none", "every", "end"}),
+      range(key("residual_every", T::Int, "1", "expanded: factors per residual block (residual: every)"), 1),
+      key("learnable_residual", T::Bool, "false", "expanded: y = G x + F(x) with G dense trainable (initialised to 0)"),
+      key("batch_norm", T::Bool, "false", "expanded: batch norm between factors (folded at collapse)"),
+      key("factor_bias", T::Bool, "false", "expanded: a bias in every factor (propagated at collapse)"),
+      choices(key("conv", T::String, "cl",
+                  "expanded conv: cl (1x1, kxk, 1x1), ck (chain of 3x3), kernels (param.kernels list)"),
+              {"cl", "ck", "kernels"}),
+      range(key("kernels", T::IntList, "[]", "expanded conv with conv: kernels: kernel sizes of the chain"), 1),
+      range(key("rank", T::Int, "8", "lowrank / lora: rank r"), 1),
+      choices(key("init", T::String, "default",
+                  "lowrank: default (product matches the dense init scale) or svd (truncated SVD of init_from)"),
+              {"default", "svd"}),
+      key("init_from", T::String, "''", "run file whose snapshot gives the dense weights (lowrank svd, lora W0)"),
+      range(key("init_step", T::Int, "0", "snapshot step in init_from (0 = the last)"), 0),
+      range(key("lora_alpha", T::Float, "16", "lora: scale alpha (adapter enters as alpha/r B A)"), 0, kInf, true),
+      choices(key("order", T::String, "auto",
+                  "contraction order: auto (planner: cheapest exact order), activation (x through each factor) "
+                  "or weight (factors multiplied first)"),
+              {"auto", "activation", "weight"}),
+  };
+  return fields;
+}
 
 const std::vector<KeyDef>& schema() {
   using T = Type;
@@ -103,10 +143,6 @@ const std::vector<KeyDef>& schema() {
       when(range(key("model.dropout", T::Float, "0.2", "dropout probability"), 0, 1, false), "model.kind",
            {"gpt"}),
 
-      // --- parameterization ---
-      choices(key("param.kind", T::String, "dense", "default parameterization of linear and conv weights"),
-              {"dense"}),
-
       // --- training ---
       choices(key("train.optimizer", T::String, "adam", "optimizer"), {"sgd", "adam", "adamw"}),
       range(key("train.lr", T::Float, "0.001", "peak learning rate"), 0, kInf, true),
@@ -144,7 +180,31 @@ const std::vector<KeyDef>& schema() {
                 "write the collapsed weights of every layer every this many steps (0 = only at the end)"),
             0),
   };
-  return table;
+  // Parameterization keys: param.<field> for every layer, layers.<name or glob>.<field> per layer.
+  static const std::vector<KeyDef> with_params = [] {
+    std::vector<KeyDef> t = table;
+    auto insert_at = std::find_if(t.begin(), t.end(), [](const KeyDef& d) { return d.key == "train.optimizer"; });
+    std::vector<KeyDef> params;
+    for (const KeyDef& f : param_fields()) {
+      KeyDef global = f;
+      global.key = "param." + f.key;
+      params.push_back(global);
+    }
+    for (const KeyDef& f : param_fields()) {
+      KeyDef layer = f;
+      layer.key = "layers.*." + f.key;
+      layer.default_yaml.clear();  // unset: the layer takes param.<field>
+      layer.doc = "per-layer override of param." + f.key + " (layers.<name or glob>: fc2, \"h*.mlp.c_fc\")";
+      params.push_back(layer);
+    }
+    params.push_back(choices(key("expand.schedule", Type::String, "all",
+                                 "all: every expanded layer stays expanded; rotate: one at a time (memory)"),
+                             {"all", "rotate"}));
+    params.push_back(range(key("expand.period", Type::Int, "100", "rotate: steps between switches"), 1));
+    t.insert(insert_at, params.begin(), params.end());
+    return t;
+  }();
+  return with_params;
 }
 
 }  // namespace xpand::config

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "core/error.h"
 #include "model/nets.h"
 
@@ -30,21 +32,30 @@ std::vector<Slot> Network::slots() {
 
 NetworkPtr network_build(const config::Config& cfg, const data::Dataset& ds, const param::Factory& make) {
   const std::string& kind = cfg.get_string("model.kind");
-  if (kind == "mlp") return mlp_build(cfg, ds, make);
-  if (kind == "cnn") return cnn_build(cfg, ds, make);
-  if (kind == "gpt") return gpt_build(cfg, ds, make);
-  cfg.fail("model.kind", fmt::format("no network named '{}'", kind));
+  NetworkPtr net;
+  if (kind == "mlp") net = mlp_build(cfg, ds, make);
+  else if (kind == "cnn") net = cnn_build(cfg, ds, make);
+  else if (kind == "gpt") net = gpt_build(cfg, ds, make);
+  else cfg.fail("model.kind", fmt::format("no network named '{}'", kind));
+  std::vector<std::string> names;
+  for (const auto& s : net->slots()) names.push_back(s.name);
+  param::check_layer_options(cfg, names);
+  return net;
 }
 
 NetworkPtr network_collapse(const config::Config& cfg, const data::Dataset& ds, Network& net) {
   torch::NoGradGuard ng;
   std::map<std::string, param::ParamPtr> by_name;
   for (auto& s : net.slots()) by_name[s.name] = s.param;
+  // Building draws initial values from the global RNG; keep the training stream untouched.
+  auto gen = at::detail::getDefaultCPUGenerator();
+  auto rng_state = gen.get_state();
   auto dense = network_build(cfg, ds, param::factory_collapsed([&](const std::string& layer) {
     auto it = by_name.find(layer);
     XPAND_CHECK(it != by_name.end(), "collapse: layer {} missing from the source network", layer);
-    return it->second->weight();
+    return it->second;
   }));
+  gen.set_state(rng_state);
   // Every tensor outside the slots (biases, norms, embeddings, buffers) is copied by name.
   std::vector<std::string> slot_prefixes;
   for (auto& s : dense->slots()) slot_prefixes.push_back(s.name + ".");
@@ -72,25 +83,40 @@ NetworkReport network_report(Network& net, int64_t batch) {
     l.name = s.name;
     l.kind = s.param->kind();
     l.shape = s.param->shape().str();
-    l.order = s.param->order();
+    auto plan = s.param->plan(batch * s.rows_per_sample, s.input_grad);
+    l.order = plan.order;
     l.trainable = s.param->trainable_count();
-    l.collapsed = s.param->collapsed_count();
-    l.flops = s.param->flops(batch * s.rows_per_sample, s.input_grad);
+    l.collapsed = s.param->collapsed_count() + (s.param->bias().defined() ? s.param->shape().out() : 0);
+    l.flops = plan.flops;
+    l.act_first_flops = plan.act_first_flops;
+    l.memory_bytes = plan.memory_bytes;
+    l.cut = s.param->cut_numel();
     r.layers.push_back(l);
     slot_prefixes.push_back(s.name + ".");
   }
-  LayerReport other{"(other)", "-", "biases, norms, embeddings", "-", 0, 0, 0};
+  LayerReport other;
+  other.name = "(other)";
+  other.kind = other.order = "-";
+  other.shape = "biases, norms, embeddings";
   for (auto& kv : net.named_parameters()) {
     bool in_slot = false;
     for (const auto& p : slot_prefixes) in_slot |= kv.key().compare(0, p.size(), p) == 0;
     if (in_slot) continue;
     other.collapsed += kv.value().numel();
-    if (kv.value().requires_grad()) other.trainable += kv.value().numel();
+    if (kv.value().requires_grad()) other.trainable += kv.value().numel(), other.cut += kv.value().numel();
   }
   if (other.collapsed > 0) r.layers.push_back(other);
-  for (const auto& e : net.extra_costs())
-    r.layers.push_back({e.name, "-", "-", "-", 0, 0, e.flops_per_sample * double(batch)});
-  for (const auto& l : r.layers) r.trainable += l.trainable, r.collapsed += l.collapsed, r.flops += l.flops;
+  for (const auto& e : net.extra_costs()) {
+    LayerReport l;
+    l.name = e.name;
+    l.kind = l.shape = l.order = "-";
+    l.flops = l.act_first_flops = e.flops_per_sample * double(batch);
+    r.layers.push_back(l);
+  }
+  for (const auto& l : r.layers) {
+    r.trainable += l.trainable, r.collapsed += l.collapsed, r.flops += l.flops;
+    r.act_first_flops += l.act_first_flops, r.cut += l.cut;
+  }
   return r;
 }
 

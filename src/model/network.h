@@ -66,12 +66,15 @@ NetworkPtr network_collapse(const config::Config& cfg, const data::Dataset& ds, 
 struct LayerReport {
   std::string name, kind, shape, order;
   int64_t trainable = 0, collapsed = 0;
-  double flops = 0;  // forward+backward per step at the given batch
+  double flops = 0;            // forward+backward per step at the given batch, in the planned order
+  double act_first_flops = 0;  // the same in activation-first order
+  double memory_bytes = 0;     // intermediate results kept for backward
+  int64_t cut = 0;             // elements all-reduced per step in data-parallel training
 };
 struct NetworkReport {
   std::vector<LayerReport> layers;  // slots, then "other" tensors and extra costs
-  int64_t trainable = 0, collapsed = 0;
-  double flops = 0;
+  int64_t trainable = 0, collapsed = 0, cut = 0;
+  double flops = 0, act_first_flops = 0;
 };
 NetworkReport network_report(Network& net, int64_t batch);
 

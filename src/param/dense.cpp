@@ -3,22 +3,24 @@
 
 namespace xpand::param {
 
-Dense::Dense(WeightShape shape, const Init& init) : Parameterization(std::move(shape)) {
-  auto w = torch::empty(shape_.dims);
+void init_fill(torch::Tensor& t, const Init& init) {
   torch::NoGradGuard ng;
   if (init.kind == Init::Uniform)
-    w.uniform_(-init.scale, init.scale);
+    t.uniform_(-init.scale, init.scale);
   else
-    w.normal_(0.0, init.scale);
+    t.normal_(0.0, init.scale);
+}
+
+Dense::Dense(WeightShape shape, const Init& init) : Parameterization(std::move(shape)) {
+  auto w = torch::empty(shape_.dims);
+  init_fill(w, init);
   w_ = register_parameter("weight", w);
 }
 
-Dense::Dense(WeightShape shape, const torch::Tensor& value) : Parameterization(std::move(shape)) {
-  w_ = register_parameter("weight", value.detach().clone());
-}
-
-torch::Tensor Dense::linear(const torch::Tensor& x, const torch::Tensor& bias) {
-  return torch::nn::functional::linear(x, w_, bias);
+Dense::Dense(WeightShape shape, const torch::Tensor& weight, const torch::Tensor& bias)
+    : Parameterization(std::move(shape)) {
+  w_ = register_parameter("weight", weight.detach().clone());
+  if (bias.defined()) b_ = register_parameter("bias", bias.detach().clone());
 }
 
 }  // namespace xpand::param

@@ -1,5 +1,5 @@
 // The dense parameterization: W_eff is one trainable matrix (or conv kernel). The reference
-// point of every other kind, and what collapse produces.
+// point of every other kind, and what collapse produces (then with the folded bias, if any).
 #pragma once
 #include "param/param.h"
 
@@ -8,14 +8,18 @@ namespace xpand::param {
 class Dense : public Parameterization {
  public:
   Dense(WeightShape shape, const Init& init);
-  // A dense layer holding a copy of a given effective weight (collapse).
-  Dense(WeightShape shape, const torch::Tensor& value);
+  // A dense layer holding copies of a given effective weight and bias (collapse); bias may be undefined.
+  Dense(WeightShape shape, const torch::Tensor& weight, const torch::Tensor& bias);
   std::string kind() const override { return "dense"; }
   torch::Tensor weight() override { return w_; }
-  torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& bias) override;
+  torch::Tensor bias() override { return b_; }
 
  private:
   torch::Tensor w_;  // shape().dims
+  torch::Tensor b_;  // (out) folded bias of a collapsed layer, or undefined
 };
+
+// Fills `t` in place from the init distribution (no autograd).
+void init_fill(torch::Tensor& t, const Init& init);
 
 }  // namespace xpand::param

@@ -23,13 +23,19 @@ std::string WeightShape::str() const { return fmt::format("{}", fmt::join(dims, 
 
 Init Init::torch_default(const WeightShape& s) { return {Uniform, 1.0 / std::sqrt(double(s.fan_in()))}; }
 
+torch::Tensor Parameterization::add_bias(const torch::Tensor& a, const torch::Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a + b;
+}
+
 torch::Tensor Parameterization::linear(const torch::Tensor& x, const torch::Tensor& bias) {
-  return torch::nn::functional::linear(x, weight(), bias);
+  return torch::nn::functional::linear(x, batch_weight(), add_bias(bias, batch_bias()));
 }
 
 torch::Tensor Parameterization::conv2d(const torch::Tensor& x, const torch::Tensor& bias, int64_t stride,
                                        int64_t padding, int64_t groups) {
-  return torch::conv2d(x, weight(), bias, stride, padding, /*dilation=*/1, groups);
+  return torch::conv2d(x, batch_weight(), add_bias(bias, batch_bias()), stride, padding, /*dilation=*/1, groups);
 }
 
 int64_t Parameterization::trainable_count() {
@@ -39,10 +45,51 @@ int64_t Parameterization::trainable_count() {
   return n;
 }
 
-double Parameterization::flops(int64_t rows, bool input_grad) const {
+Parameterization::Plan Parameterization::plan(int64_t rows, bool input_grad) const {
   // One matmul of rows x fan_in x out forward; backward: weight gradient, plus input gradient.
   double fwd = 2.0 * double(rows) * double(shape_.fan_in()) * double(shape_.out());
-  return fwd * (input_grad ? 3.0 : 2.0);
+  Plan p;
+  p.flops = p.act_first_flops = fwd * (input_grad ? 3.0 : 2.0);
+  return p;
+}
+
+int64_t Parameterization::cut_numel() {
+  int64_t eff = shape_.numel() + (bias().defined() ? shape_.out() : 0);
+  return cut_at_weight() ? eff : trainable_count();
+}
+
+void Parameterization::cut_begin() {
+  if (!cut_at_weight()) return;
+  cut_w_src_ = weight();
+  cut_w_ = cut_w_src_.detach().requires_grad_(true);
+  cut_b_src_ = bias();
+  if (cut_b_src_.defined()) cut_b_ = cut_b_src_.detach().requires_grad_(true);
+}
+
+std::vector<torch::Tensor> Parameterization::cut_tensors() {
+  if (cut_active()) {
+    std::vector<torch::Tensor> t = {cut_w_};
+    if (cut_b_.defined()) t.push_back(cut_b_);
+    return t;
+  }
+  std::vector<torch::Tensor> raw;
+  for (const auto& p : parameters())
+    if (p.requires_grad()) raw.push_back(p);
+  return raw;
+}
+
+void Parameterization::cut_finish() {
+  if (!cut_active()) return;
+  std::vector<torch::Tensor> roots = {cut_w_src_}, grads = {cut_w_.grad()};
+  if (cut_b_.defined()) roots.push_back(cut_b_src_), grads.push_back(cut_b_.grad());
+  bool any = false;
+  for (auto& g : grads) any |= g.defined();
+  if (any) {
+    for (size_t i = 0; i < grads.size(); ++i)
+      if (!grads[i].defined()) grads[i] = torch::zeros_like(roots[i]);
+    torch::autograd::backward(roots, grads);
+  }
+  cut_w_ = cut_b_ = cut_w_src_ = cut_b_src_ = torch::Tensor();
 }
 
 }  // namespace xpand::param

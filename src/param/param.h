@@ -40,7 +40,11 @@ class Parameterization : public torch::nn::Module {
   const WeightShape& shape() const { return shape_; }
 
   // The effective weight W_eff, shaped shape().dims (differentiable w.r.t. the raw tensors).
+  // Layers with batch norm between factors give the evaluation-mode (running statistics) map.
   virtual torch::Tensor weight() = 0;
+  // The bias the parameterization itself contributes (factor biases, folded batch norm), shaped
+  // (out); undefined when it contributes none. The layer computes x·W_effᵀ + bias() + its own bias.
+  virtual torch::Tensor bias() { return {}; }
   // y = x·W_effᵀ + bias for x of shape (..., in); bias may be undefined.
   virtual torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& bias);
   // 2-D convolution with W_eff (NCHW input).
@@ -50,14 +54,40 @@ class Parameterization : public torch::nn::Module {
   // Raw trainable scalars, and scalars of the collapsed dense weight.
   virtual int64_t trainable_count();
   int64_t collapsed_count() const { return shape_.numel(); }
-  // Forward+backward FLOPs (multiply-add = 2) for `rows` applications of the layer (batch rows for
-  // linear, batch·H_out·W_out for conv); input_grad: whether the gradient w.r.t. the input is needed.
-  virtual double flops(int64_t rows, bool input_grad) const;
-  // One line on how the forward is evaluated (the planner's choice), for `xpand plan`.
-  virtual std::string order() const { return "direct"; }
+  // How `rows` applications of the layer (batch rows for linear, batch·H_out·W_out for conv) are
+  // evaluated: the planner's order, forward+backward FLOPs (multiply-add = 2) of that order and of
+  // the activation-first order, and the bytes of intermediate results kept for backward.
+  // input_grad: whether backward needs the gradient w.r.t. the layer's input.
+  struct Plan {
+    std::string order = "direct";
+    double flops = 0, act_first_flops = 0, memory_bytes = 0;
+  };
+  virtual Plan plan(int64_t rows, bool input_grad) const;
+
+  // --- the data-parallel cut (ARCHITECTURE.md) ---
+  // Elements whose gradients are all-reduced: the smaller of W_eff (+ bias()) and the raw tensors.
+  virtual int64_t cut_numel();
+  // Whether the cut is W_eff rather than the raw tensors.
+  virtual bool cut_at_weight() { return false; }
+  // cut_begin: W_eff is computed once and replaced by a detached leaf that the forward uses, so
+  // the batch backward stops there. cut_tensors: the tensors whose .grad() the reducer sums.
+  // cut_finish: backward from the leaves' gradients to the raw tensors (batch-independent).
+  void cut_begin();
+  std::vector<torch::Tensor> cut_tensors();
+  void cut_finish();
+  bool cut_active() const { return cut_w_.defined(); }
 
  protected:
+  // Forward helpers that honour an active cut: the weight and bias the batch computation uses.
+  torch::Tensor batch_weight() { return cut_active() ? cut_w_ : weight(); }
+  torch::Tensor batch_bias() { return cut_active() ? cut_b_ : bias(); }
+  static torch::Tensor add_bias(const torch::Tensor& a, const torch::Tensor& b);
+
   WeightShape shape_;
+
+ private:
+  torch::Tensor cut_w_, cut_b_;            // leaves used by the forward while a cut is active
+  torch::Tensor cut_w_src_, cut_b_src_;    // their graphs back to the raw tensors
 };
 
 using ParamPtr = std::shared_ptr<Parameterization>;
@@ -67,17 +97,25 @@ using Factory = std::function<ParamPtr(const std::string& layer, const WeightSha
 
 // --- registry ------------------------------------------------------------------------
 // Each kind registers here (registry.cpp: one line per kind).
+struct Spec;
 struct KindInfo {
   std::string name;
   std::string doc;
-  std::function<ParamPtr(const std::string& layer, const WeightShape&, const Init&, const config::Config&)> make;
+  std::function<ParamPtr(const Spec& spec, const WeightShape&, const Init&)> make;
 };
 const std::vector<KindInfo>& kinds();
 std::vector<std::string> kind_names();
 
-// The factory for a run: param.kind for every layer.
+// The factory for a run: each layer's kind and options from param.* and layers.* (spec.h).
+// The returned factory refers to cfg, which must outlive it.
 Factory factory_from_config(const config::Config& cfg);
-// A factory of dense layers holding copies of the effective weights of `source` layers (collapse).
-Factory factory_collapsed(const std::function<torch::Tensor(const std::string& layer)>& weight_of);
+// A factory of dense layers holding copies of the effective weight and bias of the layers of
+// another network (collapse): of(layer) returns that layer's parameterization.
+Factory factory_collapsed(const std::function<std::shared_ptr<Parameterization>(const std::string& layer)>& of);
+
+// Every layers.<pattern> of the config must match a layer of the network, and every param.* or
+// layers.*.* option set explicitly must be read by some layer's kind (a typo or a forgotten kind
+// is an error, not a silent no-op). layers: the network's slot names.
+void check_layer_options(const config::Config& cfg, const std::vector<std::string>& layers);
 
 }  // namespace xpand::param

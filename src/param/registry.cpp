@@ -3,16 +3,30 @@
 
 #include "core/error.h"
 #include "param/dense.h"
+#include "param/expanded.h"
+#include "param/lowrank.h"
 #include "param/param.h"
+#include "param/spec.h"
 
 namespace xpand::param {
+
+namespace {
+template <typename T>
+ParamPtr make_linear_only(const Spec& s, const WeightShape& shape, const Init& init) {
+  if (shape.is_conv())
+    throw ConfigError(fmt::format("{} (layer {}): kind {} is for linear layers; this layer is a {} convolution",
+                                  s.key_of("kind"), s.layer, s.kind, shape.str()));
+  return std::make_shared<T>(s, shape, init);
+}
+}  // namespace
 
 const std::vector<KindInfo>& kinds() {
   static const std::vector<KindInfo> table = {
       {"dense", "one trainable matrix per layer (the baseline and the collapsed form)",
-       [](const std::string&, const WeightShape& s, const Init& init, const config::Config&) {
-         return std::make_shared<Dense>(s, init);
-       }},
+       [](const Spec&, const WeightShape& s, const Init& init) { return std::make_shared<Dense>(s, init); }},
+      {"expanded", "product of depth factors through width factor x max(in, out)", make_linear_only<Expanded>},
+      {"lowrank", "W = B C with rank r", make_linear_only<LowRank>},
+      {"lora", "frozen W0 + (alpha/r) B A adapters", make_linear_only<Lora>},
   };
   return table;
 }
@@ -24,23 +38,21 @@ std::vector<std::string> kind_names() {
 }
 
 Factory factory_from_config(const config::Config& cfg) {
-  const std::string& name = cfg.get_string("param.kind");
-  for (const auto& k : kinds())
-    if (k.name == name) {
-      auto make = k.make;
-      return [make, &cfg](const std::string& layer, const WeightShape& s, const Init& init) {
-        return make(layer, s, init, cfg);
-      };
-    }
-  cfg.fail("param.kind", fmt::format("no parameterization named '{}'", name));
+  return [&cfg](const std::string& layer, const WeightShape& shape, const Init& init) -> ParamPtr {
+    Spec spec = spec_for(cfg, layer);
+    for (const auto& k : kinds())
+      if (k.name == spec.kind) return k.make(spec, shape, init);
+    cfg.fail(spec.key_of("kind"), fmt::format("no parameterization named '{}'", spec.kind));
+  };
 }
 
-Factory factory_collapsed(const std::function<torch::Tensor(const std::string& layer)>& weight_of) {
-  return [weight_of](const std::string& layer, const WeightShape& s, const Init&) -> ParamPtr {
+Factory factory_collapsed(const std::function<ParamPtr(const std::string& layer)>& of) {
+  return [of](const std::string& layer, const WeightShape& s, const Init&) -> ParamPtr {
     torch::NoGradGuard ng;
-    torch::Tensor w = weight_of(layer);
+    ParamPtr src = of(layer);
+    torch::Tensor w = src->weight();
     XPAND_CHECK(w.sizes().vec() == s.dims, "collapse of layer {}: weight shape mismatch", layer);
-    return std::make_shared<Dense>(s, w);
+    return std::make_shared<Dense>(s, w, src->bias());
   };
 }
 

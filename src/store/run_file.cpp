@@ -723,6 +723,16 @@ std::vector<std::string> RunReader::tables() const {
   return link_names(g.get(), m.path, "group '/metrics'");
 }
 
+std::vector<std::string> RunReader::children(const std::string& group_path) const {
+  const Impl& m = impl();
+  const std::string obj = quoted("group", group_path);
+  Kind k = object_kind(m.root(), m.path, group_path);
+  if (k == Kind::None) fail(m.path, obj, "no such group");
+  if (k != Kind::Group) fail(m.path, obj, "is not a group");
+  Hid g = make(H5Gopen2(m.root(), group_path.c_str(), H5P_DEFAULT), H5Gclose, m.path, obj, "cannot open group");
+  return link_names(g.get(), m.path, obj);
+}
+
 std::vector<std::string> RunReader::columns(const std::string& table) const {
   const Impl& m = impl();
   Hid g = m.open_table(table);

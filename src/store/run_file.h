@@ -105,6 +105,8 @@ class RunReader {
   std::string column_dtype(const std::string& table, const std::string& column) const;
 
   bool has_object(const std::string& object_path) const;  // any object (group or dataset)
+  // Sorted names of the links in a group (e.g. children("/snapshots") lists the snapshot steps).
+  std::vector<std::string> children(const std::string& group_path) const;
   // Any float or integer dataset as doubles, row-major; its shape goes to *shape when given
   // (empty for a scalar).
   std::vector<double> read_array(const std::string& dataset_path,

@@ -1,0 +1,241 @@
+// `xpand analyze RUN.h5 [--step N] [--ranks 8,32,128] [--gd-steps 200] [--json]`: the low-rank
+// questions about one snapshot of a run's weights: per layer the spectrum (numerical, effective and
+// stable rank, top singular values) and how well rank-r products fit it (truncated SVD vs gradient descent).
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "config/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "param/analysis.h"
+#include "store/run_file.h"
+
+namespace xpand::cli {
+
+// Declared here until commands.h lists it (main.cpp registers it like the others).
+
+namespace {
+
+namespace fs = std::filesystem;
+
+
+std::string dims_str(const std::vector<int64_t>& d) { return fmt::format("{}", fmt::join(d, "x")); }
+
+struct LayerResult {
+  std::string name;
+  std::vector<int64_t> shape;  // as stored: (out, in) or (out, in, kh, kw)
+  int64_t m = 0, n = 0;        // the analysed matrix: (out, in) or (out, in·kh·kw)
+  param::Spectrum spec;
+  std::vector<double> top;                  // up to 5 largest singular values
+  std::vector<param::RankFit> fits;         // requested ranks ≤ min(m, n)
+  std::vector<int64_t> skipped;             // requested ranks > min(m, n)
+};
+
+struct Snapshot {
+  int64_t step;
+  std::string group;  // "/snapshots/00001000"
+};
+
+// The snapshot steps of the file, ascending (names are 8-digit steps; anything else is ignored).
+std::vector<Snapshot> list_snapshots(const store::RunReader& r) {
+  std::vector<Snapshot> out;
+  if (!r.has_object("/snapshots")) return out;
+  for (const auto& name : r.children("/snapshots")) {
+    if (name.empty() || name.size() > 18 ||
+        !std::all_of(name.begin(), name.end(), [](unsigned char c) { return std::isdigit(c); }))
+      continue;
+    out.push_back({std::stoll(name), "/snapshots/" + name});
+  }
+  std::sort(out.begin(), out.end(), [](const Snapshot& a, const Snapshot& b) { return a.step < b.step; });
+  return out;
+}
+
+std::string steps_str(const std::vector<Snapshot>& snaps) {
+  std::vector<std::string> s;
+  for (size_t i = 0; i < snaps.size(); ++i) {
+    if (snaps.size() > 10 && i == 5) {
+      s.push_back(fmt::format("... ({} more)", snaps.size() - 8));
+      i = snaps.size() - 4;
+      continue;
+    }
+    s.push_back(std::to_string(snaps[i].step));
+  }
+  return fmt::format("{}", fmt::join(s, ", "));
+}
+
+// The dtype the run trained in (config key `dtype`): snapshots are float64 copies, but the
+// numerical rank must judge small singular values at the precision the weights were held in, or a
+// float32 weight would always look full-rank (its rounding noise is far above float64's tolerance).
+torch::ScalarType run_dtype(const store::RunReader& r, std::string* name) {
+  try {
+    auto cfg = config::Config::load_string(r.attr_string("config"), r.path() + " (config attribute)");
+    *name = cfg.get_string("dtype");
+    if (*name == "float32") return torch::kFloat32;
+    if (*name == "float64") return torch::kFloat64;
+  } catch (const std::exception& e) {
+    log::warn("{}: cannot read the run's dtype from its config ({}); judging numerical rank at float64", r.path(),
+              e.what());
+  }
+  *name = "float64";
+  return torch::kFloat64;
+}
+
+LayerResult analyze_layer(const store::RunReader& r, const Snapshot& snap, const std::string& layer,
+                          torch::ScalarType dtype, const std::vector<int64_t>& ranks, int64_t gd_steps) {
+  LayerResult out;
+  out.name = layer;
+  const std::string path = snap.group + "/" + layer + "/weight";
+  if (!r.has_object(path))
+    throw DataError(fmt::format("{}: snapshot {} layer '{}' has no weight dataset ({})", r.path(), snap.step, layer,
+                                path));
+  auto data = r.read_array(path, &out.shape);
+  if (out.shape.size() != 2 && out.shape.size() != 4)
+    throw DataError(fmt::format("{}: {} has shape {}: expected (out, in) or (out, in, kh, kw)", r.path(), path,
+                                out.shape.empty() ? "scalar" : dims_str(out.shape)));
+  // from_blob borrows `data`; to(dtype) copies (clone for float64 so nothing outlives the vector).
+  auto w = torch::from_blob(data.data(), out.shape, torch::kFloat64).clone().to(dtype);
+  out.m = out.shape[0];
+  out.n = w.numel() / std::max<int64_t>(out.m, 1);
+  const int64_t k = std::min(out.m, out.n);
+  std::vector<int64_t> fit_ranks;
+  for (int64_t rk : ranks) (rk <= k ? fit_ranks : out.skipped).push_back(rk);
+  try {
+    out.spec = param::spectrum(w);
+    out.fits = param::rank_fits(w, fit_ranks, gd_steps, 0);
+  } catch (const DataError& e) {
+    throw DataError(fmt::format("{}: snapshot {} layer '{}': {} (try an earlier --step)", r.path(), snap.step, layer,
+                                e.what()));
+  }
+  auto sv = out.spec.singular_values;
+  for (int64_t i = 0; i < std::min<int64_t>(5, sv.numel()); ++i) out.top.push_back(sv[i].item<double>());
+  return out;
+}
+
+std::string shape_cell(const LayerResult& l) {
+  return l.shape.size() == 4 ? fmt::format("{} ({}x{})", dims_str(l.shape), l.m, l.n) : dims_str(l.shape);
+}
+
+void print_table(const std::string& file, const std::string& run_id, const Snapshot& snap,
+                 const std::vector<Snapshot>& snaps, const std::string& dtype, int64_t gd_steps,
+                 const std::vector<LayerResult>& layers) {
+  fmt::print("# {} ({}): snapshot at step {} (snapshots: {})\n", run_id, file, snap.step, steps_str(snaps));
+  fmt::print("# spectrum: numerical rank at {} precision (tol = max(m,n)·eps·σ_max); effective rank = exp(entropy "
+             "of σ/Σσ); stable rank = ‖W‖_F²/‖W‖_2²\n",
+             dtype);
+  fmt::print("{:<24} {:<22} {:>8} {:>8} {:>9} {:>9}  {}\n", "layer", "shape", "rank", "min(m,n)", "eff.rank",
+             "stable", "top-5 singular values");
+  for (const auto& l : layers) {
+    std::vector<std::string> top;
+    for (double s : l.top) top.push_back(fmt::format("{:.4g}", s));
+    fmt::print("{:<24} {:<22} {:>8} {:>8} {:>9.2f} {:>9.2f}  {}\n", l.name, shape_cell(l), l.spec.numerical_rank,
+               std::min(l.m, l.n), l.spec.effective_rank, l.spec.stable_rank, fmt::join(top, " "));
+  }
+  fmt::print("\n# rank-r fits: relative Frobenius error of the truncated SVD (the optimum) and of {} alternating "
+             "gradient steps on B·C (seed 0); compression = m·n / (r·(m+n))\n",
+             gd_steps);
+  fmt::print("{:<24} {:<22} {:>6} {:>11} {:>11} {:>11}\n", "layer", "shape", "r", "svd_error", "gd_error",
+             "compression");
+  for (const auto& l : layers) {
+    for (const auto& f : l.fits)
+      fmt::print("{:<24} {:<22} {:>6} {:>11.6f} {:>11.6f} {:>11.3f}\n", l.name, shape_cell(l), f.rank, f.svd_error,
+                 f.gd_error, f.compression);
+    for (int64_t r : l.skipped)
+      fmt::print("{:<24} {:<22} {:>6}  skipped: r > min(m,n) = {}\n", l.name, shape_cell(l), r, std::min(l.m, l.n));
+  }
+}
+
+void print_json(const std::string& file, const std::string& run_id, const Snapshot& snap,
+                const std::vector<Snapshot>& snaps, const std::string& dtype, const std::vector<int64_t>& ranks,
+                int64_t gd_steps, const std::vector<LayerResult>& layers) {
+  std::vector<int64_t> steps;
+  for (const auto& s : snaps) steps.push_back(s.step);
+  fmt::print("{{\n  \"file\": {},\n  \"run_id\": {},\n  \"step\": {},\n  \"snapshot_steps\": [{}],\n"
+             "  \"rank_dtype\": {},\n  \"ranks\": [{}],\n  \"gd_steps\": {},\n  \"gd_seed\": 0,\n  \"layers\": [\n",
+             json_string(file), json_string(run_id), snap.step, fmt::join(steps, ", "), json_string(dtype),
+             fmt::join(ranks, ", "), gd_steps);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    std::vector<std::string> fits;
+    for (const auto& f : l.fits)
+      fits.push_back(fmt::format("{{\"rank\": {}, \"svd_error\": {}, \"gd_error\": {}, \"compression\": {}}}", f.rank,
+                                 f.svd_error, f.gd_error, f.compression));
+    fmt::print("    {{\"name\": {}, \"shape\": [{}], \"matrix\": [{}, {}], \"numerical_rank\": {}, \"min_dim\": {}, "
+               "\"effective_rank\": {}, \"stable_rank\": {}, \"top_singular_values\": [{}], \"fits\": [{}], "
+               "\"skipped_ranks\": [{}]}}{}\n",
+               json_string(l.name), fmt::join(l.shape, ", "), l.m, l.n, l.spec.numerical_rank, std::min(l.m, l.n),
+               l.spec.effective_rank, l.spec.stable_rank, fmt::join(l.top, ", "), fmt::join(fits, ", "),
+               fmt::join(l.skipped, ", "), i + 1 < layers.size() ? "," : "");
+  }
+  fmt::print("  ]\n}}\n");
+}
+
+}  // namespace
+
+Runner analyze_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("analyze", "low-rank analysis of a run's snapshot: spectra and rank-r fits");
+  auto file = std::make_shared<std::string>();
+  auto step = std::make_shared<int64_t>(-1);
+  auto ranks = std::make_shared<std::vector<int64_t>>(std::vector<int64_t>{8, 32, 128});
+  auto gd_steps = std::make_shared<int64_t>(200);
+  auto json = std::make_shared<bool>(false);
+  cmd->add_option("run", *file, "run file (.h5) written by xpand train")->required();
+  auto* step_opt = cmd->add_option("--step", *step, "snapshot step (default: the last snapshot)");
+  cmd->add_option("--ranks", *ranks, "ranks r to fit, comma-separated")->delimiter(',')->capture_default_str();
+  cmd->add_option("--gd-steps", *gd_steps, "alternating gradient steps of the B·C fit")->capture_default_str();
+  cmd->add_flag("--json", *json, "machine-readable output");
+  return [=]() {
+    for (int64_t r : *ranks)
+      if (r < 1) throw ConfigError(fmt::format("--ranks: rank {} must be >= 1", r));
+    if (*gd_steps < 0) throw ConfigError(fmt::format("--gd-steps: {} must be >= 0", *gd_steps));
+    std::vector<int64_t> rs = *ranks;
+    std::sort(rs.begin(), rs.end());
+    rs.erase(std::unique(rs.begin(), rs.end()), rs.end());
+
+    // Missing path: a usage error like a missing config (nothing ran); unreadable content: a data error.
+    if (!fs::exists(*file)) throw ConfigError(fmt::format("{}: no such file", *file));
+    std::unique_ptr<store::RunReader> reader;
+    try {
+      reader = std::make_unique<store::RunReader>(*file);
+    } catch (const store::StoreError& e) {
+      throw DataError(fmt::format("{} (expected an xpand run file)", e.what()));  // names the path
+    }
+    const auto& r = *reader;
+    if (!r.has_attr("schema_version"))
+      throw DataError(fmt::format("{}: not an xpand run file (no schema_version attribute)", *file));
+    const std::string run_id = r.has_attr("run_id") ? r.attr_string("run_id") : fs::path(*file).stem().string();
+    auto snaps = list_snapshots(r);
+    if (snaps.empty())
+      throw DataError(fmt::format("{}: no snapshots in this run (status '{}'; a run writes one at its last step and "
+                                  "every output.snapshot_every steps)",
+                                  *file, r.has_attr("status") ? r.attr_string("status") : "unknown"));
+    Snapshot snap = snaps.back();
+    if (step_opt->count() > 0) {
+      auto it = std::find_if(snaps.begin(), snaps.end(), [&](const Snapshot& s) { return s.step == *step; });
+      if (it == snaps.end())
+        throw ConfigError(fmt::format("--step {}: {} has no snapshot at that step (snapshots: {})", *step, *file,
+                                      steps_str(snaps)));
+      snap = *it;
+    }
+    std::string dtype_name;
+    auto dtype = run_dtype(r, &dtype_name);
+
+    auto names = r.children(snap.group);
+    if (names.empty()) throw DataError(fmt::format("{}: snapshot {} holds no layers", *file, snap.step));
+    std::vector<LayerResult> layers;
+    torch::NoGradGuard no_grad;
+    for (const auto& name : names) {
+      log::debug("analyze: step {} layer {}", snap.step, name);
+      layers.push_back(analyze_layer(r, snap, name, dtype, rs, *gd_steps));
+    }
+    if (*json) print_json(*file, run_id, snap, snaps, dtype_name, rs, *gd_steps, layers);
+    else print_table(*file, run_id, snap, snaps, dtype_name, *gd_steps, layers);
+    return 0;
+  };
+}
+
+}  // namespace xpand::cli

@@ -1,0 +1,142 @@
+// Low-rank and LoRA layers (see lowrank.h).
+#include "param/lowrank.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "param/dense.h"
+#include "store/run_file.h"
+
+namespace xpand::param {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor snapshot_weight(const std::string& path, int64_t step, const std::string& layer,
+                              const WeightShape& shape) {
+  try {
+    store::RunReader r(path);
+    auto steps = r.children("/snapshots");
+    if (steps.empty()) throw Error(fmt::format("{}: has no snapshots", path));
+    std::string s = step > 0 ? fmt::format("{:08d}", step) : steps.back();
+    if (std::find(steps.begin(), steps.end(), s) == steps.end())
+      throw Error(fmt::format("{}: no snapshot at step {} (have {})", path, step, fmt::join(steps, ", ")));
+    std::vector<int64_t> dims;
+    auto data = r.read_array(fmt::format("/snapshots/{}/{}/weight", s, layer), &dims);
+    if (dims != shape.dims)
+      throw Error(fmt::format("{}: snapshot {} of layer {} is {}, this layer is {}", path, s, layer,
+                              fmt::join(dims, "x"), shape.str()));
+    return torch::tensor(data, torch::kFloat64).reshape(dims).to(torch::kFloat32);
+  } catch (const store::StoreError& e) {
+    throw Error(fmt::format("init_from: {}", e.what()));
+  }
+}
+
+// --- lowrank -----------------------------------------------------------------------------
+
+LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
+    : Parameterization(std::move(shape)), rank_(spec.rank), policy_(order_policy(spec.order)) {
+  XPAND_CHECK(!shape_.is_conv(), "lowrank conv layers are not supported");
+  const int64_t out = shape_.dims[0], in = shape_.dims[1];
+  if (rank_ > std::min(in, out))
+    throw ConfigError(fmt::format("{} (layer {}): rank {} exceeds min(in, out) = {}", spec.key_of("rank"), spec.layer,
+                                  rank_, std::min(in, out)));
+  torch::Tensor b = torch::empty({out, rank_}), c = torch::empty({rank_, in});
+  if (spec.init == "svd") {
+    if (spec.init_from.empty())
+      throw ConfigError(fmt::format("{} (layer {}): init svd needs param.init_from, a run file with a dense snapshot",
+                                    spec.key_of("init"), spec.layer));
+    auto w = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_).to(torch::kFloat64);
+    auto [u, s, vh] = torch::linalg_svd(w, /*full_matrices=*/false);
+    auto root = s.slice(0, 0, rank_).sqrt();
+    b = (u.slice(1, 0, rank_) * root.unsqueeze(0)).to(torch::kFloat32);
+    c = (root.unsqueeze(1) * vh.slice(0, 0, rank_)).to(torch::kFloat32);
+  } else {
+    double var = init.kind == Init::Uniform ? init.scale * init.scale / 3.0 : init.scale * init.scale;
+    double sd = std::pow(var / double(rank_), 0.25);
+    init_fill(b, Init::normal(sd));
+    init_fill(c, Init::normal(sd));
+  }
+  b_ = register_parameter("b", b);
+  c_ = register_parameter("c", c);
+}
+
+const ChainPlan& LowRank::chain_plan_for(int64_t rows) const {
+  auto it = plans_.find(rows);
+  if (it != plans_.end()) return it->second;
+  return plans_.emplace(rows, chain_plan({rows, shape_.dims[1], rank_, shape_.dims[0]}, policy_)).first->second;
+}
+
+torch::Tensor LowRank::linear(const torch::Tensor& x, const torch::Tensor& bias) {
+  if (cut_active()) return Parameterization::linear(x, bias);
+  auto y = chain_eval(x, {c_.t(), b_.t()}, chain_plan_for(x.numel() / shape_.dims[1]));
+  return bias.defined() ? y + bias : y;
+}
+
+Parameterization::Plan LowRank::plan(int64_t rows, bool input_grad) const {
+  const ChainPlan& p = chain_plan_for(rows);
+  Plan out;
+  out.order = p.order;
+  out.flops = chain_flops(p, input_grad);
+  out.act_first_flops = chain_flops(chain_plan(p.dims, OrderPolicy::Activation), input_grad);
+  out.memory_bytes = p.intermediate_elems * double(b_.element_size());
+  return out;
+}
+
+// --- lora ----------------------------------------------------------------------------------
+
+Lora::Lora(const Spec& spec, WeightShape shape, const Init& init)
+    : Parameterization(std::move(shape)), rank_(spec.rank), scale_(spec.lora_alpha / double(spec.rank)) {
+  XPAND_CHECK(!shape_.is_conv(), "lora conv layers are not supported");
+  const int64_t out = shape_.dims[0], in = shape_.dims[1];
+  if (rank_ > std::min(in, out))
+    throw ConfigError(fmt::format("{} (layer {}): rank {} exceeds min(in, out) = {}", spec.key_of("rank"), spec.layer,
+                                  rank_, std::min(in, out)));
+  torch::Tensor w0 = torch::empty({out, in});
+  if (!spec.init_from.empty())
+    w0 = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_);
+  else
+    init_fill(w0, init);
+  w0_ = register_buffer("w0", w0);
+  auto a = torch::empty({rank_, in});
+  init_fill(a, Init::torch_default(WeightShape{{rank_, in}}));  // Kaiming uniform, as nn.Linear
+  a_ = register_parameter("a", a);
+  b_ = register_parameter("b", torch::zeros({out, rank_}));
+}
+
+torch::Tensor Lora::weight() { return merged_ ? w0_ : w0_ + scale_ * torch::mm(b_, a_); }
+
+torch::Tensor Lora::linear(const torch::Tensor& x, const torch::Tensor& bias) {
+  auto y = F::linear(x, w0_, bias);
+  if (merged_) return y;
+  return y + scale_ * F::linear(F::linear(x, a_), b_);  // adapters activation-first: r is small
+}
+
+Parameterization::Plan Lora::plan(int64_t rows, bool input_grad) const {
+  const double in = double(shape_.dims[1]), out = double(shape_.dims[0]), r = double(rank_), n = double(rows);
+  Plan p;
+  p.order = "activation";
+  // Frozen W0: forward, plus the input gradient when needed; adapters: forward and both gradients.
+  double frozen = 2.0 * n * in * out * (input_grad ? 2.0 : 1.0);
+  double adapters = 2.0 * n * r * (in + out) * 3.0;
+  p.flops = p.act_first_flops = frozen + adapters;
+  p.memory_bytes = n * r * double(a_.element_size());
+  return p;
+}
+
+void Lora::merge() {
+  XPAND_CHECK(!merged_, "lora layer merged twice");
+  torch::NoGradGuard ng;
+  w0_.add_(torch::mm(b_, a_), scale_);
+  merged_ = true;
+}
+
+void Lora::unmerge() {
+  XPAND_CHECK(merged_, "lora layer unmerged while not merged");
+  torch::NoGradGuard ng;
+  w0_.sub_(torch::mm(b_, a_), scale_);
+  merged_ = false;
+}
+
+}  // namespace xpand::param

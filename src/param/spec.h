@@ -1,0 +1,34 @@
+// Per-layer parameterization options: param.<field> for every layer, overridden by
+// layers.<name or glob>.<field> (glob over the layer's dotted name, e.g. "h*.mlp.c_fc").
+#pragma once
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace xpand::param {
+
+struct Spec {
+  std::string layer;  // the layer these options resolved for
+  std::string kind;   // dense | expanded | lowrank | lora
+  double factor = 4;
+  int64_t depth = 2;
+  std::string residual = "none";  // none | every | end
+  int64_t residual_every = 1;
+  bool learnable_residual = false, batch_norm = false, factor_bias = false;
+  std::string conv = "cl";        // cl | ck | kernels
+  std::vector<int64_t> kernels;
+  int64_t rank = 8;
+  std::string init = "default", init_from;
+  int64_t init_step = 0;
+  double lora_alpha = 16;
+  std::string order = "auto";
+
+  // The config key that set a field for this layer ("layers.fc2.factor" or "param.factor"), for messages.
+  std::string key_of(const std::string& field) const;
+  std::vector<std::pair<std::string, std::string>> sources;  // field -> key
+};
+
+Spec spec_for(const config::Config& cfg, const std::string& layer);
+
+}  // namespace xpand::param

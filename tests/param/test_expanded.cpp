@@ -1,0 +1,255 @@
+// Expanded, low-rank and LoRA layers: exact collapse over the grid of the issue (float64 ≤ 1e-10,
+// float32 ≤ 1e-5 relative), identical gradients in every contraction order and through the
+// data-parallel cut, the init scale, exact re-expansion for the rotate schedule, and the
+// parameter counts of the low-rank notebook's network.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "config/config.h"
+#include "core/error.h"
+#include "data/dataset.h"
+#include "model/network.h"
+#include "param/dense.h"
+#include "param/expanded.h"
+#include "param/lowrank.h"
+
+using namespace xpand;
+using namespace xpand::param;
+
+namespace {
+
+Spec expanded_spec(double factor, int64_t depth, const std::string& residual, int64_t every, bool bn, bool fbias,
+                   bool learnable = false, const std::string& order = "auto") {
+  Spec s;
+  s.layer = "test";
+  s.kind = "expanded";
+  s.factor = factor;
+  s.depth = depth;
+  s.residual = residual;
+  s.residual_every = every;
+  s.batch_norm = bn;
+  s.factor_bias = fbias;
+  s.learnable_residual = learnable;
+  s.order = order;
+  return s;
+}
+
+double rel_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>() / std::max(1e-300, b.abs().max().item<double>());
+}
+
+// Expanded output vs the collapsed dense map W_eff x + b_eff + layer bias, in eval mode.
+double collapse_error(Expanded& p, torch::ScalarType dtype, int64_t in) {
+  p.to(dtype);
+  auto x = torch::randn({9, in}, torch::TensorOptions().dtype(dtype));
+  auto layer_bias = torch::randn({p.shape().out()}, torch::TensorOptions().dtype(dtype));
+  {
+    // Perturb every trainable tensor and run training-mode forwards so running statistics move.
+    torch::NoGradGuard ng;
+    for (auto& t : p.parameters()) t.add_(torch::randn_like(t).mul_(0.3));
+    p.train();
+    for (int i = 0; i < 3; ++i) p.linear(torch::randn({16, in}, x.options()) * 2 + 1, layer_bias);
+  }
+  p.eval();
+  torch::NoGradGuard ng;
+  auto y = p.linear(x, layer_bias);
+  auto b = p.bias();
+  auto yc = torch::nn::functional::linear(x, p.weight(), b.defined() ? layer_bias + b : layer_bias);
+  return rel_diff(yc, y);
+}
+
+}  // namespace
+
+TEST(Expanded, CollapseGridIsExact) {
+  int checked = 0, refused = 0;
+  for (int64_t depth : {1, 2, 4, 8, 16})
+    for (double factor : {0.5, 1.0, 4.0})
+      for (std::string residual : {"none", "every1", "every2", "end"})
+        for (bool bn : {false, true})
+          for (bool fbias : {false, true}) {
+            const int64_t in = 6, out = 6;
+            std::string mode = residual.rfind("every", 0) == 0 ? "every" : residual;
+            int64_t every = mode == "every" ? residual.back() - '0' : 1;
+            auto spec = expanded_spec(factor, depth, mode, every, bn, fbias);
+            std::string name = fmt::format("depth {} factor {} residual {} bn {} bias {}", depth, factor, residual, bn, fbias);
+            for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+              torch::manual_seed(depth * 1000 + int(factor * 10));
+              std::unique_ptr<Expanded> p;
+              try {
+                p = std::make_unique<Expanded>(spec, WeightShape{{out, in}}, Init::torch_default({{out, in}}));
+              } catch (const ConfigError& e) {
+                // Refused only when "every" leaves no square block (in = out here, so "end" always works).
+                int64_t h = std::max<int64_t>(1, std::llround(factor * 6));
+                bool square = false;
+                for (int64_t first = 0; first < depth; first += every) {
+                  int64_t last = std::min(depth, first + every) - 1;
+                  int64_t din = first == 0 ? in : h, dout = last == depth - 1 ? out : h;
+                  square |= din == dout;
+                }
+                EXPECT_EQ(mode, "every") << name << ": " << e.what();
+                EXPECT_FALSE(square) << name << ": " << e.what();
+                ++refused;
+                break;
+              }
+              double err = collapse_error(*p, dtype, in);
+              EXPECT_LE(err, dtype == torch::kFloat64 ? 1e-10 : 1e-5) << name << " dtype " << dtype;
+              ++checked;
+            }
+          }
+  EXPECT_GT(checked, 400);
+  EXPECT_GT(refused, 0);
+}
+
+TEST(Expanded, NonSquareLayersAndLearnableSkipCollapse) {
+  for (bool learnable : {false, true})
+    for (std::string residual : {"none", "every"})
+      for (bool bn : {false, true}) {
+        torch::manual_seed(1);
+        auto spec = expanded_spec(2.0, 4, residual, 1, bn, true, learnable);
+        Expanded p(spec, {{7, 5}}, Init::torch_default({{7, 5}}));
+        EXPECT_LE(collapse_error(p, torch::kFloat64, 5), 1e-10) << residual << " learnable " << learnable << " bn " << bn;
+      }
+  EXPECT_THROW(Expanded(expanded_spec(2.0, 3, "end", 1, false, false), {{7, 5}}, Init::torch_default({{7, 5}})),
+               ConfigError);
+}
+
+TEST(Expanded, EveryOrderAndTheCutGiveTheSameGradients) {
+  auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  for (std::string residual : {"none", "every"}) {
+    std::vector<std::vector<torch::Tensor>> grads;
+    std::vector<torch::Tensor> xgrads;
+    for (std::string order : {"activation", "weight", "auto", "cut"}) {
+      torch::manual_seed(5);
+      Expanded p(expanded_spec(3.0, 3, residual, 1, false, false, true, order == "cut" ? "auto" : order), {{6, 8}},
+                 Init::torch_default({{6, 8}}));
+      p.to(torch::kFloat64);
+      {
+        torch::NoGradGuard ng;  // make the learnable skip G non-zero
+        for (auto& t : p.parameters()) t.add_(torch::randn_like(t).mul_(0.1));
+      }
+      auto x = torch::randn({11, 8}, opts).requires_grad_();
+      auto bias = torch::randn({6}, opts);
+      if (order == "cut") {
+        ASSERT_TRUE(p.cut_at_weight());  // 6x8 = 48 elements < the factors
+        EXPECT_EQ(p.cut_numel(), 48);
+        p.cut_begin();
+      }
+      auto y = p.linear(x, bias);
+      (y.pow(2) * torch::arange(6, opts)).sum().backward();
+      if (order == "cut") {
+        for (auto& t : p.cut_tensors()) EXPECT_TRUE(t.grad().defined());
+        p.cut_finish();
+      }
+      grads.push_back({});
+      for (auto& t : p.parameters()) grads.back().push_back(t.grad().clone());
+      xgrads.push_back(x.grad().clone());
+    }
+    for (size_t k = 1; k < grads.size(); ++k) {
+      EXPECT_TRUE(torch::allclose(xgrads[0], xgrads[k], 1e-12, 1e-12)) << residual << " order " << k;
+      for (size_t i = 0; i < grads[0].size(); ++i)
+        EXPECT_TRUE(torch::allclose(grads[0][i], grads[k][i], 1e-11, 1e-12)) << residual << " order " << k << " tensor " << i;
+    }
+  }
+}
+
+TEST(Expanded, InitMatchesTheDenseScale) {
+  torch::manual_seed(2);
+  const int64_t in = 256, out = 128;
+  const double bound = 1.0 / std::sqrt(double(in)), target = bound / std::sqrt(3.0);
+  for (int64_t depth : {2, 3, 5}) {
+    Expanded p(expanded_spec(4.0, depth, "none", 1, false, false), {{out, in}}, Init::torch_default({{out, in}}));
+    double sd = p.weight().std().item<double>();
+    EXPECT_NEAR(sd, target, 0.1 * target) << "depth " << depth;
+    EXPECT_NEAR(p.weight().mean().item<double>(), 0.0, 0.05 * target);
+  }
+  Expanded one(expanded_spec(4.0, 1, "none", 1, false, false), {{out, in}}, Init::torch_default({{out, in}}));
+  EXPECT_LE(one.weight().abs().max().item<double>(), bound);  // depth 1 is the dense init itself
+}
+
+TEST(Expanded, RotateReexpansionKeepsTheFunction) {
+  for (auto [in, out, factor] : {std::tuple<int64_t, int64_t, double>{8, 5, 2.0}, {5, 8, 2.0}, {12, 4, 0.5}}) {
+    torch::manual_seed(3);
+    Expanded p(expanded_spec(factor, 3, "none", 1, false, false), {{out, in}}, Init::torch_default({{out, in}}));
+    p.to(torch::kFloat64);
+    std::string why;
+    ASSERT_TRUE(p.can_rotate(&why)) << why;
+    auto x = torch::randn({4, in}, torch::kFloat64);
+    auto before = p.linear(x, {}).detach();
+    p.collapse_in_place();
+    EXPECT_EQ(p.trainable_count(), in * out);  // factors released
+    EXPECT_LE(rel_diff(p.linear(x, {}), before), 1e-12);
+    p.expand_in_place(99);
+    EXPECT_EQ(p.trainable_count(), (in + out) * p.inner_width() + p.inner_width() * p.inner_width());
+    EXPECT_LE(rel_diff(p.linear(x, {}), before), 1e-10);
+  }
+  Expanded narrow(expanded_spec(0.25, 3, "none", 1, false, false), {{8, 8}}, Init::torch_default({{8, 8}}));
+  std::string why;
+  EXPECT_FALSE(narrow.can_rotate(&why));
+  EXPECT_NE(why.find("inner width"), std::string::npos);
+}
+
+TEST(LowRank, NotebookNetworkCounts) {
+  data::Dataset ds;
+  ds.sample_shape = {1, 28, 28};
+  ds.num_classes = 10;
+  auto cfg = config::Config::load_string(
+      "model: {widths: [784, 1024, 1024, 512, 256, 10], bias: false}\n"
+      "layers:\n  fc1: {kind: lowrank, rank: 150}\n  fc2: {kind: lowrank, rank: 150}\n"
+      "  fc3: {kind: lowrank, rank: 150}\n  fc4: {kind: lowrank, rank: 80}\n",
+      "lowrank.yaml");
+  auto net = model::network_build(cfg, ds, factory_from_config(cfg));
+  auto r = model::network_report(*net, 128);
+  EXPECT_EQ(r.trainable, 872800);
+  EXPECT_EQ(r.collapsed, 2509312);
+  auto collapsed = model::network_collapse(cfg, ds, *net);
+  auto x = torch::randn({3, 1, 28, 28});
+  EXPECT_LE(rel_diff(collapsed->forward(x), net->forward(x)), 1e-5);
+}
+
+TEST(LowRank, OrdersAgreeAndRankIsChecked) {
+  auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  Spec s;
+  s.layer = "fc";
+  s.kind = "lowrank";
+  s.rank = 3;
+  torch::manual_seed(4);
+  LowRank p(s, {{20, 30}}, Init::torch_default({{20, 30}}));
+  p.to(torch::kFloat64);
+  auto x = torch::randn({50, 30}, opts);
+  EXPECT_LE(rel_diff(p.linear(x, {}), torch::mm(x, p.weight().t())), 1e-12);
+  EXPECT_EQ(p.trainable_count(), 3 * 50);
+  s.rank = 21;
+  EXPECT_THROW(LowRank(s, {{20, 30}}, Init::torch_default({{20, 30}})), ConfigError);
+}
+
+TEST(Lora, StartsAtW0TrainsOnlyAdaptersAndMerges) {
+  Spec s;
+  s.layer = "fc";
+  s.kind = "lora";
+  s.rank = 4;
+  s.lora_alpha = 8;
+  torch::manual_seed(6);
+  Lora p(s, {{16, 12}}, Init::torch_default({{16, 12}}));
+  p.to(torch::kFloat64);
+  EXPECT_EQ(p.trainable_count(), 4 * (16 + 12));
+  auto w0 = p.named_buffers()["w0"].clone();
+  EXPECT_TRUE(torch::equal(p.weight(), w0));  // B = 0
+  {
+    torch::NoGradGuard ng;
+    p.named_parameters()["b"].normal_();
+  }
+  auto x = torch::randn({5, 12}, torch::kFloat64);
+  auto y = p.linear(x, {});
+  EXPECT_LE(rel_diff(y, torch::mm(x, (w0 + 2.0 * torch::mm(p.named_parameters()["b"], p.named_parameters()["a"])).t())),
+            1e-12);
+  p.merge();
+  EXPECT_LE(rel_diff(p.linear(x, {}), y), 1e-12);
+  p.unmerge();
+  EXPECT_LE(rel_diff(p.named_buffers()["w0"], w0), 1e-15);
+  y.sum().backward();
+  EXPECT_TRUE(p.named_parameters()["a"].grad().defined());
+  EXPECT_FALSE(p.named_buffers()["w0"].requires_grad());
+}
