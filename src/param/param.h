@@ -17,6 +17,7 @@ namespace xpand::param {
 // Shape of the effective weight: (out, in) for linear, (out, in/groups, kh, kw) for conv.
 struct WeightShape {
   std::vector<int64_t> dims;
+  int64_t groups = 1;  // conv groups (in channels = dims[1] * groups)
   bool is_conv() const { return dims.size() == 4; }
   int64_t out() const { return dims[0]; }
   int64_t fan_in() const;  // in (linear) or in/groups * kh * kw (conv)

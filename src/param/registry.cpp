@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "param/dense.h"
 #include "param/expanded.h"
+#include "param/expanded_conv.h"
 #include "param/lowrank.h"
 #include "param/param.h"
 #include "param/spec.h"
@@ -24,7 +25,11 @@ const std::vector<KindInfo>& kinds() {
   static const std::vector<KindInfo> table = {
       {"dense", "one trainable matrix per layer (the baseline and the collapsed form)",
        [](const Spec&, const WeightShape& s, const Init& init) { return std::make_shared<Dense>(s, init); }},
-      {"expanded", "product of depth factors through width factor x max(in, out)", make_linear_only<Expanded>},
+      {"expanded", "product of depth factors through width factor x max(in, out); conv: cl, ck or a kernel list",
+       [](const Spec& s, const WeightShape& shape, const Init& init) -> ParamPtr {
+         if (shape.is_conv()) return std::make_shared<ExpandedConv>(s, shape, init);
+         return std::make_shared<Expanded>(s, shape, init);
+       }},
       {"lowrank", "W = B C with rank r", make_linear_only<LowRank>},
       {"lora", "frozen W0 + (alpha/r) B A adapters", make_linear_only<Lora>},
   };

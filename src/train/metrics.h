@@ -15,6 +15,7 @@ struct StepMetrics {
   int64_t samples = 0;    // training samples seen (global)
   double loss = 0, lr = 0, grad_norm = 0;
   double time_step = 0;   // seconds for this step (data, forward, backward, optimizer)
+  int64_t mem_peak = 0;   // peak resident set size of the process since training started (bytes)
 };
 
 struct EvalMetrics {

@@ -71,7 +71,8 @@ class H5Sink : public MetricSink {
     w_.set_attr("total_steps", info.total_steps);
     w_.set_attr("steps_per_epoch", info.steps_per_epoch);
     for (const auto& [k, v] : info.attrs) w_.set_attr(k, v);
-    w_.add_table("train", {"step", "epoch", "samples", "loss", "lr", "grad_norm", "time_step"}, {"step", "samples"});
+    w_.add_table("train", {"step", "epoch", "samples", "loss", "lr", "grad_norm", "time_step", "mem_peak"},
+                 {"step", "samples", "mem_peak"});
     std::vector<std::string> eval = {"step", "train_loss", "train_acc", "test_loss", "test_acc", "collapse_error"};
     if (info.language_model) eval.insert(eval.end(), {"train_bpc", "test_bpc"});
     lm_ = info.language_model;
@@ -79,7 +80,8 @@ class H5Sink : public MetricSink {
     w_.flush();
   }
   void on_step(const StepMetrics& m) override {
-    w_.append("train", {double(m.step), m.epoch, double(m.samples), m.loss, m.lr, m.grad_norm, m.time_step});
+    w_.append("train",
+              {double(m.step), m.epoch, double(m.samples), m.loss, m.lr, m.grad_norm, m.time_step, double(m.mem_peak)});
   }
   void on_eval(const EvalMetrics& e) override {
     std::vector<double> row = {double(e.step), e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.collapse_error};

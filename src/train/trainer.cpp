@@ -13,10 +13,12 @@
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/mem.h"
 #include "core/timer.h"
 #include "data/dataset.h"
 #include "model/network.h"
 #include "store/run_file.h"
+#include "train/expand_schedule.h"
 #include "train/optim.h"
 
 namespace fs = std::filesystem;
@@ -133,6 +135,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   const int64_t eval_every = cfg.get_int("train.eval_every") > 0 ? cfg.get_int("train.eval_every") : spe;
   const int64_t snapshot_every = cfg.get_int("output.snapshot_every");
 
+  ExpandSchedule expand(cfg, *net, seed);  // rotate: collapses every expanded layer but the first
   std::vector<torch::Tensor> params;
   for (auto& p : net->parameters())
     if (p.requires_grad()) params.push_back(p);
@@ -206,10 +209,12 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
 
   std::string status = "completed", error;
   net->train();
+  reset_peak_rss();  // mem_peak measures training, not set-up
   try {
     for (int64_t step = 0; step < total; ++step) {
       Timer t;
-      double lr = sched.at(step);
+      expand.before_step(step, *opt);
+    double lr = sched.at(step);
       optimizer_set_lr(*opt, lr);
       data::Batch b = ds.train_batch(seed, step, batch);
       opt->zero_grad();
@@ -228,7 +233,9 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       opt->step();
       result.losses.push_back(loss_v);
       result.steps = step + 1;
-      StepMetrics m{step + 1, double(step + 1) / double(spe), (step + 1) * batch, loss_v, lr, grad_norm, t.seconds()};
+      StepMetrics m{step + 1, double(step + 1) / double(spe), (step + 1) * batch, loss_v, lr, grad_norm, t.seconds(),
+                  peak_rss_bytes()};
+    result.mem_peak = m.mem_peak;
       for (auto& s : sinks) s->on_step(m);
       if ((step + 1) % eval_every == 0 || step + 1 == total) do_eval(step + 1);
       if ((snapshot_every > 0 && (step + 1) % snapshot_every == 0) || step + 1 == total) {
@@ -257,12 +264,12 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
 }
 
 void print_summary(const std::vector<RunResult>& results) {
-  fmt::print("\n{:<34} {:<10} {:>7} {:>10} {:>9} {:>10} {:>9} {:>8}\n", "run", "status", "steps", "train_loss",
-             "train_acc", "test_loss", "test_acc", "time_s");
+  fmt::print("\n{:<34} {:<10} {:>7} {:>10} {:>9} {:>10} {:>9} {:>8} {:>9}\n", "run", "status", "steps",
+             "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "peak_MiB");
   for (const auto& r : results)
-    fmt::print("{:<34} {:<10} {:>7} {:>10.4f} {:>9.4f} {:>10.4f} {:>9.4f} {:>8.1f}\n", r.run_id, r.status, r.steps,
-               r.final_eval.train_loss, r.final_eval.train_acc, r.final_eval.test_loss, r.final_eval.test_acc,
-               r.wall_seconds);
+    fmt::print("{:<34} {:<10} {:>7} {:>10.4f} {:>9.4f} {:>10.4f} {:>9.4f} {:>8.1f} {:>9.1f}\n", r.run_id, r.status,
+               r.steps, r.final_eval.train_loss, r.final_eval.train_acc, r.final_eval.test_loss, r.final_eval.test_acc,
+               r.wall_seconds, double(r.mem_peak) / 1048576.0);
   for (const auto& r : results)
     if (!r.path.empty()) fmt::print("results: {}\n", r.path);
 }

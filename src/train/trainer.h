@@ -22,6 +22,7 @@ struct RunResult {
   std::string status;  // completed | diverged | skipped (already completed)
   int64_t steps = 0;
   double wall_seconds = 0;
+  int64_t mem_peak = 0;  // peak resident set size during training (bytes)
   EvalMetrics final_eval;
   std::vector<double> losses;  // training loss of every step (for tests and summaries)
 };
