@@ -37,6 +37,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "param/dense.h"
 #include "param/expanded.h"
@@ -54,7 +55,10 @@ using xpand::param::Parameterization;
 using xpand::param::Spec;
 using xpand::param::WeightShape;
 
-constexpr double kMinTime = 0.3;  // seconds per row; rows slower than that run one timed iteration
+// Default --benchmark_min_time (seconds per row; rows slower than that run one timed iteration).
+// Passed as a default flag rather than ->MinTime() so the row names carry no /min_time suffix;
+// a --benchmark_min_time on the command line overrides it.
+constexpr const char* kMinTimeFlag = "--benchmark_min_time=0.3";
 
 const char* order_name(int64_t code) {
   switch (code) {
@@ -126,7 +130,6 @@ BENCHMARK(BM_dense)
     ->ArgsProduct({{16, 128}, {1, 64, 4096}})
     ->Args({1024, 64})
     ->Args({1024, 4096})
-    ->MinTime(kMinTime)
     ->Unit(benchmark::kMillisecond);
 
 // --- expanded, each order -----------------------------------------------------------------
@@ -141,7 +144,6 @@ void BM_expanded(benchmark::State& state) {
 BENCHMARK(BM_expanded)
     ->ArgNames({"factor", "depth", "batch", "order"})
     ->ArgsProduct({{1, 4, 16, 100}, {2, 3, 5}, {1, 64, 4096}, {0, 1, 2}})
-    ->MinTime(kMinTime)
     ->Unit(benchmark::kMillisecond);
 
 // --- collapse: W_eff = W_d ⋯ W_1 ----------------------------------------------------------
@@ -166,7 +168,6 @@ void BM_collapse(benchmark::State& state) {
 BENCHMARK(BM_collapse)
     ->ArgNames({"factor", "depth"})
     ->ArgsProduct({{1, 4, 16, 100}, {2, 3, 5}})
-    ->MinTime(kMinTime)
     ->Unit(benchmark::kMillisecond);
 
 // --- low rank -------------------------------------------------------------------------------
@@ -186,7 +187,6 @@ void BM_lowrank(benchmark::State& state) {
 BENCHMARK(BM_lowrank)
     ->ArgNames({"rank", "batch"})
     ->ArgsProduct({{8, 64, 256}, {64, 4096}})
-    ->MinTime(kMinTime)
     ->Unit(benchmark::kMillisecond);
 
 // --- nanoGPT MLP: c_fc 384→1536, GELU, c_proj 1536→384 at 2048 tokens ------------------------
@@ -223,7 +223,7 @@ void BM_nanogpt_mlp(benchmark::State& state) {
                                     kInner).c_str());
   run_mlp(state, *fc, *proj);
 }
-BENCHMARK(BM_nanogpt_mlp)->ArgName("order")->DenseRange(0, 2)->MinTime(kMinTime)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_nanogpt_mlp)->ArgName("order")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
 
 void BM_nanogpt_mlp_dense(benchmark::State& state) {
   torch::manual_seed(0);
@@ -231,15 +231,18 @@ void BM_nanogpt_mlp_dense(benchmark::State& state) {
   auto proj = make_dense(kEmbd, kHidden);
   run_mlp(state, *fc, *proj);
 }
-BENCHMARK(BM_nanogpt_mlp_dense)->MinTime(kMinTime)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_nanogpt_mlp_dense)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
 int main(int argc, char** argv) {
   torch::set_num_threads(2);
   benchmark::AddCustomContext("torch_num_threads", std::to_string(torch::get_num_threads()));
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  std::vector<char*> args(argv, argv + argc);
+  args.insert(args.begin() + 1, const_cast<char*>(kMinTimeFlag));
+  int n = int(args.size());
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -55,14 +55,19 @@ def to_ms(b):
 
 
 def load_rows(path):
+    """{row name: [iteration entries]} (repetitions give several), skipping aggregates and errors."""
     with open(path) as f:
         data = json.load(f)
     rows = {}
     for b in data["benchmarks"]:
         if b.get("run_type", "iteration") != "iteration" or b.get("error_occurred"):
             continue
-        rows.setdefault(b["name"], []).append(b)
+        rows.setdefault(b.get("run_name", b["name"]), []).append(b)
     return data.get("context", {}), rows
+
+
+def median_ms(entries):
+    return statistics.median(to_ms(b) for b in entries)
 
 
 # --- (1) the C++ side --------------------------------------------------------------------------
@@ -80,7 +85,7 @@ def run_cpp(binary):
         _, rows = load_rows(out)
     finally:
         os.unlink(out)
-    return {name: (to_ms(bs[0]), bs[0].get("label", "")) for name, bs in rows.items()}
+    return {name: (median_ms(bs), bs[0].get("label", "")) for name, bs in rows.items()}
 
 
 # --- (2) the PyTorch side ----------------------------------------------------------------------
@@ -222,7 +227,7 @@ def compare(args):
 
 def tables(path):
     ctx, rows = load_rows(path)
-    ms = {name: statistics.median(to_ms(b) for b in bs) for name, bs in rows.items()}
+    ms = {name: median_ms(bs) for name, bs in rows.items()}
     lab = {name: bs[0].get("label", "") for name, bs in rows.items()}
     gf = {name: bs[0].get("GFLOP", 0.0) for name, bs in rows.items()}
     print(f"Context: {ctx.get('num_cpus')} CPUs, torch_num_threads {ctx.get('torch_num_threads')}, "

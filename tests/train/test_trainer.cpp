@@ -6,6 +6,9 @@
 #include <fstream>
 
 #include "config/config.h"
+#include "core/error.h"
+#include "data/dataset.h"
+#include "model/network.h"
 #include "store/run_file.h"
 #include "train/trainer.h"
 #include "../test_util.h"
@@ -97,4 +100,35 @@ TEST(Trainer, RunFileReadsBackInCpp) {
   EXPECT_EQ(shape, (std::vector<int64_t>{48, 48}));
   reader.read_array("/snapshots/00000010/fc1/weight", &shape);
   EXPECT_EQ(shape, (std::vector<int64_t>{48, 32}));
+}
+
+TEST(Trainer, LowRankStartsFromTheTruncatedSvdOfADenseSnapshot) {
+  xpand::test::TempDir dir;
+  auto dense = train_quiet(kTeacherMlp, {"output.dir=" + dir.path().string()}, true);
+  ASSERT_EQ(dense.status, "completed");
+  // The snapshot's fc2, and its best rank-5 approximation computed here with torch's SVD.
+  xpand::store::RunReader reader(dense.path);
+  std::vector<int64_t> shape;
+  auto data = reader.read_array("/snapshots/00000032/fc2/weight", &shape);
+  auto w = torch::tensor(data, torch::kFloat64).reshape(shape);
+  auto [u, s, vh] = torch::linalg_svd(w, false);
+  auto best = torch::mm(u.slice(1, 0, 5) * s.slice(0, 0, 5), vh.slice(0, 0, 5));
+
+  auto cfg = Config::load_string(kTeacherMlp, "svd.yaml",
+                                 {"layers.fc2.kind=lowrank", "layers.fc2.rank=5", "layers.fc2.init=svd",
+                                  "layers.fc2.init_from=" + dense.path});
+  xpand::data::Dataset ds;
+  ds.sample_shape = {32};
+  ds.num_classes = 10;
+  auto net = xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg));
+  for (auto& slot : net->slots())
+    if (slot.name == "fc2") {
+      EXPECT_EQ(slot.param->kind(), "lowrank");
+      auto got = slot.param->weight().detach().to(torch::kFloat64);
+      EXPECT_LE((got - best).abs().max().item<double>(), 1e-5 * best.abs().max().item<double>());
+    }
+  // A missing run file is an error naming it.
+  auto bad = Config::load_string(kTeacherMlp, "svd.yaml",
+                                 {"layers.fc2.kind=lowrank", "layers.fc2.init=svd", "layers.fc2.init_from=/nonexistent.h5"});
+  EXPECT_THROW(xpand::model::network_build(bad, ds, xpand::param::factory_from_config(bad)), xpand::Error);
 }
