@@ -89,4 +89,27 @@ grep -Eq '^total[[:space:]]+79510[[:space:]]+79510[[:space:]]' "$WORK/omega-set.
   { show "$WORK/omega-set.txt"; fail "no 'total 79510 79510' line in the plan with --set"; }
 ok "$(grep -E '^total' "$WORK/omega-set.txt" | tr -s ' ')"
 
+
+step "low-rank notebook network: ranks [150,150,150,80] -> 872800 trainable, 2509312 collapsed"
+run_xpand "$WORK/lowrank.json" "$WORK/lowrank.json.err" plan --json "$SRC/configs/nets/lowrank-deep-r150.yaml"
+[ "$RC" -eq 0 ] || { show "$WORK/lowrank.json.err"; fail "plan exited $RC"; }
+"$PYTHON" - "$WORK/lowrank.json" <<'PY' || fail "low-rank counts"
+import json, sys
+plan = json.load(open(sys.argv[1]))
+layers = {l["name"]: l for l in plan["layers"]}
+dims = [784, 1024, 1024, 512, 256, 10]
+ranks = [150, 150, 150, 80, None]
+want = 0
+for i, r in enumerate(ranks):
+    n_in, n_out = dims[i], dims[i + 1]
+    t = r * (n_in + n_out) if r else n_in * n_out      # B (out x r) + C (r x in), or dense
+    l = layers[f"fc{i + 1}"]
+    assert l["trainable"] == t, (l["name"], l["trainable"], t)
+    assert l["kind"] == ("lowrank" if r else "dense"), l
+    want += t
+assert want == 872800 and plan["trainable"] == 872800, plan["trainable"]
+assert plan["collapsed"] == 2509312, plan["collapsed"]
+print("    ok: trainable 872800, collapsed 2509312, per layer r*(in+out)")
+PY
+
 echo "PASS: plan_counts"
