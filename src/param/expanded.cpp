@@ -15,12 +15,6 @@ namespace xpand::param {
 
 namespace F = torch::nn::functional;
 
-namespace {
-[[noreturn]] void spec_error(const Spec& s, const std::string& field, const std::string& msg) {
-  throw ConfigError(fmt::format("{} (layer {}): {}", s.key_of(field), s.layer, msg));
-}
-}  // namespace
-
 Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
     : Parameterization(std::move(shape)),
       in_(shape_.dims[1]),
@@ -38,7 +32,7 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
 
   // Blocks of factors and their identity skips.
   if (spec.residual == "end") {
-    if (in_ != out_) spec_error(spec, "residual", fmt::format("an end-to-end skip needs in == out, got {}x{}", out_, in_));
+    if (in_ != out_) spec.fail("residual", fmt::format("an end-to-end skip needs in == out, got {}x{}", out_, in_));
     blocks_.push_back({0, int(depth_) - 1, true});
   } else if (spec.residual == "every") {
     bool any = false;
@@ -49,7 +43,7 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
       blocks_.push_back({int(first), last, skip});
     }
     if (!any)
-      spec_error(spec, "residual_every",
+      spec.fail("residual_every",
                  fmt::format("no block of {} factors is square (widths {}), so no skip applies",
                              spec.residual_every, fmt::join(dims_, "-")));
   } else {

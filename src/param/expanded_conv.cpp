@@ -12,12 +12,6 @@
 
 namespace xpand::param {
 
-namespace {
-[[noreturn]] void spec_error(const Spec& s, const std::string& field, const std::string& msg) {
-  throw ConfigError(fmt::format("{} (layer {}): {}", s.key_of(field), s.layer, msg));
-}
-}  // namespace
-
 torch::Tensor compose_kernels(const torch::Tensor& w1, const torch::Tensor& w2, int64_t groups) {
   // out[i, o, t] = Σ_c Σ_v w1[c, i, t - v] w2[o, c, v]: a correlation of w1 (as a batch over i,
   // channels c) with the flipped w2, padded by k2 - 1.
@@ -42,15 +36,15 @@ ExpandedConv::ExpandedConv(const Spec& spec, WeightShape shape, const Init& init
   } else {
     if (spec.conv == "ck") {
       if (k < 3 || k % 2 == 0)
-        spec_error(spec, "conv", fmt::format("ck needs an odd kernel of at least 3, this layer's is {}", k));
+        spec.fail("conv", fmt::format("ck needs an odd kernel of at least 3, this layer's is {}", k));
       k_.assign((k - 1) / 2, 3);
       if (k_.size() == 1) k_.push_back(1);  // a 3×3 layer: 3×3 then 1×1
     } else {
       k_ = spec.kernels;
-      if (k_.empty()) spec_error(spec, "kernels", "conv: kernels needs a list of kernel sizes");
+      if (k_.empty()) spec.fail("kernels", "conv: kernels needs a list of kernel sizes");
       int64_t eff = std::accumulate(k_.begin(), k_.end(), int64_t(0)) - int64_t(k_.size()) + 1;
       if (eff != k)
-        spec_error(spec, "kernels", fmt::format("kernels [{}] compose to {}x{}, this layer's kernel is {}x{}",
+        spec.fail("kernels", fmt::format("kernels [{}] compose to {}x{}, this layer's kernel is {}x{}",
                                                 fmt::join(k_, ", "), eff, eff, k, k));
     }
     int64_t h = width(spec.factor * double(std::max(in, out) / g));

@@ -40,13 +40,11 @@ LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
   XPAND_CHECK(!shape_.is_conv(), "lowrank conv layers are not supported");
   const int64_t out = shape_.dims[0], in = shape_.dims[1];
   if (rank_ > std::min(in, out))
-    throw ConfigError(fmt::format("{} (layer {}): rank {} exceeds min(in, out) = {}", spec.key_of("rank"), spec.layer,
-                                  rank_, std::min(in, out)));
+    spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
   torch::Tensor b = torch::empty({out, rank_}), c = torch::empty({rank_, in});
   if (spec.init == "svd") {
     if (spec.init_from.empty())
-      throw ConfigError(fmt::format("{} (layer {}): init svd needs param.init_from, a run file with a dense snapshot",
-                                    spec.key_of("init"), spec.layer));
+      spec.fail("init", "init svd needs param.init_from, a run file with a dense snapshot");
     auto w = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_).to(torch::kFloat64);
     auto [u, s, vh] = torch::linalg_svd(w, /*full_matrices=*/false);
     auto root = s.slice(0, 0, rank_).sqrt();
@@ -91,8 +89,7 @@ Lora::Lora(const Spec& spec, WeightShape shape, const Init& init)
   XPAND_CHECK(!shape_.is_conv(), "lora conv layers are not supported");
   const int64_t out = shape_.dims[0], in = shape_.dims[1];
   if (rank_ > std::min(in, out))
-    throw ConfigError(fmt::format("{} (layer {}): rank {} exceeds min(in, out) = {}", spec.key_of("rank"), spec.layer,
-                                  rank_, std::min(in, out)));
+    spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
   torch::Tensor w0 = torch::empty({out, in});
   if (!spec.init_from.empty())
     w0 = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_);

@@ -15,8 +15,7 @@ namespace {
 template <typename T>
 ParamPtr make_linear_only(const Spec& s, const WeightShape& shape, const Init& init) {
   if (shape.is_conv())
-    throw ConfigError(fmt::format("{} (layer {}): kind {} is for linear layers; this layer is a {} convolution",
-                                  s.key_of("kind"), s.layer, s.kind, shape.str()));
+    s.fail("kind", fmt::format("kind {} is for linear layers; this layer is a {} convolution", s.kind, shape.str()));
   return std::make_shared<T>(s, shape, init);
 }
 }  // namespace

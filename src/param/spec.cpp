@@ -52,6 +52,10 @@ std::string Spec::key_of(const std::string& field) const {
   return "param." + field;
 }
 
+void Spec::fail(const std::string& field, const std::string& msg) const {
+  throw ConfigError(fmt::format("{} (layer {}): {}", key_of(field), layer, msg));
+}
+
 Spec spec_for(const config::Config& cfg, const std::string& layer) {
   Spec s;
   s.layer = layer;

@@ -26,6 +26,8 @@ struct Spec {
 
   // The config key that set a field for this layer ("layers.fc2.factor" or "param.factor"), for messages.
   std::string key_of(const std::string& field) const;
+  // Throws ConfigError "<key> (layer <layer>): <msg>" for an option this layer cannot take.
+  [[noreturn]] void fail(const std::string& field, const std::string& msg) const;
   std::vector<std::pair<std::string, std::string>> sources;  // field -> key
 };
 
