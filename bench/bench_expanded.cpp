@@ -8,7 +8,8 @@
 // with x NOT requiring grad (the layer is a first layer: no input gradient), so the FLOP counts
 // are plan(rows, /*input_grad=*/false). In BM_nanogpt_mlp the second layer (c_proj) does need its
 // input gradient. Parameter gradients are reset to undefined every iteration (zero_grad with
-// set_to_none), and one untimed iteration runs before the timed loop (allocator warm-up).
+// set_to_none). Untimed warm-up iterations run first (--benchmark_min_warmup_time, default 0.1 s,
+// at least one iteration), and main() pins glibc malloc's thresholds (see there).
 //
 // Rows (ArgNames make the names self-describing):
 //   BM_dense/dim:D/batch:B            dense D×D layer
@@ -34,7 +35,10 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <malloc.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,10 +59,11 @@ using xpand::param::Parameterization;
 using xpand::param::Spec;
 using xpand::param::WeightShape;
 
-// Default --benchmark_min_time (seconds per row; rows slower than that run one timed iteration).
-// Passed as a default flag rather than ->MinTime() so the row names carry no /min_time suffix;
-// a --benchmark_min_time on the command line overrides it.
-constexpr const char* kMinTimeFlag = "--benchmark_min_time=0.3";
+// Default flags: --benchmark_min_time (seconds per row; rows slower than that run one timed
+// iteration) and --benchmark_min_warmup_time (untimed iterations first). Passed as default flags
+// rather than ->MinTime() so the row names carry no /min_time suffix; the same flags on the
+// command line override them.
+const char* const kDefaultFlags[] = {"--benchmark_min_time=0.3", "--benchmark_min_warmup_time=0.1"};
 
 const char* order_name(int64_t code) {
   switch (code) {
@@ -108,7 +113,6 @@ void run_layer(benchmark::State& state, Parameterization& p, int64_t batch) {
   const int64_t in = p.shape().dims[1], out = p.shape().dims[0];
   auto x = torch::randn({batch, in});
   auto g = torch::randn({batch, out});
-  step(p, x, g);  // warm-up
   for (auto _ : state) {
     step(p, x, g);
     benchmark::ClobberMemory();
@@ -141,9 +145,17 @@ void BM_expanded(benchmark::State& state) {
   auto p = make_expanded(double(factor), depth, d, d, order);
   run_layer(state, *p, batch);
 }
+// Rows in the order factor, depth, batch, order (order innermost), so the three orders of one
+// shape run back to back (ArgsProduct would vary the first argument fastest).
+void expanded_rows(benchmark::internal::Benchmark* b) {
+  for (int64_t factor : {1, 4, 16, 100})
+    for (int64_t depth : {2, 3, 5})
+      for (int64_t batch : {1, 64, 4096})
+        for (int64_t order : {0, 1, 2}) b->Args({factor, depth, batch, order});
+}
 BENCHMARK(BM_expanded)
     ->ArgNames({"factor", "depth", "batch", "order"})
-    ->ArgsProduct({{1, 4, 16, 100}, {2, 3, 5}, {1, 64, 4096}, {0, 1, 2}})
+    ->Apply(expanded_rows)
     ->Unit(benchmark::kMillisecond);
 
 // --- collapse: W_eff = W_d ⋯ W_1 ----------------------------------------------------------
@@ -154,7 +166,6 @@ void BM_collapse(benchmark::State& state) {
   torch::manual_seed(0);
   auto p = make_expanded(double(factor), depth, d, d, /*order=*/2);
   torch::NoGradGuard no_grad;
-  benchmark::DoNotOptimize(p->weight().data_ptr());  // warm-up
   for (auto _ : state) {
     auto w = p->weight();
     benchmark::DoNotOptimize(w.data_ptr());
@@ -202,7 +213,6 @@ void run_mlp(benchmark::State& state, Parameterization& fc, Parameterization& pr
     auto y = proj.linear(torch::gelu(fc.linear(x, {})), {});
     y.backward(g);
   };
-  once();  // warm-up
   for (auto _ : state) {
     once();
     benchmark::ClobberMemory();
@@ -238,8 +248,21 @@ BENCHMARK(BM_nanogpt_mlp_dense)->Unit(benchmark::kMillisecond);
 int main(int argc, char** argv) {
   torch::set_num_threads(2);
   benchmark::AddCustomContext("torch_num_threads", std::to_string(torch::get_num_threads()));
+  // glibc malloc: keep freed memory instead of returning it to the kernel, and serve blocks up to
+  // 32 MiB (the largest threshold glibc accepts) from the heap. Without this, whether a 16 MiB
+  // gradient is a fresh mmap (page faults on every iteration) depends on what earlier rows freed,
+  // and identical rows differed up to 8x (factor 16, depth 5, batch 1: 25 ms vs 190 ms).
+  // compare_torch.py runs PyTorch under the same settings (GLIBC_TUNABLES).
+  // XPAND_BENCH_MALLOC=default leaves glibc's defaults.
+  const char* malloc_mode = std::getenv("XPAND_BENCH_MALLOC");
+  const bool pin_malloc = !(malloc_mode && std::string(malloc_mode) == "default");
+  if (pin_malloc) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  }
+  benchmark::AddCustomContext("malloc", pin_malloc ? "mmap_threshold=32MiB,trim_threshold=1GiB" : "glibc default");
   std::vector<char*> args(argv, argv + argc);
-  args.insert(args.begin() + 1, const_cast<char*>(kMinTimeFlag));
+  for (const char* flag : kDefaultFlags) args.insert(args.begin() + 1, const_cast<char*>(flag));
   int n = int(args.size());
   benchmark::Initialize(&n, args.data());
   if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;

@@ -30,6 +30,8 @@ import tempfile
 import time
 
 ORDER_NAMES = {0: "activation", 1: "weight", 2: "planned"}
+# glibc malloc settings of bench_expanded's main() (mallopt), for the PyTorch process too.
+PINNED_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
 NANOGPT = dict(embd=384, hidden=1536, tokens=2048, inner=2000)
 CPP_FILTER = r"^BM_nanogpt_mlp|^BM_expanded/factor:[0-9]+/depth:[0-9]+/batch:(64|4096)/order:[02]$"
 
@@ -163,6 +165,12 @@ def compare(args):
         sys.exit(f"error: benchmark binary not found or not executable: {args.binary}\n"
                  "build it with: cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DXPAND_BUILD_TESTS=OFF && "
                  "cmake --build build-bench --target bench_expanded")
+    # Both sides under the same malloc settings: the binary pins them itself unless
+    # XPAND_BENCH_MALLOC=default; glibc reads GLIBC_TUNABLES at start-up, so re-exec once.
+    os.environ["XPAND_BENCH_MALLOC"] = args.malloc
+    if args.malloc == "pinned" and os.environ.get("GLIBC_TUNABLES") != PINNED_TUNABLES:
+        os.environ["GLIBC_TUNABLES"] = PINNED_TUNABLES
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     try:
         import torch
     except ImportError:
@@ -194,6 +202,7 @@ def compare(args):
     print(f"# xpand ({args.binary}) vs PyTorch {torch.__version__}, torch threads {torch.get_num_threads()}, "
           f"{args.rounds} alternating rounds, median")
     print("# PyTorch side: nn.Linear chains (bias=False), activation-first, fwd+bwd, input without grad")
+    print(f"# malloc: {args.malloc} on both sides (pinned: mmap_threshold 32 MiB, trim_threshold 1 GiB)")
     print("# xpand order: 0 = activation, 1 = weight, 2 = planned (planner's pick in 'picked')")
     hdr = f"# {'row':<50} {'picked':>10} {'xpand ms':>10} {'PyTorch ms':>11} {'xpand/PyT':>10}"
     print(hdr)
@@ -234,8 +243,8 @@ def tables(path):
           f"library build {ctx.get('library_build_type')}, {ctx.get('date')}\n")
 
     print("| factor | depth | D | batch | act ms | weight ms | planned ms | picked | planned / best | "
-          "best/dense | act GFLOP | weight GFLOP | FLOP-best | ok |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|")
+          "pick / best | best / dense | act GFLOP | weight GFLOP | ok |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
     fails = []
     for factor in (1, 4, 16, 100):
         for depth in (2, 3, 5):
@@ -248,17 +257,21 @@ def tables(path):
                 ratio = t[2] / best
                 dense = ms.get(f"BM_dense/dim:{layer_dim(factor)}/batch:{batch}")
                 ga, gw = gf[key + "0"], gf[key + "1"]
-                flop_best = "activation" if ga <= gw else "weight"
+                picked = lab[key + "2"]
+                # The fixed-order row computing exactly what the planner picked (mixed: none).
+                pick = {"activation": t[0], "weight": t[1]}.get(picked)
+                pick_ratio = f"{pick / best:.2f}" if pick else "-"
                 ok = ratio <= 1.10
                 if not ok:
-                    fails.append((ratio, factor, depth, batch, t, lab[key + "2"]))
+                    fails.append((ratio, factor, depth, batch, t, picked, pick_ratio))
                 print(f"| {factor} | {depth} | {layer_dim(factor)} | {batch} | {t[0]:.3f} | {t[1]:.3f} | {t[2]:.3f} | "
-                      f"{lab[key + '2']} | {ratio:.2f} | {best / dense:.1f} | {ga:.4g} | {gw:.4g} | {flop_best} | "
+                      f"{picked} | {ratio:.2f} | {pick_ratio} | {best / dense:.1f} | {ga:.4g} | {gw:.4g} | "
                       f"{'yes' if ok else '**NO**'} |")
     print(f"\nRows with planned > 1.10 x min(activation, weight): {len(fails)}")
-    for ratio, factor, depth, batch, t, picked in sorted(fails, reverse=True):
+    for ratio, factor, depth, batch, t, picked, pick_ratio in sorted(fails, reverse=True):
         print(f"- factor {factor}, depth {depth}, batch {batch}: planned ({picked}) {t[2]:.3f} ms vs "
-              f"activation {t[0]:.3f} ms, weight {t[1]:.3f} ms -> {ratio:.2f}x")
+              f"activation {t[0]:.3f} ms, weight {t[1]:.3f} ms -> {ratio:.2f}x (fixed row of the picked order: "
+              f"{pick_ratio}x)")
 
     print("\n| row | ms | GFLOP/s | picked |")
     print("|---|---:|---:|---|")
@@ -283,6 +296,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternating C++/PyTorch rounds (median over rounds)")
     ap.add_argument("--repeats", type=int, default=5, help="PyTorch timings per shape and round (median)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on the PyTorch side")
+    ap.add_argument("--malloc", choices=["pinned", "default"], default="pinned",
+                    help="glibc malloc thresholds on both sides (see bench_expanded.cpp main)")
     ap.add_argument("--tables", metavar="JSON", help="print the docs/PLANNER.md tables from a full run's JSON")
     args = ap.parse_args()
     if args.tables:
