@@ -6,8 +6,9 @@
 // Every row times forward+backward of one layer (or of the nanoGPT MLP pair) on random data:
 //   y = p.linear(x, {}); y.backward(g)
 // with x NOT requiring grad (the layer is a first layer: no input gradient), so the FLOP counts
-// are plan(rows, /*input_grad=*/false). In BM_nanogpt_mlp the second layer (c_proj) does need its
-// input gradient. Parameter gradients are reset to undefined every iteration (zero_grad with
+// are plan(rows, /*input_grad=*/false). In BM_nanogpt_mlp the second layer (c_proj) always needs
+// its input gradient, and the first (c_fc) needs it when input_grad:1 (inside a transformer block,
+// where the MLP input is ln_2's output). Parameter gradients are reset to undefined every iteration (zero_grad with
 // set_to_none). Untimed warm-up iterations run first (--benchmark_min_warmup_time, default 0.1 s,
 // at least one iteration), and main() pins glibc malloc's thresholds (see there).
 //
@@ -22,10 +23,12 @@
 //       choice; the label says which order it picked: activation, weight or mixed).
 //   BM_collapse/factor:F/depth:d      p.weight() (W_eff, the factor product) under NoGradGuard
 //   BM_lowrank/rank:r/batch:B         1024×1024 low-rank layer, planned order (compare BM_dense/dim:1024)
-//   BM_nanogpt_mlp/order:o            nanoGPT MLP c_fc 384→1536, GELU, c_proj 1536→384, both
+//   BM_nanogpt_mlp/order:o/input_grad:i
+//                                     nanoGPT MLP c_fc 384→1536, GELU, c_proj 1536→384, both
 //                                     expanded at depth 2 with inner width 2000, 2048 tokens;
-//                                     order coded as above
-//   BM_nanogpt_mlp_dense              the same pair with two dense layers
+//                                     order coded as above; input_grad:1 = the MLP input requires
+//                                     grad (as in a block), 0 = it does not (a first layer)
+//   BM_nanogpt_mlp_dense/input_grad:i the same pair with two dense layers
 //
 // Counters: FLOP/s from plan(rows, input_grad).flops of the order the row uses (forward+backward,
 // multiply-add = 2) as an iteration-invariant rate; GFLOP is the same count per iteration.
@@ -204,12 +207,13 @@ BENCHMARK(BM_lowrank)
 
 constexpr int64_t kEmbd = 384, kHidden = 1536, kTokens = 2048, kInner = 2000;
 
-void run_mlp(benchmark::State& state, Parameterization& fc, Parameterization& proj) {
-  auto x = torch::randn({kTokens, kEmbd});
+void run_mlp(benchmark::State& state, Parameterization& fc, Parameterization& proj, bool input_grad) {
+  auto x = torch::randn({kTokens, kEmbd}).requires_grad_(input_grad);
   auto g = torch::randn({kTokens, kEmbd});
   auto once = [&] {
     clear_grads(fc);
     clear_grads(proj);
+    x.mutable_grad() = torch::Tensor();
     auto y = proj.linear(torch::gelu(fc.linear(x, {})), {});
     y.backward(g);
   };
@@ -217,7 +221,7 @@ void run_mlp(benchmark::State& state, Parameterization& fc, Parameterization& pr
     once();
     benchmark::ClobberMemory();
   }
-  auto pf = fc.plan(kTokens, /*input_grad=*/false), pp = proj.plan(kTokens, /*input_grad=*/true);
+  auto pf = fc.plan(kTokens, input_grad), pp = proj.plan(kTokens, /*input_grad=*/true);
   set_flops(state, pf.flops + pp.flops);
   state.SetLabel(fmt::format("c_fc:{},c_proj:{}", pf.order, pp.order));
 }
@@ -228,39 +232,46 @@ void BM_nanogpt_mlp(benchmark::State& state) {
   const double factor = double(kInner) / double(kHidden);
   auto fc = make_expanded(factor, 2, kHidden, kEmbd, state.range(0));
   auto proj = make_expanded(factor, 2, kEmbd, kHidden, state.range(0));
+  const bool input_grad = state.range(1) != 0;
   if (fc->inner_width() != kInner || proj->inner_width() != kInner)
     state.SkipWithError(fmt::format("inner widths {} and {}, expected {}", fc->inner_width(), proj->inner_width(),
                                     kInner).c_str());
-  run_mlp(state, *fc, *proj);
+  run_mlp(state, *fc, *proj, input_grad);
 }
-BENCHMARK(BM_nanogpt_mlp)->ArgName("order")->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_nanogpt_mlp)
+    ->ArgNames({"order", "input_grad"})
+    ->ArgsProduct({{0, 1, 2}, {0, 1}})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_nanogpt_mlp_dense(benchmark::State& state) {
   torch::manual_seed(0);
   auto fc = make_dense(kHidden, kEmbd);
   auto proj = make_dense(kEmbd, kHidden);
-  run_mlp(state, *fc, *proj);
+  run_mlp(state, *fc, *proj, state.range(0) != 0);
 }
-BENCHMARK(BM_nanogpt_mlp_dense)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_nanogpt_mlp_dense)->ArgName("input_grad")->DenseRange(0, 1)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
 int main(int argc, char** argv) {
   torch::set_num_threads(2);
   benchmark::AddCustomContext("torch_num_threads", std::to_string(torch::get_num_threads()));
-  // glibc malloc: keep freed memory instead of returning it to the kernel, and serve blocks up to
-  // 32 MiB (the largest threshold glibc accepts) from the heap. Without this, whether a 16 MiB
-  // gradient is a fresh mmap (page faults on every iteration) depends on what earlier rows freed,
-  // and identical rows differed up to 8x (factor 16, depth 5, batch 1: 25 ms vs 190 ms).
-  // compare_torch.py runs PyTorch under the same settings (GLIBC_TUNABLES).
-  // XPAND_BENCH_MALLOC=default leaves glibc's defaults.
+  // glibc malloc: serve every block from the heap (no mmap) and never give freed memory back to
+  // the kernel, so a training-loop iteration reuses the memory of the previous one. With glibc's
+  // defaults, blocks of more than 128 KiB to 32 MiB (the threshold moves with what was freed
+  // before) are fresh mmaps, page-faulted and zeroed on every iteration. Identical rows then
+  // differed by up to 8x depending on which rows ran before: factor 16, depth 5, batch 1 took
+  // 23 ms or 190 ms, and factor 16, depth 2, batch 4096 (33.5 MB activations) took 68 ms to 283 ms.
+  // compare_torch.py runs PyTorch under the same settings (GLIBC_TUNABLES); XPAND_BENCH_MALLOC=default
+  // leaves glibc's defaults.
   const char* malloc_mode = std::getenv("XPAND_BENCH_MALLOC");
   const bool pin_malloc = !(malloc_mode && std::string(malloc_mode) == "default");
   if (pin_malloc) {
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    mallopt(M_TOP_PAD, 64 << 20);
   }
-  benchmark::AddCustomContext("malloc", pin_malloc ? "mmap_threshold=32MiB,trim_threshold=1GiB" : "glibc default");
+  benchmark::AddCustomContext("malloc", pin_malloc ? "mmap_max=0,trim_threshold=1GiB,top_pad=64MiB" : "glibc default");
   std::vector<char*> args(argv, argv + argc);
   for (const char* flag : kDefaultFlags) args.insert(args.begin() + 1, const_cast<char*>(flag));
   int n = int(args.size());

@@ -31,7 +31,7 @@ import time
 
 ORDER_NAMES = {0: "activation", 1: "weight", 2: "planned"}
 # glibc malloc settings of bench_expanded's main() (mallopt), for the PyTorch process too.
-PINNED_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+PINNED_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824:glibc.malloc.top_pad=67108864"
 NANOGPT = dict(embd=384, hidden=1536, tokens=2048, inner=2000)
 CPP_FILTER = r"^BM_nanogpt_mlp|^BM_expanded/factor:[0-9]+/depth:[0-9]+/batch:(64|4096)/order:[02]$"
 
@@ -130,7 +130,7 @@ def py_expanded_step(torch, factor, depth, batch):
     return make
 
 
-def py_mlp_step(torch, kind):
+def py_mlp_step(torch, kind, input_grad):
     e, hd, n, inner = NANOGPT["embd"], NANOGPT["hidden"], NANOGPT["tokens"], NANOGPT["inner"]
 
     def make():
@@ -140,7 +140,7 @@ def py_mlp_step(torch, kind):
         else:  # seeds' expanded: each layer a depth-2 chain through the inner width
             fc, proj = py_chain(torch, [e, inner, hd]), py_chain(torch, [hd, inner, e])
         params = list(fc.parameters()) + list(proj.parameters())
-        x, g = torch.randn(n, e), torch.randn(n, e)
+        x, g = torch.randn(n, e).requires_grad_(input_grad), torch.randn(n, e)
         if kind == "weight":  # multiply the factors first (not the seeds' way; for reference)
             def fwd(m, z):
                 w = m[0].weight.t() @ m[1].weight.t() if len(m) == 2 else m[0].weight.t()
@@ -152,6 +152,7 @@ def py_mlp_step(torch, kind):
         def step():
             for p in params:
                 p.grad = None
+            x.grad = None
             fwd(proj, torch.nn.functional.gelu(fwd(fc, x))).backward(g)
         return step
     return make
@@ -184,14 +185,15 @@ def compare(args):
             for batch in (64, 4096):
                 shapes[("exp", factor, depth, batch)] = py_expanded_step(torch, factor, depth, batch)
     for kind in ("dense", "activation", "weight"):
-        shapes[("mlp", kind)] = py_mlp_step(torch, kind)
+        for input_grad in (0, 1):
+            shapes[("mlp", kind, input_grad)] = py_mlp_step(torch, kind, bool(input_grad))
 
     cpp_rounds, py_rounds = [], []
     for r in range(args.rounds):
         t0 = time.perf_counter()
         cpp_rounds.append(run_cpp(args.binary))
         t1 = time.perf_counter()
-        py_rounds.append({key: py_time(torch, make(), args.repeats) for key, make in shapes.items()})
+        py_rounds.append({key: py_time(torch, make, args.repeats) for key, make in shapes.items()})
         print(f"# round {r + 1}/{args.rounds}: C++ {t1 - t0:.0f} s, PyTorch {time.perf_counter() - t1:.0f} s",
               file=sys.stderr, flush=True)
 
@@ -201,8 +203,8 @@ def compare(args):
 
     print(f"# xpand ({args.binary}) vs PyTorch {torch.__version__}, torch threads {torch.get_num_threads()}, "
           f"{args.rounds} alternating rounds, median")
-    print("# PyTorch side: nn.Linear chains (bias=False), activation-first, fwd+bwd, input without grad")
-    print(f"# malloc: {args.malloc} on both sides (pinned: mmap_threshold 32 MiB, trim_threshold 1 GiB)")
+    print("# PyTorch side: nn.Linear chains (bias=False), activation-first, fwd+bwd, input without grad (nanoGPT rows: as input_grad says)")
+    print(f"# malloc: {args.malloc} on both sides (pinned: no mmap, trim_threshold 1 GiB, top_pad 64 MiB)")
     print("# xpand order: 0 = activation, 1 = weight, 2 = planned (planner's pick in 'picked')")
     hdr = f"# {'row':<50} {'picked':>10} {'xpand ms':>10} {'PyTorch ms':>11} {'xpand/PyT':>10}"
     print(hdr)
@@ -217,17 +219,20 @@ def compare(args):
     print("# nanoGPT MLP (c_fc 384->1536, GELU, c_proj 1536->384; expanded: depth 2, inner 2000; 2048 tokens)")
     print("# exp/dense: the row's time over the dense pair's time, on each side; PyTorch expanded = activation-first "
           "chain (order:1 row: PyTorch multiplies the factors first too)")
-    print(f"# {'row':<32} {'xpand ms':>10} {'PyTorch ms':>11} {'xpand/PyT':>10} {'xpand exp/dense':>16} "
+    print(f"# {'row':<45} {'xpand ms':>10} {'PyTorch ms':>11} {'xpand/PyT':>10} {'xpand exp/dense':>16} "
           f"{'PyT exp/dense':>14}")
-    dense_cpp, dense_py = cpp.get("BM_nanogpt_mlp_dense"), py[("mlp", "dense")]
-    mlp_rows = [("BM_nanogpt_mlp_dense", "dense"), ("BM_nanogpt_mlp/order:0", "activation"),
-                ("BM_nanogpt_mlp/order:1", "weight"), ("BM_nanogpt_mlp/order:2", "activation")]
-    for name, kind in mlp_rows:
-        if name not in cpp:
-            continue
-        t_py = py[("mlp", kind)]
-        print(f"  {name:<32} {cpp[name]:>10.2f} {t_py:>11.2f} {cpp[name] / t_py:>10.2f} "
-              f"{cpp[name] / dense_cpp:>16.2f} {t_py / dense_py:>14.2f}")
+    for ig in (0, 1):
+        dense_name = f"BM_nanogpt_mlp_dense/input_grad:{ig}"
+        dense_cpp, dense_py = cpp.get(dense_name), py[("mlp", "dense", ig)]
+        mlp_rows = [(dense_name, "dense"), (f"BM_nanogpt_mlp/order:0/input_grad:{ig}", "activation"),
+                    (f"BM_nanogpt_mlp/order:1/input_grad:{ig}", "weight"),
+                    (f"BM_nanogpt_mlp/order:2/input_grad:{ig}", "activation")]
+        for name, kind in mlp_rows:
+            if name not in cpp or not dense_cpp:
+                continue
+            t_py = py[("mlp", kind, ig)]
+            print(f"  {name:<45} {cpp[name]:>10.2f} {t_py:>11.2f} {cpp[name] / t_py:>10.2f} "
+                  f"{cpp[name] / dense_cpp:>16.2f} {t_py / dense_py:>14.2f}")
     return 0
 
 
@@ -281,12 +286,15 @@ def tables(path):
             b = rows[name][0]
             print(f"| {name} | {ms[name]:.3f} | {b.get('FLOP/s', 0) * 1e-9:.1f} | {lab[name]} |")
 
-    dense = ms.get("BM_nanogpt_mlp_dense")
-    print("\n| nanoGPT MLP row | ms | expanded/dense | picked |")
-    print("|---|---:|---:|---|")
-    for name in ["BM_nanogpt_mlp_dense"] + [f"BM_nanogpt_mlp/order:{o}" for o in range(3)]:
-        if name in ms and dense:
-            print(f"| {name} | {ms[name]:.1f} | {ms[name] / dense:.2f} | {lab[name]} |")
+    print("\n| nanoGPT MLP row | ms | expanded/dense | GFLOP | GFLOP ratio | picked |")
+    print("|---|---:|---:|---:|---:|---|")
+    for ig in (0, 1):
+        dense_name = f"BM_nanogpt_mlp_dense/input_grad:{ig}"
+        dense = ms.get(dense_name)
+        for name in [dense_name] + [f"BM_nanogpt_mlp/order:{o}/input_grad:{ig}" for o in range(3)]:
+            if name in ms and dense:
+                print(f"| {name} | {ms[name]:.1f} | {ms[name] / dense:.2f} | {gf[name]:.2f} | "
+                      f"{gf[name] / gf[dense_name]:.3f} | {lab[name]} |")
     return 0
 
 
