@@ -1,28 +1,60 @@
-// `xpand train CONFIG [--set key=value]... [--out DIR] [--force]`: one configuration, one run file.
+// `xpand train CONFIG... [--set key=value]... [--out DIR] [--force] [--ranks-per-run K]`: each
+// configuration is one run file. Under mpirun/srun the world splits into groups of K consecutive
+// ranks (default: one group of all ranks); each group trains data-parallel, and the groups share
+// the configurations (group g takes configs g, g+G, g+2G, ...).
+#include <fmt/format.h>
+
 #include "cli/commands.h"
 #include "config/config.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "dist/context.h"
 #include "train/trainer.h"
 
 namespace xpand::cli {
 
 Runner train_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("train", "train one configuration; results go to <out>/runs/<run_id>.h5");
-  auto args = std::make_shared<ConfigArgs>();
+  auto* cmd = app.add_subcommand(
+      "train", "train configurations; results go to <out>/runs/<run_id>.h5 (run under mpirun or srun for "
+               "data-parallel training)");
+  auto paths = std::make_shared<std::vector<std::string>>();
+  auto overrides = std::make_shared<std::vector<std::string>>();
   auto out = std::make_shared<std::string>();
   auto force = std::make_shared<bool>(false);
-  add_config_args(cmd, args.get());
+  auto ranks_per_run = std::make_shared<int>(0);
+  cmd->add_option("config", *paths, "configuration file(s) (YAML)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--set", *overrides, "override a config key in every config: --set train.lr=0.01 (repeatable)")
+      ->type_name("KEY=VALUE");
   cmd->add_option("--out", *out, "output directory (overrides output.dir)");
-  cmd->add_flag("--force", *force, "train again even if this run already completed in the output directory");
+  cmd->add_flag("--force", *force, "train again even if a run already completed in the output directory");
+  cmd->add_option("--ranks-per-run", *ranks_per_run,
+                  "ranks per data-parallel run: the world splits into groups of K consecutive ranks "
+                  "(K divides the world size; default: all ranks train each run together)")
+      ->check(CLI::NonNegativeNumber);
   return [=]() {
-    auto overrides = args->overrides;
-    if (!out->empty()) overrides.push_back("output.dir=" + *out);
-    auto cfg = config::Config::load_file(args->path, overrides);
-    train::RunOptions opts;
-    opts.force = *force;
-    auto result = train::run_train(cfg, opts);
-    train::print_summary({result});
-    return result.status == "diverged" ? kExitDiverged : kExitOk;
+    auto extra = *overrides;
+    if (!out->empty()) extra.push_back("output.dir=" + *out);
+    // Every config is validated before any rank trains or joins a collective.
+    std::vector<config::Config> cfgs;
+    for (const auto& p : *paths) cfgs.push_back(config::Config::load_file(p, extra));
+    dist::Context& ctx = *dist::Context::get();
+    dist::Group group = ctx.split(*ranks_per_run);
+    if (group.count > int(cfgs.size()) && ctx.world_rank() == 0)
+      log::warn("{} groups of {} rank(s) but {} config(s): groups {}..{} have nothing to train", group.count,
+                group.comm->size(), cfgs.size(), cfgs.size(), group.count - 1);
+    std::vector<train::RunResult> results;
+    int code = kExitOk;
+    for (size_t i = size_t(group.index); i < cfgs.size(); i += size_t(group.count)) {
+      train::RunOptions opts;
+      opts.force = *force;
+      opts.comm = group.comm;
+      opts.console = group.comm->rank() == 0;
+      auto r = train::run_train(cfgs[i], opts);
+      if (r.status == "diverged") code = kExitDiverged;
+      if (group.comm->rank() == 0) results.push_back(std::move(r));
+    }
+    if (group.comm->rank() == 0 && !results.empty()) train::print_summary(results);
+    return code;
   };
 }
 

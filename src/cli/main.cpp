@@ -10,6 +10,7 @@
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/context.h"
 
 namespace xpand::cli {
 
@@ -63,20 +64,26 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   log::set_level(level);
+  // A fatal error on one rank of an MPI job ends the whole job (no rank left in a collective).
+  auto fail = [](const std::string& prefix, const std::string& what, int code) {
+    dist::abort_job_if_distributed(code, prefix + what);
+    std::cerr << "xpand: " << prefix << what << "\n";
+    return code;
+  };
   try {
-    if (app.got_subcommand("train")) return train();
+    if (app.got_subcommand("train")) {
+      dist::Context::init(&argc, &argv);  // MPI: a world of one without a launcher
+      return train();
+    }
     if (app.got_subcommand("plan")) return plan();
     if (app.got_subcommand("keys")) return keys();
     if (app.got_subcommand("analyze")) return analyze();
   } catch (const ConfigError& e) {
-    std::cerr << "xpand: config error: " << e.what() << "\n";
-    return e.exit_code();
+    return fail("config error: ", e.what(), e.exit_code());
   } catch (const Error& e) {
-    std::cerr << "xpand: error: " << e.what() << "\n";
-    return e.exit_code();
+    return fail("error: ", e.what(), e.exit_code());
   } catch (const std::exception& e) {
-    std::cerr << "xpand: error: " << e.what() << "\n";
-    return kExitFailure;
+    return fail("error: ", e.what(), kExitFailure);
   }
   return kExitUsage;
 }

@@ -173,6 +173,28 @@ const std::vector<KeyDef>& schema() {
       range(key("train.eval_every", T::Int, "0", "evaluate every this many steps (0 = once per epoch); always at the end"),
             0),
       range(key("train.log_every", T::Int, "100", "console progress line every this many steps"), 1),
+      range(key("train.grad_accum", T::Int, "1",
+                "micro-batches per step: each rank's share of the batch runs in this many forward/backward "
+                "passes, gradients accumulate locally and are all-reduced once"),
+            1),
+
+      // --- distributed (data parallel within a group of ranks; see docs/DISTRIBUTED.md) ---
+      choices(key("dist.backend", T::String, "auto",
+                  "gradient all-reduce: mpi (CPU tensors; CUDA staged through host), nccl (CUDA tensors), "
+                  "auto (nccl for CUDA tensors when compiled in, else mpi)"),
+              {"auto", "mpi", "nccl"}),
+      choices(key("dist.cut", T::String, "auto",
+                  "where gradients are all-reduced: auto = each layer's narrowest cut (W_eff of an expanded "
+                  "layer, factors of low-rank/LoRA), raw = every trainable tensor's gradient"),
+              {"auto", "raw"}),
+      range(key("dist.bucket_mb", T::Float, "25", "gradient bucket capacity (MiB)"), 0, kInf, true),
+      range(key("dist.first_bucket_mb", T::Float, "1",
+                "capacity of the first bucket (MiB): small, so communication starts early in backward"),
+            0, kInf, true),
+      range(key("dist.timeout_s", T::Float, "300",
+                "a collective unfinished after this many seconds aborts the job, naming the ranks that did "
+                "not arrive"),
+            0, kInf, true),
 
       // --- output ---
       key("output.dir", T::String, "out", "output directory; run files go to <dir>/runs/<run_id>.h5"),

@@ -208,8 +208,9 @@ int64_t Dataset::steps_per_epoch(int64_t global_batch) const {
 }
 
 Batch Dataset::train_batch(uint64_t seed, int64_t step, int64_t global_batch, int rank, int world) const {
-  XPAND_CHECK(global_batch % world == 0, "global batch {} is not divisible by {} ranks", global_batch, world);
-  int64_t local = global_batch / world, lo = rank * local;
+  XPAND_CHECK(world >= 1 && rank >= 0 && rank < world, "rank {} of {}", rank, world);
+  // Shard boundaries floor(r·B/world): shards differ by at most one row when world does not divide B.
+  int64_t lo = rank * global_batch / world, local = (rank + 1) * global_batch / world - lo;
   auto dev = train_x.device();
   if (task == Task::LanguageModel) {
     auto gen = generator(seed, kStreamWindows, static_cast<uint64_t>(step));

@@ -35,7 +35,7 @@ struct Dataset {
   int64_t train_size() const;
   // Steps in one pass over the training set at this global batch (incomplete last batch dropped).
   int64_t steps_per_epoch(int64_t global_batch) const;
-  // Rows [rank*B/world, (rank+1)*B/world) of global batch `step` (0-based, counted from the start of
+  // Rows [floor(rank*B/world), floor((rank+1)*B/world)) of global batch `step` (0-based, counted from the start of
   // training). Classification draws a fresh permutation per epoch, seeded by (seed, epoch).
   Batch train_batch(uint64_t seed, int64_t step, int64_t global_batch, int rank = 0, int world = 1) const;
   // Evaluation batches of one split ("train" or "test"): the whole split in order (capped at

@@ -16,6 +16,11 @@ struct StepMetrics {
   double loss = 0, lr = 0, grad_norm = 0;
   double time_step = 0;   // seconds for this step (data, forward, backward, optimizer)
   int64_t mem_peak = 0;   // peak resident set size of the process since training started (bytes)
+  // Data-parallel communication of this step (zero on one rank): seconds the all-reduces were in
+  // flight, seconds the step waited for them (not hidden behind backward), the rest of the step, and
+  // gradient bytes all-reduced per rank.
+  double time_comm = 0, time_comm_exposed = 0, time_compute = 0;
+  int64_t comm_bytes = 0;
 };
 
 struct EvalMetrics {

@@ -31,8 +31,12 @@ class ConsoleSink : public MetricSink {
   void on_step(const StepMetrics& m) override {
     if (m.step % every_ != 0 && m.step != info_.total_steps) return;
     double rate = timer_.seconds() / double(m.step);
-    log::info("step {:>6}/{} epoch {:.2f} loss {:.4f} lr {:.3g} |g| {:.3g} {:.1f} ms/step ETA {}", m.step,
-              info_.total_steps, m.epoch, m.loss, m.lr, m.grad_norm, 1e3 * m.time_step,
+    std::string comm = info_.world_size > 1 ? fmt::format(" (comm {:.1f} ms, {:.1f} exposed, {:.3g} MB)",
+                                                          1e3 * m.time_comm, 1e3 * m.time_comm_exposed,
+                                                          double(m.comm_bytes) * 1e-6)
+                                            : "";
+    log::info("step {:>6}/{} epoch {:.2f} loss {:.4f} lr {:.3g} |g| {:.3g} {:.1f} ms/step{} ETA {}", m.step,
+              info_.total_steps, m.epoch, m.loss, m.lr, m.grad_norm, 1e3 * m.time_step, comm,
               duration(rate * double(info_.total_steps - m.step)));
   }
   void on_eval(const EvalMetrics& e) override {
@@ -71,8 +75,10 @@ class H5Sink : public MetricSink {
     w_.set_attr("total_steps", info.total_steps);
     w_.set_attr("steps_per_epoch", info.steps_per_epoch);
     for (const auto& [k, v] : info.attrs) w_.set_attr(k, v);
-    w_.add_table("train", {"step", "epoch", "samples", "loss", "lr", "grad_norm", "time_step", "mem_peak"},
-                 {"step", "samples", "mem_peak"});
+    w_.add_table("train",
+                 {"step", "epoch", "samples", "loss", "lr", "grad_norm", "time_step", "mem_peak", "time_compute",
+                  "time_comm", "time_comm_exposed", "comm_bytes"},
+                 {"step", "samples", "mem_peak", "comm_bytes"});
     std::vector<std::string> eval = {"step", "train_loss", "train_acc", "test_loss", "test_acc", "collapse_error"};
     if (info.language_model) eval.insert(eval.end(), {"train_bpc", "test_bpc"});
     lm_ = info.language_model;
@@ -81,7 +87,8 @@ class H5Sink : public MetricSink {
   }
   void on_step(const StepMetrics& m) override {
     w_.append("train",
-              {double(m.step), m.epoch, double(m.samples), m.loss, m.lr, m.grad_norm, m.time_step, double(m.mem_peak)});
+              {double(m.step), m.epoch, double(m.samples), m.loss, m.lr, m.grad_norm, m.time_step, double(m.mem_peak),
+               m.time_compute, m.time_comm, m.time_comm_exposed, double(m.comm_bytes)});
   }
   void on_eval(const EvalMetrics& e) override {
     std::vector<double> row = {double(e.step), e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.collapse_error};

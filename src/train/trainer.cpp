@@ -5,8 +5,11 @@
 #include <torch/version.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <unordered_map>
+#include <unordered_set>
 #include <filesystem>
 #include <thread>
 
@@ -16,6 +19,11 @@
 #include "core/mem.h"
 #include "core/timer.h"
 #include "data/dataset.h"
+#include "dist/context.h"
+#include "dist/reducer.h"
+#if XPAND_HAVE_NCCL
+#include "dist/nccl_comm.h"
+#endif
 #include "model/network.h"
 #include "store/run_file.h"
 #include "train/expand_schedule.h"
@@ -44,8 +52,49 @@ torch::Device device_from_config(const config::Config& cfg) {
   const std::string& d = cfg.get_string("device");
   if (d == "cuda" && !torch::cuda::is_available())
     cfg.fail("device", "cuda was requested but this libtorch build sees no CUDA device");
+  // Under MPI: one GPU per rank, from the node-local rank.
+  if (dist::Context* ctx = dist::Context::get()) return ctx->device_for(d);
   if (d == "cuda" || (d == "auto" && torch::cuda::is_available())) return torch::Device(torch::kCUDA, 0);
   return torch::Device(torch::kCPU);
+}
+
+// The communicator gradients travel on (dist.backend): the group's mpi communicator, or a NCCL
+// communicator built over it for CUDA tensors.
+dist::CommPtr gradient_comm(const config::Config& cfg, const dist::CommPtr& group, torch::Device device) {
+  const std::string& b = cfg.get_string("dist.backend");
+  if (b == "nccl" && !XPAND_HAVE_NCCL)
+    cfg.fail("dist.backend", "nccl was requested but this xpand was built without NCCL (XPAND_WITH_NCCL)");
+  if (b == "nccl" && !device.is_cuda()) cfg.fail("dist.backend", "nccl needs device: cuda (or auto on a GPU node)");
+  if (group->size() == 1) return group;
+  const bool nccl = b == "nccl" || (b == "auto" && device.is_cuda() && XPAND_HAVE_NCCL);
+#if XPAND_HAVE_NCCL
+  if (nccl) return dist::comm_nccl(group, device, cfg.get_float("dist.timeout_s"));
+#endif
+  (void)nccl;
+  return group;
+}
+
+// The tensors whose gradients are all-reduced, in the order backward produces them (last layers
+// first): for each slot, its cut tensors when `cut` (W_eff of an expanded layer, the factors of a
+// low-rank one), else its raw trainable tensors; then every other trainable tensor.
+std::vector<torch::Tensor> reduced_tensors(model::Network& net, bool cut) {
+  std::unordered_map<const c10::TensorImpl*, param::Parameterization*> owner;
+  for (auto& slot : net.slots())
+    for (auto& p : slot.param->parameters()) owner[p.unsafeGetTensorImpl()] = slot.param.get();
+  std::vector<torch::Tensor> list;
+  std::unordered_set<param::Parameterization*> done;
+  for (auto& p : net.parameters()) {
+    if (!p.requires_grad()) continue;
+    auto it = owner.find(p.unsafeGetTensorImpl());
+    if (cut && it != owner.end()) {
+      if (done.insert(it->second).second)
+        for (auto& t : it->second->cut_tensors()) list.push_back(t);
+    } else {
+      list.push_back(p);
+    }
+  }
+  std::reverse(list.begin(), list.end());
+  return list;
 }
 
 torch::Tensor loss_of(const data::Dataset& ds, const torch::Tensor& logits, const torch::Tensor& y) {
@@ -54,18 +103,26 @@ torch::Tensor loss_of(const data::Dataset& ds, const torch::Tensor& logits, cons
   return torch::cross_entropy_loss(logits, y);
 }
 
-// Mean loss and accuracy of `net` over evaluation batches (no gradients).
+// Mean loss and accuracy of `net` over evaluation batches (no gradients). The ranks of a group
+// share the batches (batch i on rank i mod size) and sum their partial results.
 std::pair<double, double> evaluate(model::Network& net, const data::Dataset& ds,
-                                   const std::vector<data::Batch>& batches) {
-  double loss_sum = 0, correct = 0, count = 0;
-  for (const auto& b : batches) {
+                                   const std::vector<data::Batch>& batches, dist::Communicator& comm) {
+  auto sums = torch::zeros({3}, torch::kFloat64);  // loss·n, correct, n
+  auto acc = sums.accessor<double, 1>();
+  for (size_t i = size_t(comm.rank()); i < batches.size(); i += size_t(comm.size())) {
+    const auto& b = batches[i];
     auto logits = net.forward(b.x);
     double n = double(b.y.numel());
-    loss_sum += loss_of(ds, logits, b.y).item<double>() * n;
-    correct += logits.argmax(-1).eq(b.y).sum().item<double>();
-    count += n;
+    acc[0] += loss_of(ds, logits, b.y).item<double>() * n;
+    acc[1] += logits.argmax(-1).eq(b.y).sum().item<double>();
+    acc[2] += n;
   }
-  return {loss_sum / count, correct / count};
+  if (comm.size() > 1) {
+    auto t = comm.backend() == "nccl" ? sums.to(net.parameters().front().device()) : sums;
+    comm.allreduce(t, dist::ReduceOp::Sum, "evaluation sums");
+    sums = t.cpu();
+  }
+  return {sums[0].item<double>() / sums[2].item<double>(), sums[1].item<double>() / sums[2].item<double>()};
 }
 
 std::vector<MetricSink::Tensor> snapshot_of(model::Network& net) {
@@ -105,10 +162,25 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   RunResult result;
   result.run_id = run_id(cfg);
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("seed"));
+  dist::CommPtr group = opts.comm ? opts.comm : dist::comm_local();
+  const int rank = group->rank(), world = group->size();
+  const bool root = rank == 0;
+  group->set_timeout(cfg.get_float("dist.timeout_s"));
+  if (world > 1) {
+    // Every rank of a group must train the same configuration.
+    std::string theirs = group->broadcast_string(result.run_id, 0, "run id check");
+    if (theirs != result.run_id)
+      throw ConfigError(fmt::format("rank {} resolved the configuration to run {} but group rank 0 to {}: every "
+                                    "rank of a group must get the same config file and --set overrides",
+                                    rank, result.run_id, theirs));
+  }
 
   // --- set-up: threads, device, data, network, optimizer ---
   int64_t threads = cfg.get_int("threads");
-  if (threads == 0) threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  if (threads == 0) {
+    const int per_node = dist::Context::get() ? dist::Context::get()->local_size() : 1;
+    threads = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()) / per_node);
+  }
   torch::set_num_threads(int(threads));
   torch::manual_seed(seed);
   torch::Device device = device_from_config(cfg);
@@ -121,12 +193,25 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   }
   model::NetworkPtr net = model::network_build(cfg, ds, param::factory_from_config(cfg));
   net->to(device, dtype);
+  result.network = net;
+  dist::CommPtr comm = gradient_comm(cfg, group, device);
+  if (world > 1) {
+    // Same initial state on every rank, whatever the seeds did (frozen tensors and buffers too).
+    torch::NoGradGuard ng;
+    for (auto& t : net->parameters()) comm->broadcast(t.data(), 0, "initial parameters");
+    for (auto& t : net->buffers()) comm->broadcast(t, 0, "initial buffers");
+  }
 
   const int64_t batch = cfg.get_int("data.batch_size");
   const int64_t spe = ds.steps_per_epoch(batch);
   if (spe < 1)
     cfg.fail("data.batch_size",
              fmt::format("{} exceeds the {} training samples of {}", batch, ds.train_size(), ds.name));
+  const int64_t accum = cfg.get_int("train.grad_accum");
+  if (batch / world < accum)
+    cfg.fail("train.grad_accum", fmt::format("{} micro-batches need at least {} samples per rank, but a batch of "
+                                             "{} over {} rank(s) gives {} (rank 0)",
+                                             accum, accum, batch, world, batch / world));
   int64_t total = static_cast<int64_t>(std::ceil(cfg.get_float("train.epochs") * double(spe)));
   if (cfg.get_int("train.max_steps") > 0)
     total = cfg.get_float("train.epochs") > 0 ? std::min(total, cfg.get_int("train.max_steps"))
@@ -142,15 +227,26 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   auto opt = optimizer_build(cfg, params);
   Schedule sched = Schedule::from_config(cfg, total);
   const double clip = cfg.get_float("train.grad_clip");
+  const bool cut = world > 1 && cfg.get_string("dist.cut") == "auto";
+  dist::Reducer reducer(comm, {cfg.get_float("dist.bucket_mb"), cfg.get_float("dist.first_bucket_mb")});
 
   // --- output ---
   const std::string out_dir = cfg.get_string("output.dir");
   result.path = (fs::path(out_dir) / "runs" / (result.run_id + ".h5")).string();
   std::vector<std::unique_ptr<MetricSink>> sinks;
-  if (opts.console) sinks.push_back(console_sink(cfg.get_int("train.log_every")));
+  if (opts.console && root) sinks.push_back(console_sink(cfg.get_int("train.log_every")));
   if (opts.write_file) {
-    fs::create_directories(fs::path(result.path).parent_path());
-    if (keep_existing(result.path, opts.force)) {
+    bool keep = false;
+    if (root) {
+      fs::create_directories(fs::path(result.path).parent_path());
+      keep = keep_existing(result.path, opts.force);
+    }
+    if (world > 1) keep = group->allreduce_scalar(keep ? 1 : 0, dist::ReduceOp::Max, "skip decision") > 0;
+    if (keep && !root) {
+      result.status = "skipped";
+      return result;
+    }
+    if (keep) {
       log::info("{} is already completed; skipping (use --force to train it again)", result.path);
       store::RunReader r(result.path);
       result.status = "skipped";
@@ -163,7 +259,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       result.steps = result.final_eval.step;
       return result;
     }
-    sinks.push_back(h5_sink(result.path));
+    if (root) sinks.push_back(h5_sink(result.path));
   }
 
   RunInfo info;
@@ -173,6 +269,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   info.config_yaml = cfg.to_yaml();
   info.total_steps = total;
   info.steps_per_epoch = spe;
+  info.world_size = world;
   info.language_model = ds.task == data::Task::LanguageModel;
   info.attrs = {{"xpand_version", XPAND_VERSION},
                 {"git_commit", XPAND_GIT_COMMIT},
@@ -181,12 +278,16 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
                 {"device", device.str()},
                 {"dataset_source", ds.source},
                 {"start_time", now_iso()},
-                {"world_size", "1"},
+                {"world_size", std::to_string(world)},
+                {"dist_backend", comm->backend()},
+                {"dist_cut", cut ? "auto" : "raw"},
+                {"grad_accum", std::to_string(accum)},
                 {"threads", std::to_string(threads)},
                 {"seed", std::to_string(seed)}};
   for (auto& s : sinks) s->on_start(info);
 
   // --- the step loop ---
+  dist::Communicator* group_for_eval = comm.get();
   auto do_eval = [&](int64_t step) {
     EvalMetrics e;
     e.step = step;
@@ -198,8 +299,9 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     int64_t eb = cfg.get_int("data.eval_batch_size"), cap = cfg.get_int("data.eval_max_samples");
     int64_t lm_batches = ds.task == data::Task::LanguageModel ? cfg.get_int("data.eval_batches") : 0;
     auto test_batches = ds.eval_batches("test", eb, cap, lm_batches);
-    std::tie(e.train_loss, e.train_acc) = evaluate(*dense, ds, ds.eval_batches("train", eb, cap, lm_batches));
-    std::tie(e.test_loss, e.test_acc) = evaluate(*dense, ds, test_batches);
+    std::tie(e.train_loss, e.train_acc) =
+        evaluate(*dense, ds, ds.eval_batches("train", eb, cap, lm_batches), *group_for_eval);
+    std::tie(e.test_loss, e.test_acc) = evaluate(*dense, ds, test_batches, *group_for_eval);
     auto a = net->forward(test_batches.front().x), b = dense->forward(test_batches.front().x);
     e.collapse_error = (a - b).abs().max().item<double>() / std::max(1e-300, a.abs().max().item<double>());
     net->train();
@@ -214,14 +316,31 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     for (int64_t step = 0; step < total; ++step) {
       Timer t;
       expand.before_step(step, *opt);
-    double lr = sched.at(step);
+      double lr = sched.at(step);
       optimizer_set_lr(*opt, lr);
-      data::Batch b = ds.train_batch(seed, step, batch);
+      // This rank's rows of the global batch, in `accum` micro-batches. Each micro-batch loss is
+      // weighted by its share of the global batch, so the gradients summed over micro-batches and
+      // ranks are exactly the gradient of the global batch's mean loss.
+      data::Batch b = ds.train_batch(seed, step, batch, rank, world);
+      const int64_t rows = b.x.size(0);
       opt->zero_grad();
-      torch::Tensor loss = loss_of(ds, net->forward(b.x), b.y);
-      loss.backward();
+      if (cut)
+        for (auto& slot : net->slots()) slot.param->cut_begin();  // W_eff once per step, a detached leaf
+      double loss_local = 0;
+      for (int64_t m = 0; m < accum; ++m) {
+        const int64_t lo = m * rows / accum, hi = (m + 1) * rows / accum;
+        if (m == accum - 1 && world > 1) reducer.arm(reduced_tensors(*net, cut));
+        auto xs = b.x.narrow(0, lo, hi - lo), ys = b.y.narrow(0, lo, hi - lo);
+        torch::Tensor loss = loss_of(ds, net->forward(xs), ys) * (double(hi - lo) / double(batch));
+        loss.backward();
+        loss_local += loss.item<double>();
+      }
+      dist::ReduceStats comm_stats;
+      if (world > 1) comm_stats = reducer.finish();
+      if (cut)
+        for (auto& slot : net->slots()) slot.param->cut_finish();  // cut gradients -> raw tensors
+      double loss_v = world > 1 ? comm->allreduce_scalar(loss_local, dist::ReduceOp::Sum, "step loss") : loss_local;
       double grad_norm = torch::nn::utils::clip_grad_norm_(params, clip > 0 ? clip : INFINITY);
-      double loss_v = loss.item<double>();
       if (!std::isfinite(loss_v) || !std::isfinite(grad_norm)) {
         status = "diverged";
         error = fmt::format("non-finite {} at step {} (loss {}, grad norm {})",
@@ -234,11 +353,15 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       result.losses.push_back(loss_v);
       result.steps = step + 1;
       StepMetrics m{step + 1, double(step + 1) / double(spe), (step + 1) * batch, loss_v, lr, grad_norm, t.seconds(),
-                  peak_rss_bytes()};
-    result.mem_peak = m.mem_peak;
+                    peak_rss_bytes()};
+      m.time_comm = comm_stats.comm_seconds;
+      m.time_comm_exposed = comm_stats.exposed_seconds;
+      m.time_compute = m.time_step - m.time_comm_exposed;
+      m.comm_bytes = result.comm_bytes = comm_stats.bytes;
+      result.mem_peak = m.mem_peak;
       for (auto& s : sinks) s->on_step(m);
       if ((step + 1) % eval_every == 0 || step + 1 == total) do_eval(step + 1);
-      if ((snapshot_every > 0 && (step + 1) % snapshot_every == 0) || step + 1 == total) {
+      if (root && ((snapshot_every > 0 && (step + 1) % snapshot_every == 0) || step + 1 == total)) {
         auto snap = snapshot_of(*net);
         for (auto& s : sinks) s->on_snapshot(step + 1, snap);
       }

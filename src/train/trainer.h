@@ -1,12 +1,15 @@
 // One training run: data, network, optimizer and schedule from a validated config; the step loop
-// (forward, backward, clip, optimizer), evaluation on the collapsed network, divergence handling,
-// and metric records handed to sinks (console, HDF5 run file under <out>/runs/<run_id>.h5).
+// (forward, backward to the narrowest cut, bucketed all-reduce across the group, backward to the
+// raw tensors, clip, optimizer), evaluation on the collapsed network, divergence handling, and
+// metric records handed to sinks (console, HDF5 run file under <out>/runs/<run_id>.h5).
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
+#include "dist/comm.h"
+#include "model/network.h"
 #include "train/metrics.h"
 
 namespace xpand::train {
@@ -15,6 +18,9 @@ struct RunOptions {
   bool write_file = true;   // false: no HDF5 output (tests)
   bool console = true;      // progress lines on stderr
   bool force = false;       // retrain even if a completed run file exists
+  // The data-parallel group training this run (an mpi communicator from dist::Context::split);
+  // null = this process alone. Group rank 0 writes the run file and the console lines.
+  dist::CommPtr comm;
 };
 
 struct RunResult {
@@ -25,6 +31,8 @@ struct RunResult {
   int64_t mem_peak = 0;  // peak resident set size during training (bytes)
   EvalMetrics final_eval;
   std::vector<double> losses;  // training loss of every step (for tests and summaries)
+  model::NetworkPtr network;   // the trained network (as trained, not collapsed)
+  int64_t comm_bytes = 0;      // gradient bytes all-reduced per rank in the last step
 };
 
 // Run identity: "<name>-<16 hex digits of the resolved config without output.*>".

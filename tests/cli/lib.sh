@@ -1,6 +1,7 @@
 # shellcheck shell=bash disable=SC2034
 # Shared helpers of the end-to-end CLI tests (tests/cli/*.sh); sourced, not run.
-# Every test is invoked as: bash tests/cli/NAME.sh XPAND_BINARY SOURCE_DIR WORK_DIR
+# Every test is invoked as: bash tests/cli/NAME.sh XPAND_BINARY SOURCE_DIR WORK_DIR [EXTRA]
+# (EXTRA: the multi-rank test binary, for the mpi_*.sh tests).
 
 PYTHON=${PYTHON:-/usr/bin/python3}
 
@@ -11,12 +12,13 @@ fail() {
   exit 1
 }
 
-# cli_init "$@": checks the arguments and sets XPAND, SRC and WORK (absolute); WORK is emptied.
+# cli_init "$@": checks the arguments and sets XPAND, SRC, WORK (absolute; emptied) and EXTRA.
 cli_init() {
-  if [ $# -ne 3 ]; then
-    echo "usage: bash $0 XPAND_BINARY SOURCE_DIR WORK_DIR" >&2
+  if [ $# -lt 3 ] || [ $# -gt 4 ]; then
+    echo "usage: bash $0 XPAND_BINARY SOURCE_DIR WORK_DIR [EXTRA]" >&2
     exit 1
   fi
+  EXTRA=${4:-}
   XPAND=$(realpath "$1")
   SRC=$(realpath "$2")
   WORK=$3
@@ -42,3 +44,18 @@ run_xpand() {
 
 # show FILE: prints a file indented, for failure diagnostics.
 show() { sed 's/^/    | /' "$1" >&2; }
+
+# MPI launcher of the multi-rank tests (ctest sets MPIEXEC, and the OMPI_* variables that let Open
+# MPI run as root and oversubscribe a small machine).
+MPIEXEC=${MPIEXEC:-mpirun}
+
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.2 s; status 1 if it never succeeded.
+wait_for() {
+  local limit=$1 t=0
+  shift
+  until "$@"; do
+    sleep 0.2
+    t=$((t + 1))
+    [ "$t" -lt $((limit * 5)) ] || return 1
+  done
+}
