@@ -185,8 +185,9 @@ const std::vector<KeyDef>& schema() {
               {"auto", "mpi", "nccl"}),
       choices(key("dist.cut", T::String, "auto",
                   "where gradients are all-reduced: auto = each layer's narrowest cut (W_eff of an expanded "
-                  "layer, factors of low-rank/LoRA), raw = every trainable tensor's gradient"),
-              {"auto", "raw"}),
+                  "layer, factors of low-rank/LoRA); planned = the cut only for layers the planner runs "
+                  "weight-first (no extra FLOPs; others send raw gradients); raw = every trainable tensor"),
+              {"auto", "planned", "raw"}),
       range(key("dist.bucket_mb", T::Float, "25", "gradient bucket capacity (MiB)"), 0, kInf, true),
       range(key("dist.first_bucket_mb", T::Float, "1",
                 "capacity of the first bucket (MiB): small, so communication starts early in backward"),

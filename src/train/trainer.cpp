@@ -227,7 +227,14 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   auto opt = optimizer_build(cfg, params);
   Schedule sched = Schedule::from_config(cfg, total);
   const double clip = cfg.get_float("train.grad_clip");
-  const bool cut = world > 1 && cfg.get_string("dist.cut") == "auto";
+  // dist.cut: auto = every layer at its narrowest cut; planned = only layers the planner runs
+  // weight-first (W_eff is computed anyway, so the cut costs no extra FLOPs); raw = no cut.
+  const std::string cut_mode = world > 1 ? cfg.get_string("dist.cut") : "raw";
+  const bool cut = cut_mode != "raw";
+  auto cut_this = [&](const model::Slot& slot, int64_t micro_rows) {
+    if (cut_mode == "auto") return true;
+    return slot.param->plan(slot.rows_per_sample * micro_rows, slot.input_grad).order == "weight";
+  };
   dist::Reducer reducer(comm, {cfg.get_float("dist.bucket_mb"), cfg.get_float("dist.first_bucket_mb")});
 
   // --- output ---
@@ -280,7 +287,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
                 {"start_time", now_iso()},
                 {"world_size", std::to_string(world)},
                 {"dist_backend", comm->backend()},
-                {"dist_cut", cut ? "auto" : "raw"},
+                {"dist_cut", cut_mode},
                 {"grad_accum", std::to_string(accum)},
                 {"threads", std::to_string(threads)},
                 {"seed", std::to_string(seed)}};
@@ -324,8 +331,9 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       data::Batch b = ds.train_batch(seed, step, batch, rank, world);
       const int64_t rows = b.x.size(0);
       opt->zero_grad();
-      if (cut)
-        for (auto& slot : net->slots()) slot.param->cut_begin();  // W_eff once per step, a detached leaf
+      if (cut)  // W_eff once per step, as a detached leaf the forward uses
+        for (auto& slot : net->slots())
+          if (cut_this(slot, rows / accum)) slot.param->cut_begin();
       double loss_local = 0;
       for (int64_t m = 0; m < accum; ++m) {
         const int64_t lo = m * rows / accum, hi = (m + 1) * rows / accum;

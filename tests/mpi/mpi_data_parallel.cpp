@@ -109,7 +109,9 @@ TEST(DataParallel, CutAutoAndRawGiveTheSameParameters) {
   for (const auto& net : nets()) {
     auto cut = train_run(net.yaml, {"dtype=float64", "dist.cut=auto"}, true);
     auto raw = train_run(net.yaml, {"dtype=float64", "dist.cut=raw"}, true);
+    auto planned = train_run(net.yaml, {"dtype=float64", "dist.cut=planned"}, true);
     EXPECT_LE(max_rel_diff(*cut.network, *raw.network), 1e-12) << net.name;
+    EXPECT_LE(max_rel_diff(*planned.network, *raw.network), 1e-12) << net.name;
   }
 }
 
