@@ -54,6 +54,7 @@ def main():
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=128, help="per-rank batch")
+    ap.add_argument("--only", default="", help="run only presets whose label contains this text")
     args = ap.parse_args()
     if not os.access(args.xpand, os.X_OK):
         sys.exit(f"error: {args.xpand} is not an executable xpand binary (build it first)")
@@ -64,6 +65,8 @@ def main():
           "| MB/step | efficiency |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, config, sets in PRESETS:
+        if args.only not in label:
+            continue
         for cut in ("auto", "planned", "raw"):
             base = None
             for n in args.ranks:
