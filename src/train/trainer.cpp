@@ -333,7 +333,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       opt->zero_grad();
       if (cut)  // W_eff once per step, as a detached leaf the forward uses
         for (auto& slot : net->slots())
-          if (cut_this(slot, rows / accum)) slot.param->cut_begin();
+          if (cut_this(slot, batch / world / accum)) slot.param->cut_begin();  // same choice on every rank
       double loss_local = 0;
       for (int64_t m = 0; m < accum; ++m) {
         const int64_t lo = m * rows / accum, hi = (m + 1) * rows / accum;
