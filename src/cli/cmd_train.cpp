@@ -4,6 +4,9 @@
 // the configurations (group g takes configs g, g+G, g+2G, ...).
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdio>
+
 #include "cli/commands.h"
 #include "config/config.h"
 #include "core/error.h"
@@ -49,11 +52,29 @@ Runner train_command(CLI::App& app) {
       opts.force = *force;
       opts.comm = group.comm;
       opts.console = group.comm->rank() == 0;
-      auto r = train::run_train(cfgs[i], opts);
-      if (r.status == "diverged") code = kExitDiverged;
+      train::RunResult r;
+      if (group.count > 1 && group.comm->size() == 1) {
+        // A one-rank group fails alone: the other groups' runs go on (the run file says "failed").
+        try {
+          r = train::run_train(cfgs[i], opts);
+        } catch (const Error& e) {
+          std::fprintf(stderr, "xpand: error: group %d, %s: %s\n", group.index, (*paths)[i].c_str(), e.what());
+          code = std::max(code, e.exit_code());
+          continue;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "xpand: error: group %d, %s: %s\n", group.index, (*paths)[i].c_str(), e.what());
+          code = std::max(code, int(kExitFailure));
+          continue;
+        }
+      } else {
+        r = train::run_train(cfgs[i], opts);
+      }
+      if (r.status == "diverged") code = std::max(code, int(kExitDiverged));
       if (group.comm->rank() == 0) results.push_back(std::move(r));
     }
     if (group.comm->rank() == 0 && !results.empty()) train::print_summary(results);
+    if (group.comm->rank() == 0 && !results.empty() && group.count > 1)
+      std::fprintf(stdout, "(group %d of %d; the other groups print their own runs)\n", group.index, group.count);
     return code;
   };
 }

@@ -31,6 +31,8 @@ class Communicator {
   virtual std::string backend() const = 0;  // "local", "mpi" or "nccl"
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // Where the communicator's own buffers live (CUDA device for nccl, CPU otherwise).
+  virtual torch::Device device() const { return torch::kCPU; }
   // In-place all-reduce of a contiguous tensor. `what` names the operation in timeout messages.
   // Operations complete in the order they are issued; every rank must issue the same sequence.
   virtual std::shared_ptr<Work> allreduce_async(torch::Tensor t, ReduceOp op, const std::string& what) = 0;

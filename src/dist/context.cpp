@@ -47,7 +47,7 @@ Context& Context::init(int* argc, char*** argv, const Options& opts) {
   ctx.host_ = std::string(host, size_t(len));
   log::set_rank(ctx.world_rank_, ctx.world_size_);
 
-  if (provided < MPI_THREAD_MULTIPLE)
+  if (provided < MPI_THREAD_MULTIPLE && ctx.world_size_ > 1)
     ctx.abort(kExitFailure, fmt::format("the MPI library provides thread level {} but xpand's communication "
                                         "thread needs MPI_THREAD_MULTIPLE ({}); use an MPI built with thread "
                                         "support (Open MPI: ompi_info | grep 'Thread support')",

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <thread>
 
@@ -56,13 +57,33 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   }
 }
 
-// One collective in flight: events around it on the communication stream.
+// One collective in flight: events around it on the communication stream. The events live as
+// long as the last holder (the watchdog's queue or the Work handle), never shorter.
 struct Pending {
   cudaEvent_t start = nullptr, done = nullptr;
   std::string what;
   std::chrono::steady_clock::time_point issued;
   torch::Tensor keep;  // keeps the buffer alive until the collective finished
+  Pending() {
+    XPAND_CUDA(cudaEventCreate(&start));
+    XPAND_CUDA(cudaEventCreate(&done));
+  }
+  ~Pending() {
+    cudaEventDestroy(start);
+    cudaEventDestroy(done);
+  }
+  Pending(const Pending&) = delete;
+  Pending& operator=(const Pending&) = delete;
 };
+
+// cudaEventQuery's "not ready" also sets the thread's last error, which libtorch's next launch
+// check would report as a failure: query and clear.
+bool event_done(cudaEvent_t e) {
+  cudaError_t rc = cudaEventQuery(e);
+  if (rc == cudaSuccess) return true;
+  cudaGetLastError();
+  return false;
+}
 
 class NcclWork : public Work {
  public:
@@ -73,8 +94,11 @@ class NcclWork : public Work {
   }
   double seconds() const override {
     float ms = 0;
-    if (cudaEventQuery(p_->done) != cudaSuccess) return 0;  // not finished yet: unknown
-    if (cudaEventElapsedTime(&ms, p_->start, p_->done) != cudaSuccess) return 0;
+    if (!event_done(p_->done)) return 0;  // not finished yet: unknown
+    if (cudaEventElapsedTime(&ms, p_->start, p_->done) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
     return double(ms) * 1e-3;
   }
 
@@ -106,12 +130,17 @@ class NcclComm : public Communicator {
     }
     cv_.notify_all();
     watchdog_.join();
-    cudaStreamSynchronize(stream_);
-    ncclCommDestroy(comm_);
+    if (std::uncaught_exceptions() > 0) {
+      ncclCommAbort(comm_);  // unwinding after an error: peers may never complete what is queued
+    } else {
+      cudaStreamSynchronize(stream_);
+      ncclCommDestroy(comm_);
+    }
     cudaStreamDestroy(stream_);
   }
 
   std::string backend() const override { return "nccl"; }
+  torch::Device device() const override { return device_; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
@@ -144,8 +173,6 @@ class NcclComm : public Communicator {
     p->what = what;
     p->keep = t;
     p->issued = std::chrono::steady_clock::now();
-    XPAND_CUDA(cudaEventCreate(&p->start));
-    XPAND_CUDA(cudaEventCreate(&p->done));
     // Communication waits for the compute that produced the buffer.
     XPAND_CUDA(cudaEventRecord(p->start, cudaStreamLegacy));
     XPAND_CUDA(cudaStreamWaitEvent(stream_, p->start, 0));
@@ -165,14 +192,11 @@ class NcclComm : public Communicator {
   // Retires finished collectives; aborts the communicator and the job when one exceeds the timeout
   // or NCCL reports an asynchronous error (a peer lost, a network failure).
   void watch() {
+    cudaSetDevice(device_.index());  // a new thread starts on device 0: no stray context there
     std::unique_lock<std::mutex> lock(m_);
     while (!stop_) {
       cv_.wait_for(lock, std::chrono::milliseconds(100));
-      while (!inflight_.empty() && cudaEventQuery(inflight_.front()->done) == cudaSuccess) {
-        cudaEventDestroy(inflight_.front()->start);
-        cudaEventDestroy(inflight_.front()->done);
-        inflight_.pop_front();
-      }
+      while (!inflight_.empty() && event_done(inflight_.front()->done)) inflight_.pop_front();
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
       std::string problem;

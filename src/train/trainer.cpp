@@ -66,6 +66,13 @@ dist::CommPtr gradient_comm(const config::Config& cfg, const dist::CommPtr& grou
     cfg.fail("dist.backend", "nccl was requested but this xpand was built without NCCL (XPAND_WITH_NCCL)");
   if (b == "nccl" && !device.is_cuda()) cfg.fail("dist.backend", "nccl needs device: cuda (or auto on a GPU node)");
   if (group->size() == 1) return group;
+  // Every rank must pick the same backend (a node without visible GPUs under device: auto would
+  // otherwise pair NCCL set-up broadcasts with another rank's parameter broadcasts).
+  const double cuda_ranks = group->allreduce_scalar(device.is_cuda() ? 1 : 0, dist::ReduceOp::Sum, "device check");
+  if (cuda_ranks != 0 && cuda_ranks != group->size())
+    throw Error(fmt::format("{} of the group's {} ranks see a CUDA device and the others do not; check "
+                            "CUDA_VISIBLE_DEVICES and the GPUs of every node (or set device: cpu)",
+                            int(cuda_ranks), group->size()));
   const bool nccl = b == "nccl" || (b == "auto" && device.is_cuda() && XPAND_HAVE_NCCL);
 #if XPAND_HAVE_NCCL
   if (nccl) return dist::comm_nccl(group, device, cfg.get_float("dist.timeout_s"));
@@ -200,7 +207,20 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     torch::NoGradGuard ng;
     for (auto& t : net->parameters()) comm->broadcast(t.data(), 0, "initial parameters");
     for (auto& t : net->buffers()) comm->broadcast(t, 0, "initial buffers");
+    // From here on each rank draws its own random numbers (dropout masks of its own rows);
+    // everything that must agree across ranks is broadcast or uses explicit generators.
+    torch::manual_seed(seed ^ (0x9E3779B97F4A7C15ull * uint64_t(rank + 1)));
   }
+  // Batch-norm running statistics follow each rank's shard: evaluation, snapshots and the end of
+  // the run use their mean over the group (integer counters come from group rank 0).
+  auto sync_buffers = [&] {
+    if (world == 1) return;
+    torch::NoGradGuard ng;
+    for (auto& t : net->buffers()) {
+      if (t.is_floating_point()) comm->allreduce(t, dist::ReduceOp::Avg, "batch-norm statistics");
+      else comm->broadcast(t, 0, "buffers");
+    }
+  };
 
   const int64_t batch = cfg.get_int("data.batch_size");
   const int64_t spe = ds.steps_per_epoch(batch);
@@ -298,6 +318,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   auto do_eval = [&](int64_t step) {
     EvalMetrics e;
     e.step = step;
+    sync_buffers();
     torch::NoGradGuard ng;
     net->eval();
     // Evaluation runs on the collapsed network; its distance to the trained one is recorded.
@@ -369,9 +390,12 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       result.mem_peak = m.mem_peak;
       for (auto& s : sinks) s->on_step(m);
       if ((step + 1) % eval_every == 0 || step + 1 == total) do_eval(step + 1);
-      if (root && ((snapshot_every > 0 && (step + 1) % snapshot_every == 0) || step + 1 == total)) {
-        auto snap = snapshot_of(*net);
-        for (auto& s : sinks) s->on_snapshot(step + 1, snap);
+      if ((snapshot_every > 0 && (step + 1) % snapshot_every == 0) || step + 1 == total) {
+        sync_buffers();  // collective: every rank, before rank 0 writes
+        if (root) {
+          auto snap = snapshot_of(*net);
+          for (auto& s : sinks) s->on_snapshot(step + 1, snap);
+        }
       }
     }
   } catch (const std::exception& e) {
@@ -382,6 +406,10 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       } catch (const std::exception&) {
       }
     }
+    // In a group, end the job now: unwinding would wait on collectives the other ranks never
+    // finish, and this rank's message would be lost behind their timeout.
+    if (world > 1)
+      dist::abort_job_if_distributed(kExitFailure, fmt::format("run {} failed: {}", result.run_id, e.what()));
     throw;
   }
 
