@@ -6,8 +6,7 @@
 namespace xpand::dist {
 
 double Communicator::allreduce_scalar(double v, ReduceOp op, const std::string& what) {
-  auto t = torch::full({1}, v, torch::kFloat64);
-  if (backend() == "nccl") t = t.to(device());
+  auto t = torch::full({1}, v, torch::TensorOptions().dtype(torch::kFloat64).device(device()));
   allreduce(t, op, what);
   return t.item<double>();
 }

@@ -125,7 +125,7 @@ std::pair<double, double> evaluate(model::Network& net, const data::Dataset& ds,
     acc[2] += n;
   }
   if (comm.size() > 1) {
-    auto t = comm.backend() == "nccl" ? sums.to(net.parameters().front().device()) : sums;
+    auto t = sums.to(comm.device());  // CPU for mpi (the same tensor), the GPU for nccl
     comm.allreduce(t, dist::ReduceOp::Sum, "evaluation sums");
     sums = t.cpu();
   }
@@ -314,7 +314,6 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   for (auto& s : sinks) s->on_start(info);
 
   // --- the step loop ---
-  dist::Communicator* group_for_eval = comm.get();
   auto do_eval = [&](int64_t step) {
     EvalMetrics e;
     e.step = step;
@@ -328,8 +327,8 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     int64_t lm_batches = ds.task == data::Task::LanguageModel ? cfg.get_int("data.eval_batches") : 0;
     auto test_batches = ds.eval_batches("test", eb, cap, lm_batches);
     std::tie(e.train_loss, e.train_acc) =
-        evaluate(*dense, ds, ds.eval_batches("train", eb, cap, lm_batches), *group_for_eval);
-    std::tie(e.test_loss, e.test_acc) = evaluate(*dense, ds, test_batches, *group_for_eval);
+        evaluate(*dense, ds, ds.eval_batches("train", eb, cap, lm_batches), *comm);
+    std::tie(e.test_loss, e.test_acc) = evaluate(*dense, ds, test_batches, *comm);
     auto a = net->forward(test_batches.front().x), b = dense->forward(test_batches.front().x);
     e.collapse_error = (a - b).abs().max().item<double>() / std::max(1e-300, a.abs().max().item<double>());
     net->train();
