@@ -202,6 +202,22 @@ const std::vector<KeyDef>& schema() {
       range(key("output.snapshot_every", T::Int, "0",
                 "write the collapsed weights of every layer every this many steps (0 = only at the end)"),
             0),
+      key("output.snapshot_factors", T::Bool, "false",
+          "snapshots also hold each layer's raw tensors (factors/<i>) next to the collapsed weight"),
+      range(key("output.compression", T::Int, "0", "deflate level 1-9 of snapshot and checkpoint arrays (0 = off)"),
+            0, 9),
+      range(key("output.checkpoint_every", T::Int, "0",
+                "write a resumable checkpoint every this many steps (0 = at every evaluation); always at the end"),
+            0),
+      range(key("output.flush_seconds", T::Float, "10",
+                "metrics reach the disk (and live readers) at least this often, and at every evaluation"),
+            0, kInf, true),
+      range(key("output.queue_mb", T::Float, "256",
+                "bound of the background writer's queue (MiB); training waits when it is full"),
+            0, kInf, true),
+      key("output.swmr", T::Bool, "true",
+          "write run files in HDF5 SWMR mode (live reading, crash-safe); false on file systems without POSIX "
+          "write ordering (see docs/FORMAT.md)"),
   };
   // Parameterization keys: param.<field> for every layer, layers.<name or glob>.<field> per layer.
   static const std::vector<KeyDef> with_params = [] {

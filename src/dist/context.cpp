@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 
@@ -10,7 +11,11 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/build_info.h"
 #include "dist/mpi_internal.h"
+#if XPAND_HAVE_NCCL
+#include "dist/nccl_comm.h"
+#endif
 
 namespace xpand::dist {
 
@@ -126,6 +131,28 @@ void Context::abort(int exit_code, const std::string& message) const {
 void abort_job_if_distributed(int exit_code, const std::string& message) {
   Context* c = Context::get();
   if (c && c->world_size() > 1) c->abort(exit_code, message);
+}
+
+}  // namespace xpand::dist
+
+namespace xpand::dist {
+
+std::string mpi_version() {
+  char buf[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int len = 0;
+  if (MPI_Get_library_version(buf, &len) != MPI_SUCCESS) return "unknown";
+  std::string v(buf, size_t(std::max(0, len)));
+  const size_t nl = v.find_first_of("\n,");
+  if (nl != std::string::npos) v.resize(nl);
+  return v;
+}
+
+std::string nccl_version() {
+#if XPAND_HAVE_NCCL
+  return nccl_version_string();
+#else
+  return "";
+#endif
 }
 
 }  // namespace xpand::dist

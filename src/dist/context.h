@@ -58,6 +58,11 @@ class Context {
   Options opts_;
 };
 
+// Versions for provenance: MPI_Get_library_version's first line ("Open MPI v4.1.4, ..."), and
+// NCCL's "2.28.3" (empty when xpand was built without NCCL).
+std::string mpi_version();
+std::string nccl_version();
+
 // Aborts the job if a Context exists and the world has more than one rank; otherwise returns.
 // For fatal errors on one rank: no other rank is left waiting in a collective.
 void abort_job_if_distributed(int exit_code, const std::string& message);

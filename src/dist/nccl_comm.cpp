@@ -234,6 +234,13 @@ class NcclComm : public Communicator {
 
 }  // namespace
 
+std::string nccl_version_string() {
+  int v = 0;
+  if (ncclGetVersion(&v) != ncclSuccess) return "unknown";
+  // NCCL >= 2.9 encodes major*10000 + minor*100 + patch.
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+}
+
 CommPtr comm_nccl(const CommPtr& group, torch::Device device, double timeout_s) {
   return std::make_shared<NcclComm>(group, device, timeout_s);
 }

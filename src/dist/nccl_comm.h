@@ -13,6 +13,9 @@ namespace xpand::dist {
 // a stream guard says otherwise) with events; Work::wait() orders the compute stream after the
 // collective without blocking the host. A collective unfinished after timeout_s calls
 // ncclCommAbort and aborts the job.
+// NCCL's version, "2.28.3".
+std::string nccl_version_string();
+
 CommPtr comm_nccl(const CommPtr& group, torch::Device device, double timeout_s);
 
 }  // namespace xpand::dist

@@ -16,6 +16,10 @@
 #include <set>
 #include <utility>
 
+#include <fcntl.h>
+#include <unistd.h>
+#include <cerrno>
+
 namespace xpand::store {
 namespace {
 
@@ -249,6 +253,8 @@ struct Table {
 
 struct RunWriter::Impl {
   std::string path;
+  WriterOptions options;
+  bool swmr_on = false;
   Hid file;
   Hid metrics;                          // /metrics, created with the first table
   std::map<std::string, Table> tables;  // declared after `file`: closed before it
@@ -320,35 +326,68 @@ struct RunWriter::Impl {
     return it->second;
   }
 
-  void delete_attr_if_present(const std::string& name) {
-    const std::string obj = quoted("attribute", name);
-    htri_t e = H5Aexists(root(), name.c_str());
-    if (e < 0) fail_hdf5(path, obj, "cannot look up attribute");
-    if (e > 0) check(H5Adelete(root(), name.c_str()), path, obj, "cannot delete old attribute");
+  // The group or dataset at an absolute path, opened for attribute writes.
+  Hid open_object(const std::string& object_path) const {
+    const std::string p = absolute(object_path);
+    Kind k = object_kind(root(), path, p);
+    if (k == Kind::None) fail(path, quoted("object", p), "no such group or dataset");
+    return make(H5Oopen(root(), p.c_str(), H5P_DEFAULT), H5Oclose, path, quoted("object", p),
+                "cannot open object");
   }
 
-  void write_scalar_attr(const std::string& name, hid_t file_type, hid_t mem_type,
-                         const void* value) {
+  void write_attr(const std::string& object_path, const std::string& name, hid_t file_type,
+                  hid_t mem_type, const void* value, hsize_t count = 0 /* 0: scalar */) {
     check_name(path, "attribute", name);
-    const std::string obj = quoted("attribute", name);
-    delete_attr_if_present(name);
-    Hid space = make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace");
-    Hid attr = make(H5Acreate2(root(), name.c_str(), file_type, space.get(), H5P_DEFAULT,
+    const std::string obj = quoted("attribute", object_path == "/" ? name : object_path + "@" + name);
+    Hid target = open_object(object_path);
+    htri_t e = H5Aexists(target.get(), name.c_str());
+    if (e < 0) fail_hdf5(path, obj, "cannot look up attribute");
+    if (e > 0) check(H5Adelete(target.get(), name.c_str()), path, obj, "cannot delete old attribute");
+    Hid space = count == 0 ? make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace")
+                           : make(H5Screate_simple(1, &count, nullptr), H5Sclose, path, obj,
+                                  "cannot create dataspace");
+    Hid attr = make(H5Acreate2(target.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT,
                                H5P_DEFAULT),
                     H5Aclose, path, obj, "cannot create attribute");
     check(H5Awrite(attr.get(), mem_type, value), path, obj, "cannot write attribute");
     check(attr.close(), path, obj, "cannot close attribute");
   }
 
-  template <typename T>
-  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                   const T* data, hid_t mem_type, hid_t file_type) {
+  void write_scalar_attr(const std::string& name, hid_t file_type, hid_t mem_type,
+                         const void* value) {
+    write_attr("/", name, file_type, mem_type, value);
+  }
+
+  Hid utf8_type(const std::string& obj) const {
+    Hid type = make(H5Tcopy(H5T_C_S1), H5Tclose, path, obj, "cannot create string type");
+    check(H5Tset_size(type.get(), H5T_VARIABLE), path, obj, "cannot set string size");
+    check(H5Tset_cset(type.get(), H5T_CSET_UTF8), path, obj, "cannot set UTF-8");
+    return type;
+  }
+
+  // Checks an absolute dataset path for a new object and returns it normalised.
+  std::string new_object_path(const std::string& dataset_path, const std::string& obj) const {
     const std::string p = absolute(dataset_path);
-    const std::string obj = quoted("dataset", p);
     const std::vector<std::string> parts = split_path(p);
     if (parts.empty()) fail(path, obj, "dataset path is empty");
     for (const std::string& part : parts)
       if (part == "." || part == "..") fail(path, obj, "dataset path contains '.' or '..'");
+    if (object_kind(root(), path, p) != Kind::None) fail(path, obj, "an object already exists there");
+    return p;
+  }
+
+  Hid intermediate_groups(const std::string& obj) const {
+    Hid lcpl = make(H5Pcreate(H5P_LINK_CREATE), H5Pclose, path, obj, "cannot create property list");
+    check(H5Pset_create_intermediate_group(lcpl.get(), 1), path, obj,
+          "cannot enable intermediate groups");
+    return lcpl;
+  }
+
+  template <typename T>
+  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
+                   const T* data, hid_t mem_type, hid_t file_type) {
+    const std::string obj = quoted("dataset", absolute(dataset_path));
+    const std::string p = new_object_path(dataset_path, obj);
     if (shape.size() > H5S_MAX_RANK) fail(path, obj, "rank exceeds " + std::to_string(H5S_MAX_RANK));
     std::vector<hsize_t> dims;
     for (int64_t d : shape) {
@@ -362,16 +401,26 @@ struct RunWriter::Impl {
       fail(path, obj, "shape has too many elements");
     }
     if (count > 0 && data == nullptr) fail(path, obj, "data pointer is null");
-    if (object_kind(root(), path, p) != Kind::None) fail(path, obj, "an object already exists there");
 
-    Hid lcpl = make(H5Pcreate(H5P_LINK_CREATE), H5Pclose, path, obj, "cannot create property list");
-    check(H5Pset_create_intermediate_group(lcpl.get(), 1), path, obj,
-          "cannot enable intermediate groups");
+    Hid lcpl = intermediate_groups(obj);
+    Hid dcpl = make(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, path, obj, "cannot create property list");
+    if (options.compression > 0 && !dims.empty() && count > 0) {
+      // Chunks of whole trailing rows, at most ~1 MiB each, deflated.
+      std::vector<hsize_t> chunk = dims;
+      const hsize_t row = count / dims[0];
+      const hsize_t max_rows = std::max<hsize_t>(1, (hsize_t(1) << 20) / (sizeof(T) * std::max<hsize_t>(row, 1)));
+      chunk[0] = std::min(dims[0], max_rows);
+      for (hsize_t& c : chunk) c = std::max<hsize_t>(c, 1);
+      check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), path, obj,
+            "cannot set chunking");
+      check(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(options.compression)), path, obj,
+            "cannot enable deflate");
+    }
     Hid space = dims.empty()
                     ? make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace")
                     : make(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
                            H5Sclose, path, obj, "cannot create dataspace");
-    Hid dset = make(H5Dcreate2(root(), p.c_str(), file_type, space.get(), lcpl.get(), H5P_DEFAULT,
+    Hid dset = make(H5Dcreate2(root(), p.c_str(), file_type, space.get(), lcpl.get(), dcpl.get(),
                                H5P_DEFAULT),
                     H5Dclose, path, obj, "cannot create dataset");
     if (count > 0)
@@ -381,7 +430,11 @@ struct RunWriter::Impl {
   }
 };
 
-RunWriter::RunWriter(const std::string& path) : impl_(std::make_unique<Impl>(path)) {
+RunWriter::RunWriter(const std::string& path, const WriterOptions& options)
+    : impl_(std::make_unique<Impl>(path)) {
+  impl_->options = options;
+  if (options.compression < 0 || options.compression > 9)
+    fail(path, "", "compression level " + std::to_string(options.compression) + " is not in 0..9");
   silence_hdf5_errors();
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -389,8 +442,57 @@ RunWriter::RunWriter(const std::string& path) : impl_(std::make_unique<Impl>(pat
   if (path.empty()) fail(path, "", "file path is empty");
   if (!parent.empty() && !fs::is_directory(parent, ec))
     fail(path, "", "parent directory '" + parent.string() + "' does not exist");
-  impl_->file = make(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose,
+  // The latest format: checksummed metadata, and what SWMR writing requires.
+  Hid fapl = make(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, path, "", "cannot create property list");
+  check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST), path, "",
+        "cannot select the latest file format");
+  impl_->file = make(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose,
                      path, "", "cannot create file");
+}
+
+void RunWriter::start_swmr() {
+  Impl& m = impl();
+  if (m.swmr_on) return;
+  m.write_pending();
+  m.metrics.reset();  // SWMR writing starts only with no group open
+  check(H5Fstart_swmr_write(m.root()), m.path, "", "cannot start SWMR writing");
+  m.swmr_on = true;
+}
+
+bool RunWriter::swmr() const { return impl().swmr_on; }
+
+void RunWriter::close() {
+  Impl& m = impl();
+  if (!m.file) return;
+  m.write_pending();
+  m.tables.clear();
+  m.metrics.reset();
+  check(H5Fflush(m.root(), H5F_SCOPE_GLOBAL), m.path, "", "cannot flush file");
+  check(m.file.close(), m.path, "", "cannot close file");
+}
+
+std::string hdf5_version() {
+  unsigned maj = 0, min = 0, rel = 0;
+  H5get_libversion(&maj, &min, &rel);
+  return std::to_string(maj) + "." + std::to_string(min) + "." + std::to_string(rel);
+}
+
+void commit_file(const std::string& tmp, const std::string& path) {
+  namespace fs = std::filesystem;
+  auto sync_path = [&](const std::string& p, int flags) {
+    int fd = ::open(p.c_str(), flags);
+    if (fd < 0) fail(path, "", "cannot open " + p + " to sync it: " + std::strerror(errno));
+    int rc = ::fsync(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0 && err != EINVAL) fail(path, "", "cannot fsync " + p + ": " + std::strerror(err));
+  };
+  sync_path(tmp, O_RDONLY);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) fail(path, "", "cannot rename " + tmp + " to it: " + ec.message());
+  std::string dir = fs::path(path).parent_path().string();
+  sync_path(dir.empty() ? "." : dir, O_RDONLY | O_DIRECTORY);
 }
 
 RunWriter::~RunWriter() = default;
@@ -428,6 +530,36 @@ void RunWriter::set_attr(const std::string& name, int64_t value) {
 
 void RunWriter::set_attr(const std::string& name, double value) {
   impl().write_scalar_attr(name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+void RunWriter::set_attr_at(const std::string& object_path, const std::string& name,
+                            const std::string& value) {
+  Impl& m = impl();
+  Hid type = m.utf8_type(quoted("attribute", name));
+  const char* p = value.c_str();
+  m.write_attr(object_path, name, type.get(), type.get(), &p);
+}
+
+void RunWriter::set_attr_at(const std::string& object_path, const std::string& name, int64_t value) {
+  impl().write_attr(object_path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
+void RunWriter::set_attr_at(const std::string& object_path, const std::string& name, double value) {
+  impl().write_attr(object_path, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+void RunWriter::set_attr_at(const std::string& object_path, const std::string& name,
+                            const std::vector<std::string>& values) {
+  Impl& m = impl();
+  Hid type = m.utf8_type(quoted("attribute", name));
+  std::vector<const char*> ptrs;
+  for (const auto& v : values) ptrs.push_back(v.c_str());
+  if (ptrs.empty()) {
+    const char* empty = "";
+    m.write_attr(object_path, name, type.get(), type.get(), &empty);  // an empty list: scalar ""
+    return;
+  }
+  m.write_attr(object_path, name, type.get(), type.get(), ptrs.data(), ptrs.size());
 }
 
 void RunWriter::add_table(const std::string& table, const std::vector<std::string>& columns,
@@ -521,6 +653,75 @@ void RunWriter::write_array(const std::string& dataset_path, const std::vector<i
   impl().write_array(dataset_path, shape, data, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE);
 }
 
+void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
+                            const int64_t* data) {
+  impl().write_array(dataset_path, shape, data, H5T_NATIVE_INT64, H5T_STD_I64LE);
+}
+
+void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
+                            const uint8_t* data) {
+  impl().write_array(dataset_path, shape, data, H5T_NATIVE_UINT8, H5T_STD_U8LE);
+}
+
+void RunWriter::write_strings(const std::string& dataset_path, const std::vector<std::string>& values) {
+  Impl& m = impl();
+  const std::string obj = quoted("dataset", absolute(dataset_path));
+  const std::string p = m.new_object_path(dataset_path, obj);
+  Hid type = m.utf8_type(obj);
+  const hsize_t n = values.size();
+  Hid space = make(H5Screate_simple(1, &n, nullptr), H5Sclose, m.path, obj, "cannot create dataspace");
+  Hid lcpl = m.intermediate_groups(obj);
+  Hid dset = make(H5Dcreate2(m.root(), p.c_str(), type.get(), space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+                  H5Dclose, m.path, obj, "cannot create dataset");
+  std::vector<const char*> ptrs;
+  for (const auto& v : values) ptrs.push_back(v.c_str());
+  if (n > 0)
+    check(H5Dwrite(dset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), m.path, obj,
+          "cannot write strings");
+  check(dset.close(), m.path, obj, "cannot close dataset");
+}
+
+void RunWriter::create_group(const std::string& group_path) {
+  Impl& m = impl();
+  std::string prefix;
+  for (const std::string& part : split_path(absolute(group_path))) {
+    prefix += "/" + part;
+    Kind k = object_kind(m.root(), m.path, prefix);
+    if (k == Kind::Group) continue;
+    if (k != Kind::None) fail(m.path, quoted("group", prefix), "exists and is not a group");
+    make(H5Gcreate2(m.root(), prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose, m.path,
+         quoted("group", prefix), "cannot create group");
+  }
+}
+
+void RunWriter::copy_from(const std::string& source_file, const std::string& object_path) {
+  Impl& m = impl();
+  const std::string p = absolute(object_path);
+  const std::string obj = quoted("object", p);
+  hid_t id = H5Fopen(source_file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0) id = H5Fopen(source_file.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+  if (id < 0) fail_hdf5(m.path, obj, "cannot open " + source_file + " to copy from it");
+  Hid src(id, H5Fclose);
+  if (object_kind(src.get(), source_file, p) == Kind::None) fail(m.path, obj, "no such object in " + source_file);
+  if (object_kind(m.root(), m.path, p) != Kind::None) fail(m.path, obj, "an object already exists there");
+  Hid lcpl = m.intermediate_groups(obj);
+  check(H5Ocopy(src.get(), p.c_str(), m.root(), p.c_str(), H5P_DEFAULT, lcpl.get()), m.path, obj,
+        "cannot copy from " + source_file);
+}
+
+void RunWriter::link_external(const std::string& link_path, const std::string& target_file,
+                              const std::string& target_object) {
+  Impl& m = impl();
+  const std::string obj = quoted("link", absolute(link_path));
+  const std::string p = absolute(link_path);
+  htri_t e = H5Lexists(m.root(), p.c_str(), H5P_DEFAULT);
+  if (e > 0) fail(m.path, obj, "a link already exists there");
+  Hid lcpl = m.intermediate_groups(obj);
+  check(H5Lcreate_external(target_file.c_str(), target_object.c_str(), m.root(), p.c_str(), lcpl.get(),
+                           H5P_DEFAULT),
+        m.path, obj, "cannot create external link to " + target_file);
+}
+
 // ================================================================================================
 // RunReader
 // ================================================================================================
@@ -528,24 +729,45 @@ void RunWriter::write_array(const std::string& dataset_path, const std::vector<i
 struct RunReader::Impl {
   std::string path;
   Hid file;
+  bool swmr = false;
 
   hid_t root() const { return file.get(); }
 
-  Hid open_attr(const std::string& name, Hid* type) const {
-    const std::string obj = quoted("attribute", name);
+  std::string attr_label(const std::string& object_path, const std::string& name) const {
+    return quoted("attribute", object_path == "/" ? name : object_path + "@" + name);
+  }
+
+  Hid open_object(const std::string& object_path) const {
+    const std::string p = absolute(object_path);
+    Kind k = object_kind(root(), path, p);
+    if (k == Kind::None) fail(path, quoted("object", p), "no such group or dataset");
+    return make(H5Oopen(root(), p.c_str(), H5P_DEFAULT), H5Oclose, path, quoted("object", p),
+                "cannot open object");
+  }
+
+  // Opens an attribute; `max_values` > 1 allows a 1-D array (its count goes to *count).
+  Hid open_attr(const std::string& name, Hid* type, const std::string& object_path = "/",
+                hssize_t max_values = 1, hssize_t* count = nullptr) const {
+    const std::string obj = attr_label(object_path, name);
     if (name.empty()) fail(path, obj, "name is empty");
-    htri_t e = H5Aexists(root(), name.c_str());
+    Hid target = open_object(object_path);
+    htri_t e = H5Aexists(target.get(), name.c_str());
     if (e < 0) fail_hdf5(path, obj, "cannot look up attribute");
     if (e == 0) fail(path, obj, "no such attribute");
-    Hid attr = make(H5Aopen(root(), name.c_str(), H5P_DEFAULT), H5Aclose, path, obj,
+    Hid attr = make(H5Aopen(target.get(), name.c_str(), H5P_DEFAULT), H5Aclose, path, obj,
                     "cannot open attribute");
     Hid space = make(H5Aget_space(attr.get()), H5Sclose, path, obj, "cannot get dataspace");
     hssize_t n = H5Sget_simple_extent_npoints(space.get());
     if (n < 0) fail_hdf5(path, obj, "cannot get size");
-    if (n != 1) fail(path, obj, "holds " + std::to_string(n) + " values, expected one");
+    if (max_values == 1 && n != 1) fail(path, obj, "holds " + std::to_string(n) + " values, expected one");
+    if (n > max_values) fail(path, obj, "holds " + std::to_string(n) + " values, more than expected");
+    if (count != nullptr) *count = n;
     *type = make(H5Aget_type(attr.get()), H5Tclose, path, obj, "cannot get type");
     return attr;
   }
+
+  std::string read_string_attr(const std::string& object_path, const std::string& name) const;
+  double read_double_attr(const std::string& object_path, const std::string& name) const;
 
   Hid open_dataset(const std::string& dataset_path, const std::string& obj) const {
     const std::string p = absolute(dataset_path);
@@ -585,6 +807,7 @@ struct RunReader::Impl {
       fail_hdf5(path, obj, "cannot get shape");
     hssize_t n = H5Sget_simple_extent_npoints(space.get());
     if (n < 0) fail_hdf5(path, obj, "cannot get size");
+    if (n > (hssize_t(1) << 31)) fail(path, obj, "holds an implausible " + std::to_string(n) + " elements");
     std::vector<double> out;
     try {
       out.resize(static_cast<size_t>(n));
@@ -610,9 +833,19 @@ RunReader::RunReader(const std::string& path) : impl_(std::make_unique<Impl>()) 
   htri_t is_h5 = H5Fis_hdf5(path.c_str());
   if (is_h5 < 0) fail_hdf5(path, "", "cannot read file");
   if (is_h5 == 0) fail(path, "", "not an HDF5 file");
-  impl_->file = make(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, path, "",
-                     "cannot open HDF5 file");
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0) {
+    // A file open for SWMR writing (a run in progress, or one whose writer was killed) keeps its
+    // "open for write" flag: it opens in SWMR-read mode.
+    const std::string plain = hdf5_detail();
+    id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+    if (id < 0) fail(path, "", "cannot open HDF5 file" + plain);
+    impl_->swmr = true;
+  }
+  impl_->file = Hid(id, H5Fclose);
 }
+
+bool RunReader::opened_swmr() const { return impl().swmr; }
 
 RunReader::~RunReader() = default;
 RunReader::RunReader(RunReader&&) noexcept = default;
@@ -657,35 +890,115 @@ std::vector<std::string> RunReader::attr_names() const {
   return names;
 }
 
-std::string RunReader::attr_string(const std::string& name) const {
-  const Impl& m = impl();
-  const std::string obj = quoted("attribute", name);
+std::string RunReader::Impl::read_string_attr(const std::string& object_path, const std::string& name) const {
+  const std::string obj = attr_label(object_path, name);
   Hid ftype;
-  Hid attr = m.open_attr(name, &ftype);
+  Hid attr = open_attr(name, &ftype, object_path);
   if (H5Tget_class(ftype.get()) != H5T_STRING)
-    fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not a string");
+    fail(path, obj, "is " + dtype_name(ftype.get()) + ", not a string");
   htri_t vlen = H5Tis_variable_str(ftype.get());
-  if (vlen < 0) fail_hdf5(m.path, obj, "cannot inspect string type");
+  if (vlen < 0) fail_hdf5(path, obj, "cannot inspect string type");
   H5T_cset_t cset = H5Tget_cset(ftype.get());
-  if (cset < 0) fail_hdf5(m.path, obj, "cannot get character set");
+  if (cset < 0) fail_hdf5(path, obj, "cannot get character set");
   if (vlen > 0) {
-    Hid mtype = make(H5Tcopy(H5T_C_S1), H5Tclose, m.path, obj, "cannot create string type");
-    check(H5Tset_size(mtype.get(), H5T_VARIABLE), m.path, obj, "cannot set string size");
-    check(H5Tset_cset(mtype.get(), cset), m.path, obj, "cannot set character set");
+    Hid mtype = make(H5Tcopy(H5T_C_S1), H5Tclose, path, obj, "cannot create string type");
+    check(H5Tset_size(mtype.get(), H5T_VARIABLE), path, obj, "cannot set string size");
+    check(H5Tset_cset(mtype.get(), cset), path, obj, "cannot set character set");
     char* p = nullptr;
-    check(H5Aread(attr.get(), mtype.get(), &p), m.path, obj, "cannot read attribute");
+    check(H5Aread(attr.get(), mtype.get(), &p), path, obj, "cannot read attribute");
     std::string s = p != nullptr ? std::string(p) : std::string();
     if (p != nullptr) H5free_memory(p);
     return s;
   }
   const size_t size = H5Tget_size(ftype.get());
-  if (size == 0) fail_hdf5(m.path, obj, "cannot get string size");
+  if (size == 0) fail_hdf5(path, obj, "cannot get string size");
+  if (size > (size_t(1) << 30)) fail(path, obj, "string size " + std::to_string(size) + " is implausible");
   std::vector<char> buf(size + 1, '\0');
-  check(H5Aread(attr.get(), ftype.get(), buf.data()), m.path, obj, "cannot read attribute");
+  check(H5Aread(attr.get(), ftype.get(), buf.data()), path, obj, "cannot read attribute");
   std::string s(buf.data(), strnlen(buf.data(), size));
   if (H5Tget_strpad(ftype.get()) == H5T_STR_SPACEPAD)
     s.erase(s.find_last_not_of(' ') + 1);
   return s;
+}
+
+double RunReader::Impl::read_double_attr(const std::string& object_path, const std::string& name) const {
+  const std::string obj = attr_label(object_path, name);
+  Hid ftype;
+  Hid attr = open_attr(name, &ftype, object_path);
+  H5T_class_t c = H5Tget_class(ftype.get());
+  if (c != H5T_FLOAT && c != H5T_INTEGER)
+    fail(path, obj, "is " + dtype_name(ftype.get()) + ", not a number");
+  double v = 0;
+  check(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &v), path, obj, "cannot read attribute");
+  return v;
+}
+
+std::string RunReader::attr_string(const std::string& name) const {
+  return impl().read_string_attr("/", name);
+}
+
+std::string RunReader::attr_string_at(const std::string& object_path, const std::string& name) const {
+  return impl().read_string_attr(object_path, name);
+}
+
+double RunReader::attr_double_at(const std::string& object_path, const std::string& name) const {
+  return impl().read_double_attr(object_path, name);
+}
+
+bool RunReader::has_attr_at(const std::string& object_path, const std::string& name) const {
+  const Impl& m = impl();
+  if (name.empty() || object_kind(m.root(), m.path, absolute(object_path)) == Kind::None) return false;
+  Hid target = m.open_object(object_path);
+  htri_t e = H5Aexists(target.get(), name.c_str());
+  if (e < 0) fail_hdf5(m.path, m.attr_label(object_path, name), "cannot look up attribute");
+  return e > 0;
+}
+
+namespace {
+// Variable-length strings read through a memory type; HDF5 allocates them, we free them.
+std::vector<std::string> read_vlen_strings(hid_t obj_id, bool is_attr, hssize_t n, hid_t ftype,
+                                           const std::string& path, const std::string& label) {
+  htri_t vlen = H5Tis_variable_str(ftype);
+  if (vlen <= 0) fail(path, label, "is not a variable-length string");
+  Hid mtype = make(H5Tcopy(H5T_C_S1), H5Tclose, path, label, "cannot create string type");
+  check(H5Tset_size(mtype.get(), H5T_VARIABLE), path, label, "cannot set string size");
+  check(H5Tset_cset(mtype.get(), H5Tget_cset(ftype)), path, label, "cannot set character set");
+  std::vector<char*> ptrs(static_cast<size_t>(n), nullptr);
+  herr_t st = is_attr ? H5Aread(obj_id, mtype.get(), ptrs.data())
+                      : H5Dread(obj_id, mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
+  std::vector<std::string> out;
+  for (char* p : ptrs) {
+    out.emplace_back(p != nullptr ? p : "");
+    if (p != nullptr) H5free_memory(p);
+  }
+  check(st, path, label, "cannot read strings");
+  return out;
+}
+}  // namespace
+
+std::vector<std::string> RunReader::attr_strings(const std::string& name) const {
+  const Impl& m = impl();
+  const std::string obj = m.attr_label("/", name);
+  Hid ftype;
+  hssize_t n = 0;
+  Hid attr = m.open_attr(name, &ftype, "/", hssize_t(1) << 20, &n);
+  if (H5Tget_class(ftype.get()) != H5T_STRING)
+    fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not a string");
+  return read_vlen_strings(attr.get(), true, n, ftype.get(), m.path, obj);
+}
+
+std::vector<std::string> RunReader::read_strings(const std::string& dataset_path) const {
+  const Impl& m = impl();
+  const std::string obj = quoted("dataset", absolute(dataset_path));
+  Hid dset = m.open_dataset(dataset_path, obj);
+  Hid type = make(H5Dget_type(dset.get()), H5Tclose, m.path, obj, "cannot get type");
+  if (H5Tget_class(type.get()) != H5T_STRING) fail(m.path, obj, "is " + dtype_name(type.get()) + ", not strings");
+  Hid space = make(H5Dget_space(dset.get()), H5Sclose, m.path, obj, "cannot get dataspace");
+  if (H5Sget_simple_extent_ndims(space.get()) != 1) fail(m.path, obj, "is not 1-D");
+  hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  if (n < 0) fail_hdf5(m.path, obj, "cannot get size");
+  if (n > (hssize_t(1) << 26)) fail(m.path, obj, "holds an implausible " + std::to_string(n) + " strings");
+  return read_vlen_strings(dset.get(), false, n, type.get(), m.path, obj);
 }
 
 int64_t RunReader::attr_int(const std::string& name) const {
@@ -701,16 +1014,7 @@ int64_t RunReader::attr_int(const std::string& name) const {
 }
 
 double RunReader::attr_double(const std::string& name) const {
-  const Impl& m = impl();
-  const std::string obj = quoted("attribute", name);
-  Hid ftype;
-  Hid attr = m.open_attr(name, &ftype);
-  H5T_class_t c = H5Tget_class(ftype.get());
-  if (c != H5T_FLOAT && c != H5T_INTEGER)
-    fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not a number");
-  double v = 0;
-  check(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &v), m.path, obj, "cannot read attribute");
-  return v;
+  return impl().read_double_attr("/", name);
 }
 
 std::vector<std::string> RunReader::tables() const {

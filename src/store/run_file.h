@@ -16,12 +16,29 @@ struct StoreError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The HDF5 library's version, "1.10.8".
+std::string hdf5_version();
+
+// Makes a freshly written file durable under its final name: fsync(tmp), rename(tmp, path),
+// fsync(directory). A reader sees either the old file at `path` or the complete new one.
+void commit_file(const std::string& tmp, const std::string& path);
+
+struct WriterOptions {
+  // Deflate level 1-9 for write_array datasets (0: uncompressed, contiguous).
+  int compression = 0;
+};
+
 // Writer of one run file: <out>/runs/<run_id>.h5 (the caller picks the path).
-// Not thread-safe: use one writer from one thread.
+// Not thread-safe: use one writer from one thread (the HDF5 library itself is thread-safe, so
+// readers in other threads are fine).
+//
+// Files are created in the latest HDF5 format (checksummed metadata) so that start_swmr() can
+// switch them to single-writer/multiple-reader mode: from then on every flush leaves the file in a
+// state readers (h5py swmr=True, `xpand inspect`) can open, also after a SIGKILL of the writer.
 class RunWriter {
  public:
   // Creates (truncates) the file. The parent directory must exist (the caller makes it).
-  explicit RunWriter(const std::string& path);
+  explicit RunWriter(const std::string& path, const WriterOptions& options = {});
   // Writes buffered rows, flushes and closes; never throws (errors at this point are lost:
   // call flush() first to see them).
   ~RunWriter();
@@ -31,6 +48,14 @@ class RunWriter {
   RunWriter& operator=(const RunWriter&) = delete;
 
   const std::string& path() const;
+
+  // Switches the file to SWMR writing (call once the root attributes and tables exist; groups,
+  // datasets and attributes may still be created afterwards). Flushes first.
+  void start_swmr();
+  bool swmr() const;
+  // Writes buffered rows, flushes and closes the file; the writer is unusable afterwards. Unlike
+  // the destructor, reports failures.
+  void close();
 
   // Root attributes (overwritten if present, whatever their old type). Strings are stored as
   // variable-length UTF-8 (h5py returns str), integers as int64, doubles as float64.
@@ -46,6 +71,14 @@ class RunWriter {
   void set_attr(const std::string& name, T value) {
     set_attr(name, static_cast<int64_t>(value));
   }
+
+  // Attributes of any existing group or dataset (absolute path, "/" is the root).
+  void set_attr_at(const std::string& object_path, const std::string& name, const std::string& value);
+  void set_attr_at(const std::string& object_path, const std::string& name, int64_t value);
+  void set_attr_at(const std::string& object_path, const std::string& name, double value);
+  // A 1-D array of strings (hostnames, devices per rank); h5py returns an array of str.
+  void set_attr_at(const std::string& object_path, const std::string& name,
+                   const std::vector<std::string>& values);
 
   // Declares the metrics table /metrics/<table>/<column>: one 1-D, chunked, unlimited dataset per
   // column, float64 except the columns named in int_columns, which are int64 (names in int_columns
@@ -68,6 +101,21 @@ class RunWriter {
                    const float* data);
   void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
                    const double* data);
+  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
+                   const int64_t* data);
+  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
+                   const uint8_t* data);
+  // A 1-D dataset of variable-length UTF-8 strings (index summary columns).
+  void write_strings(const std::string& dataset_path, const std::vector<std::string>& values);
+  // Creates the groups of an absolute path that do not exist yet.
+  void create_group(const std::string& group_path);
+  // Copies a group or dataset (with its attributes and children) from another file to the same
+  // path here; the source may be a run file still open for SWMR writing.
+  void copy_from(const std::string& source_file, const std::string& object_path);
+  // An external link at link_path to object target_object of file target_file (a path relative
+  // to this file's directory, or absolute). The target need not exist yet.
+  void link_external(const std::string& link_path, const std::string& target_file,
+                     const std::string& target_object = "/");
 
  private:
   struct Impl;
@@ -75,9 +123,10 @@ class RunWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-// Read side, used by tests and by `xpand inspect`. Opens the file read-only. Any malformed input
-// (missing file, not an HDF5 file, missing object, wrong type) throws StoreError with a clear
-// message, never crashes.
+// Read side, used by tests and by `xpand inspect`. Opens the file read-only; a file still open
+// for SWMR writing (a run in progress) or left so by a killed writer is opened in SWMR-read mode.
+// Any malformed input (missing file, not an HDF5 file, missing object, wrong type) throws
+// StoreError with a clear message, never crashes.
 class RunReader {
  public:
   explicit RunReader(const std::string& path);
@@ -103,6 +152,17 @@ class RunReader {
   // "float64", "string" or "other".
   std::string dtype(const std::string& dataset_path) const;
   std::string column_dtype(const std::string& table, const std::string& column) const;
+
+  // Attributes of any group or dataset (absolute path).
+  bool has_attr_at(const std::string& object_path, const std::string& name) const;
+  std::string attr_string_at(const std::string& object_path, const std::string& name) const;
+  double attr_double_at(const std::string& object_path, const std::string& name) const;
+  // A string attribute or a 1-D array of strings, as a list.
+  std::vector<std::string> attr_strings(const std::string& name) const;
+  // A 1-D string dataset.
+  std::vector<std::string> read_strings(const std::string& dataset_path) const;
+  // Whether the file was opened in SWMR-read mode (its writer is running, or was killed).
+  bool opened_swmr() const;
 
   bool has_object(const std::string& object_path) const;  // any object (group or dataset)
   // Sorted names of the links in a group (e.g. children("/snapshots") lists the snapshot steps).

@@ -27,6 +27,17 @@ const std::string& ExpandSchedule::current() const {
   return layers_.empty() ? none : layers_[cur_].first;
 }
 
+void ExpandSchedule::restore(int64_t index) {
+  if (!rotate_) return;
+  if (index < 0 || size_t(index) >= layers_.size())
+    throw Error(fmt::format("checkpoint names expanded layer {} of a rotate schedule over {} layers", index,
+                            layers_.size()));
+  if (size_t(index) == cur_) return;
+  layers_[cur_].second->collapse_in_place();
+  layers_[size_t(index)].second->expand_in_place(seed_);
+  cur_ = size_t(index);
+}
+
 bool ExpandSchedule::before_step(int64_t step, torch::optim::Optimizer& opt) {
   if (!rotate_ || layers_.size() < 2 || step == 0 || step % period_ != 0) return false;
   size_t next = (cur_ + 1) % layers_.size();

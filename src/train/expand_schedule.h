@@ -25,6 +25,10 @@ class ExpandSchedule {
   bool before_step(int64_t step, torch::optim::Optimizer& opt);
   // Index of the expanded layer (rotate), for logs.
   const std::string& current() const;
+  // The schedule's state, for checkpoints: the index of the expanded layer (0 without rotate).
+  int64_t current_index() const { return int64_t(cur_); }
+  // Makes layer `index` the expanded one (shapes only: a checkpoint load then sets the values).
+  void restore(int64_t index);
 
  private:
   bool rotate_ = false;

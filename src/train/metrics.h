@@ -34,7 +34,15 @@ struct RunInfo {
   std::string run_id, path, config_yaml, name;
   int64_t total_steps = 0, steps_per_epoch = 0, world_size = 1;
   bool language_model = false;
-  std::map<std::string, std::string> attrs;  // provenance: versions, host, dataset, times, ...
+  std::string dtype = "float32";                     // training dtype (snapshot rank tolerances)
+  std::map<std::string, std::string> attrs;          // provenance: versions, host, dataset, times, ...
+  std::map<std::string, int64_t> int_attrs;          // ranks_per_run, seed, ...
+  std::map<std::string, std::vector<std::string>> list_attrs;  // per rank: hostnames, devices
+  std::vector<std::pair<std::string, std::string>> axes;       // sweep axes: config key, YAML value
+  // Resuming: the previous run file whose metrics and snapshots up to resume_step are kept.
+  std::string resume_from;
+  int64_t resume_step = 0;
+  std::string checkpoint_file;  // the checkpoint's file name, linked from the run file as /checkpoint
 };
 
 class MetricSink {
@@ -43,18 +51,33 @@ class MetricSink {
   virtual void on_start(const RunInfo& info) {}
   virtual void on_step(const StepMetrics& m) {}
   virtual void on_eval(const EvalMetrics& m) {}
-  // A snapshot of the collapsed weights: (layer name, shape, row-major float64 data).
+  // A snapshot of the collapsed weights: (layer name, shape, row-major float64 data), and the
+  // layer's raw tensors when output.snapshot_factors is set.
+  struct Array {
+    std::vector<int64_t> shape;
+    std::vector<double> data;
+  };
   struct Tensor {
     std::string layer;
     std::vector<int64_t> shape;
     std::vector<double> data;
+    std::vector<Array> factors;
   };
   virtual void on_snapshot(int64_t step, const std::vector<Tensor>& weights) {}
+  // Before a checkpoint: everything emitted so far must be on disk when this returns.
+  virtual void on_checkpoint(int64_t step) {}
   // status: completed | diverged | failed; error: message when not completed.
   virtual void on_end(const std::string& status, const std::string& error, const std::map<std::string, std::string>& attrs) {}
 };
 
 std::unique_ptr<MetricSink> console_sink(int64_t log_every);
-std::unique_ptr<MetricSink> h5_sink(const std::string& path);
+struct H5SinkOptions {
+  int compression = 0;          // deflate level of snapshot arrays
+  bool swmr = true;             // SWMR writing (live readers, crash safety)
+  double flush_seconds = 10;    // metrics reach the disk at least this often
+  size_t queue_bytes = 256u << 20;  // bound of the writer thread's queue
+};
+// The HDF5 run file (docs/FORMAT.md), written by a background thread.
+std::unique_ptr<MetricSink> h5_sink(const std::string& path, const H5SinkOptions& options = {});
 
 }  // namespace xpand::train

@@ -1,10 +1,15 @@
-// Metric sinks: console progress (rank 0) and the HDF5 run file (first schema, version 1).
+// Metric sinks: console progress (rank 0) and the HDF5 run file (schema version 2).
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
 #include "core/log.h"
 #include "core/timer.h"
+#include "core/error.h"
+#include "param/analysis.h"
+#include "store/async_writer.h"
 #include "store/run_file.h"
 #include "train/metrics.h"
 
@@ -61,62 +66,183 @@ class ConsoleSink : public MetricSink {
   Timer timer_;
 };
 
-// Schema version 1 (docs/FORMAT.md): root attributes, /metrics/{train,eval}/<column>, /snapshots.
+// Schema version 2 (docs/FORMAT.md): root attributes, /metrics/{train,eval}/<column>, /snapshots,
+// /checkpoint (external link). The file is set up on the calling thread (attributes, tables, and on
+// resume the kept history), switched to SWMR, then written by a background thread.
+constexpr int64_t kSchemaVersion = 2;
+
+const std::vector<std::string> kTrainColumns = {"step",      "epoch",        "samples",           "loss",
+                                                "lr",        "grad_norm",    "time_step",         "mem_peak",
+                                                "time_compute", "time_comm", "time_comm_exposed", "comm_bytes"};
+const std::vector<std::string> kTrainIntColumns = {"step", "samples", "mem_peak", "comm_bytes"};
+
+// An axis value as the attribute type it reads as in YAML: int64, float64 or string.
+void set_typed_attr(store::RunWriter& w, const std::string& name, const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  long long i = std::strtoll(text.c_str(), &end, 10);
+  if (!text.empty() && *end == '\0' && errno == 0) return w.set_attr(name, int64_t(i));
+  double d = std::strtod(text.c_str(), &end);
+  if (!text.empty() && *end == '\0') return w.set_attr(name, d);
+  w.set_attr(name, text);
+}
+
+// Rows of a table of `from` whose step is at most `last_step`, appended to w's table.
+void copy_rows(const store::RunReader& from, store::RunWriter& w, const std::string& table,
+               const std::vector<std::string>& columns, int64_t last_step) {
+  if (!from.has_object("/metrics/" + table + "/step")) return;
+  std::vector<std::vector<double>> cols;
+  for (const auto& c : columns)
+    cols.push_back(from.has_object("/metrics/" + table + "/" + c) ? from.column(table, c) : std::vector<double>{});
+  const auto& steps = cols[0];
+  for (size_t r = 0; r < steps.size() && steps[r] <= double(last_step); ++r) {
+    std::vector<double> row;
+    for (const auto& c : cols) row.push_back(r < c.size() ? c[r] : NAN);
+    w.append(table, row);
+  }
+}
+
 class H5Sink : public MetricSink {
  public:
-  explicit H5Sink(const std::string& path) : w_(path) {}
+  H5Sink(const std::string& path, const H5SinkOptions& o) : path_(path), opts_(o) {}
+
   void on_start(const RunInfo& info) override {
-    w_.set_attr("schema_version", int64_t(1));
-    w_.set_attr("run_id", info.run_id);
-    w_.set_attr("name", info.name);
-    w_.set_attr("status", "running");
-    w_.set_attr("error", "");
-    w_.set_attr("config", info.config_yaml);
-    w_.set_attr("total_steps", info.total_steps);
-    w_.set_attr("steps_per_epoch", info.steps_per_epoch);
-    for (const auto& [k, v] : info.attrs) w_.set_attr(k, v);
-    w_.add_table("train",
-                 {"step", "epoch", "samples", "loss", "lr", "grad_norm", "time_step", "mem_peak", "time_compute",
-                  "time_comm", "time_comm_exposed", "comm_bytes"},
-                 {"step", "samples", "mem_peak", "comm_bytes"});
-    std::vector<std::string> eval = {"step", "train_loss", "train_acc", "test_loss", "test_acc", "collapse_error"};
-    if (info.language_model) eval.insert(eval.end(), {"train_bpc", "test_bpc"});
     lm_ = info.language_model;
-    w_.add_table("eval", eval);
-    w_.flush();
+    dtype_ = info.dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
+    const bool resume = !info.resume_from.empty();
+    // A resumed run is rebuilt under a temporary name and renamed over the old file once it holds
+    // the kept history: a kill in between leaves the old file (and its checkpoint) untouched.
+    const std::string write_path = resume ? path_ + ".resume-tmp" : path_;
+    store::WriterOptions wo;
+    wo.compression = opts_.compression;
+    auto w = std::make_unique<store::RunWriter>(write_path, wo);
+    w->set_attr("schema_version", kSchemaVersion);
+    w->set_attr("run_id", info.run_id);
+    w->set_attr("name", info.name);
+    w->set_attr("status", "running");
+    w->set_attr("error", "");
+    w->set_attr("config", info.config_yaml);
+    w->set_attr("total_steps", info.total_steps);
+    w->set_attr("steps_per_epoch", info.steps_per_epoch);
+    w->set_attr("steps", int64_t(0));
+    w->set_attr("end_time", "");
+    w->set_attr("wall_seconds", 0.0);
+    for (const auto& [k, v] : info.attrs) w->set_attr(k, v);
+    for (const auto& [k, v] : info.int_attrs) w->set_attr(k, v);
+    for (const auto& [k, v] : info.list_attrs) w->set_attr_at("/", k, v);
+    std::vector<std::string> axis_names;
+    for (const auto& [k, v] : info.axes) {
+      axis_names.push_back(k);
+      set_typed_attr(*w, k, v);
+    }
+    w->set_attr_at("/", "axes", axis_names);
+    w->set_attr("resumed_from_step", info.resume_step);
+    w->add_table("train", kTrainColumns, kTrainIntColumns);
+    std::vector<std::string> eval = {"step", "train_loss", "train_acc", "test_loss", "test_acc", "collapse_error"};
+    if (lm_) eval.insert(eval.end(), {"train_bpc", "test_bpc"});
+    w->add_table("eval", eval);
+    int64_t resumes = 0;
+    if (resume) {
+      std::vector<std::string> snapshots;
+      {
+        store::RunReader old(info.resume_from);
+        if (old.has_attr("start_time")) w->set_attr("start_time", old.attr_string("start_time"));
+        resumes = old.has_attr("resumes") ? int64_t(old.attr_double("resumes")) + 1 : 1;
+        copy_rows(old, *w, "train", kTrainColumns, info.resume_step);
+        copy_rows(old, *w, "eval", eval, info.resume_step);
+        if (old.has_object("/snapshots"))
+          for (const auto& name : old.children("/snapshots"))
+            if (std::atoll(name.c_str()) <= info.resume_step) snapshots.push_back(name);
+      }  // closed before copy_from opens the file again
+      for (const auto& name : snapshots) w->copy_from(info.resume_from, "/snapshots/" + name);
+    }
+    w->set_attr("resumes", resumes);
+    if (!info.checkpoint_file.empty()) w->link_external("/checkpoint", info.checkpoint_file, "/");
+    w->create_group("/snapshots");
+    if (opts_.swmr) w->start_swmr();
+    w->flush();
+    if (resume) store::commit_file(write_path, path_);
+    writer_ = std::make_unique<store::AsyncRunWriter>(std::move(w), opts_.queue_bytes, opts_.flush_seconds);
   }
+
   void on_step(const StepMetrics& m) override {
-    w_.append("train",
-              {double(m.step), m.epoch, double(m.samples), m.loss, m.lr, m.grad_norm, m.time_step, double(m.mem_peak),
-               m.time_compute, m.time_comm, m.time_comm_exposed, double(m.comm_bytes)});
+    std::vector<double> row = {double(m.step), m.epoch,          double(m.samples), m.loss,
+                               m.lr,           m.grad_norm,      m.time_step,       double(m.mem_peak),
+                               m.time_compute, m.time_comm,      m.time_comm_exposed, double(m.comm_bytes)};
+    writer_->post([row = std::move(row)](store::RunWriter& w) { w.append("train", row); }, 128);
   }
+
   void on_eval(const EvalMetrics& e) override {
     std::vector<double> row = {double(e.step), e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.collapse_error};
     if (lm_) row.insert(row.end(), {e.train_loss / std::log(2.0), e.test_loss / std::log(2.0)});
-    w_.append("eval", row);
-    w_.flush();  // every evaluation is on disk before training goes on
+    writer_->post([row = std::move(row)](store::RunWriter& w) { w.append("eval", row); }, 128);
+    writer_->flush_async();  // every evaluation reaches the disk (and live readers) promptly
   }
+
   void on_snapshot(int64_t step, const std::vector<Tensor>& weights) override {
-    for (const auto& t : weights)
-      w_.write_array(fmt::format("/snapshots/{:08d}/{}/weight", step, t.layer), t.shape, t.data.data());
+    size_t bytes = 0;
+    for (const auto& t : weights) {
+      bytes += t.data.size() * sizeof(double);
+      for (const auto& f : t.factors) bytes += f.data.size() * sizeof(double);
+    }
+    auto snap = std::make_shared<std::vector<Tensor>>(weights);
+    const auto dtype = dtype_;
+    writer_->post(
+        [step, snap, dtype](store::RunWriter& w) {
+          for (const auto& t : *snap) {
+            const std::string g = fmt::format("/snapshots/{:08d}/{}", step, t.layer);
+            w.write_array(g + "/weight", t.shape, t.data.data());
+            for (size_t i = 0; i < t.factors.size(); ++i)
+              w.write_array(fmt::format("{}/factors/{}", g, i), t.factors[i].shape, t.factors[i].data.data());
+            // The spectrum is computed here, off the training thread, at the precision the run trained in.
+            try {
+              auto wt = torch::from_blob(const_cast<double*>(t.data.data()), t.shape, torch::kFloat64).to(dtype);
+              auto sp = param::spectrum(wt);
+              auto sv = sp.singular_values.contiguous();
+              w.write_array(g + "/singular_values", {sv.numel()}, sv.data_ptr<double>());
+              w.set_attr_at(g, "numerical_rank", sp.numerical_rank);
+              w.set_attr_at(g, "effective_rank", sp.effective_rank);
+              w.set_attr_at(g, "stable_rank", sp.stable_rank);
+            } catch (const Error& e) {  // e.g. a non-finite weight of a diverging run
+              w.set_attr_at(g, "spectrum_error", std::string(e.what()));
+            }
+          }
+        },
+        bytes);
   }
+
+  void on_checkpoint(int64_t) override { writer_->sync(); }
+
   void on_end(const std::string& status, const std::string& error,
               const std::map<std::string, std::string>& attrs) override {
-    for (const auto& [k, v] : attrs) w_.set_attr(k, v);
-    w_.set_attr("error", error);
-    w_.flush();
-    w_.set_attr("status", status);  // last, after everything else is on disk
-    w_.flush();
+    if (!writer_) return;
+    writer_->post([attrs, error, status](store::RunWriter& w) {
+      for (const auto& [k, v] : attrs) {
+        if (k == "steps") w.set_attr(k, int64_t(std::atoll(v.c_str())));
+        else if (k == "wall_seconds") w.set_attr(k, std::atof(v.c_str()));
+        else w.set_attr(k, v);
+      }
+      w.set_attr("error", error);
+      w.flush();
+      w.set_attr("status", status);  // last, after everything else is on disk
+      w.flush();
+    });
+    writer_->close();
   }
 
  private:
-  store::RunWriter w_;
+  std::string path_;
+  H5SinkOptions opts_;
+  std::unique_ptr<store::AsyncRunWriter> writer_;
+  torch::ScalarType dtype_ = torch::kFloat32;
   bool lm_ = false;
 };
 
 }  // namespace
 
 std::unique_ptr<MetricSink> console_sink(int64_t log_every) { return std::make_unique<ConsoleSink>(log_every); }
-std::unique_ptr<MetricSink> h5_sink(const std::string& path) { return std::make_unique<H5Sink>(path); }
+std::unique_ptr<MetricSink> h5_sink(const std::string& path, const H5SinkOptions& options) {
+  return std::make_unique<H5Sink>(path, options);
+}
 
 }  // namespace xpand::train

@@ -25,7 +25,9 @@
 #include "dist/nccl_comm.h"
 #endif
 #include "model/network.h"
+#include "store/index.h"
 #include "store/run_file.h"
+#include "train/checkpoint.h"
 #include "train/expand_schedule.h"
 #include "train/optim.h"
 
@@ -132,32 +134,82 @@ std::pair<double, double> evaluate(model::Network& net, const data::Dataset& ds,
   return {sums[0].item<double>() / sums[2].item<double>(), sums[1].item<double>() / sums[2].item<double>()};
 }
 
-std::vector<MetricSink::Tensor> snapshot_of(model::Network& net) {
+std::vector<MetricSink::Tensor> snapshot_of(model::Network& net, bool factors) {
   std::vector<MetricSink::Tensor> out;
   torch::NoGradGuard ng;
+  auto as_array = [](const torch::Tensor& t) {
+    auto c = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    return MetricSink::Array{c.sizes().vec(), std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel())};
+  };
   for (auto& s : net.slots()) {
-    auto w = s.param->weight().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-    out.push_back(
-        {s.name, w.sizes().vec(), std::vector<double>(w.data_ptr<double>(), w.data_ptr<double>() + w.numel())});
+    auto w = as_array(s.param->weight());
+    MetricSink::Tensor t{s.name, std::move(w.shape), std::move(w.data), {}};
+    if (factors)
+      for (auto& p : s.param->parameters())
+        if (p.numel() > 0) t.factors.push_back(as_array(p));
+    out.push_back(std::move(t));
   }
   return out;
 }
 
-// An existing run file: keep a completed one (unless forced), move anything else aside.
-bool keep_existing(const std::string& path, bool force) {
-  if (!fs::exists(path)) return false;
+// Moves a file aside to <path>.prev-N (nothing is deleted).
+void move_aside(const std::string& path, const std::string& why) {
+  std::string aside;
+  for (int i = 1;; ++i)
+    if (!fs::exists(aside = fmt::format("{}.prev-{}", path, i))) break;
+  fs::rename(path, aside);
+  log::warn("{} {}; moved it to {}", path, why, aside);
+}
+
+// What to do with an existing run file: skip (completed), resume from its checkpoint, or start over.
+struct Existing {
+  enum Action { Fresh, Skip, Resume } action = Fresh;
+  int64_t resume_step = 0;
+};
+
+Existing examine_existing(const std::string& path, const std::string& ckpt, const std::string& run_id,
+                          int64_t total, bool force, bool resume) {
+  Existing ex;
+  std::error_code ec;
+  fs::remove(path + ".resume-tmp", ec);  // a resume killed before it replaced the run file
+  if (!fs::exists(path)) {
+    if (fs::exists(ckpt)) move_aside(ckpt, "has no run file");
+    return ex;
+  }
   std::string status = "unreadable";
   try {
     status = store::RunReader(path).attr_string("status");
   } catch (const store::StoreError&) {
   }
-  if (status == "completed" && !force) return true;
-  std::string aside;
-  for (int i = 1;; ++i)
-    if (!fs::exists(aside = fmt::format("{}.prev-{}", path, i))) break;
-  fs::rename(path, aside);
-  log::warn("{} existed with status '{}'; moved it to {}", path, status, aside);
-  return false;
+  if (status == "completed" && !force) {
+    ex.action = Existing::Skip;
+    return ex;
+  }
+  const bool resumable = status == "running" || status == "preempted" || status == "failed";
+  if (!force && resume && resumable && fs::exists(ckpt)) {
+    try {
+      CheckpointInfo c = checkpoint_peek(ckpt);
+      if (c.run_id == run_id && c.step > 0 && c.step <= total) {
+        ex.action = Existing::Resume;
+        ex.resume_step = c.step;
+        return ex;
+      }
+      log::warn("{}: checkpoint of run {} at step {} does not fit run {} of {} steps; starting over", ckpt, c.run_id,
+                c.step, run_id, total);
+    } catch (const std::exception& e) {
+      log::warn("{}: unreadable checkpoint ({}); starting over", ckpt, e.what());
+    }
+  }
+  move_aside(path, fmt::format("existed with status '{}'", status));
+  if (fs::exists(ckpt)) move_aside(ckpt, "belongs to the run moved aside");
+  return ex;
+}
+
+// Every rank's string, on every rank (hostnames, devices), in group rank order.
+std::vector<std::string> gather_strings(dist::Communicator& comm, const std::string& mine, const std::string& what) {
+  std::vector<std::string> all;
+  for (int r = 0; r < comm.size(); ++r) all.push_back(comm.size() == 1 ? mine : comm.broadcast_string(mine, r, what));
+  return all;
 }
 
 }  // namespace
@@ -239,6 +291,9 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   if (total < 1) cfg.fail("train.epochs", "train.epochs and train.max_steps leave no step to train");
   const int64_t eval_every = cfg.get_int("train.eval_every") > 0 ? cfg.get_int("train.eval_every") : spe;
   const int64_t snapshot_every = cfg.get_int("output.snapshot_every");
+  const bool snapshot_factors = cfg.get_bool("output.snapshot_factors");
+  const int64_t checkpoint_every = cfg.get_int("output.checkpoint_every");
+  const int compression = int(cfg.get_int("output.compression"));
 
   ExpandSchedule expand(cfg, *net, seed);  // rotate: collapses every expanded layer but the first
   std::vector<torch::Tensor> params;
@@ -257,23 +312,29 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   };
   dist::Reducer reducer(comm, {cfg.get_float("dist.bucket_mb"), cfg.get_float("dist.first_bucket_mb")});
 
-  // --- output ---
+  // --- output: skip a completed run, resume an unfinished one from its checkpoint ---
   const std::string out_dir = cfg.get_string("output.dir");
   result.path = (fs::path(out_dir) / "runs" / (result.run_id + ".h5")).string();
+  const std::string ckpt_path = checkpoint_path(result.path);
   std::vector<std::unique_ptr<MetricSink>> sinks;
   if (opts.console && root) sinks.push_back(console_sink(cfg.get_int("train.log_every")));
+  Existing existing;
   if (opts.write_file) {
-    bool keep = false;
     if (root) {
       fs::create_directories(fs::path(result.path).parent_path());
-      keep = keep_existing(result.path, opts.force);
+      existing = examine_existing(result.path, ckpt_path, result.run_id, total, opts.force, opts.resume);
     }
-    if (world > 1) keep = group->allreduce_scalar(keep ? 1 : 0, dist::ReduceOp::Max, "skip decision") > 0;
-    if (keep && !root) {
+    if (world > 1) {
+      existing.action = Existing::Action(int(group->allreduce_scalar(double(existing.action), dist::ReduceOp::Max,
+                                                                      "existing run decision")));
+      existing.resume_step = int64_t(group->allreduce_scalar(double(existing.resume_step), dist::ReduceOp::Max,
+                                                             "resume step"));
+    }
+    if (existing.action == Existing::Skip && !root) {
       result.status = "skipped";
       return result;
     }
-    if (keep) {
+    if (existing.action == Existing::Skip) {
       log::info("{} is already completed; skipping (use --force to train it again)", result.path);
       store::RunReader r(result.path);
       result.status = "skipped";
@@ -286,7 +347,23 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       result.steps = result.final_eval.step;
       return result;
     }
-    if (root) sinks.push_back(h5_sink(result.path));
+    if (root) {
+      H5SinkOptions ho;
+      ho.compression = int(cfg.get_int("output.compression"));
+      ho.swmr = cfg.get_bool("output.swmr");
+      ho.flush_seconds = cfg.get_float("output.flush_seconds");
+      ho.queue_bytes = size_t(cfg.get_float("output.queue_mb") * 1048576.0);
+      sinks.push_back(h5_sink(result.path, ho));
+    }
+  }
+  int64_t start_step = 0;
+  if (existing.action == Existing::Resume) {
+    CheckpointInfo c = checkpoint_load(ckpt_path, *net, params, *opt, expand, rank);
+    if (c.world_size != world && root)
+      log::warn("{}: checkpoint written by {} rank(s), resumed on {}: per-rank random streams (dropout) restart",
+                ckpt_path, c.world_size, world);
+    start_step = result.resumed_from = c.step;
+    log::info("run {}: resuming from the checkpoint at step {} of {}", result.run_id, c.step, total);
   }
 
   RunInfo info;
@@ -298,14 +375,31 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   info.steps_per_epoch = spe;
   info.world_size = world;
   info.language_model = ds.task == data::Task::LanguageModel;
+  info.dtype = cfg.get_string("dtype");
+  info.axes = opts.axes;
+  info.checkpoint_file = fs::path(ckpt_path).filename().string();
+  if (existing.action == Existing::Resume) {
+    info.resume_from = result.path;
+    info.resume_step = start_step;
+  }
+  {
+    dist::Context* ctx = dist::Context::get();
+    info.int_attrs = {{"ranks_per_run", world},
+                      {"world_ranks", ctx ? ctx->world_size() : 1}};
+    info.list_attrs = {{"hostnames", gather_strings(*group, hostname(), "hostnames")},
+                       {"devices", gather_strings(*group, device.str(), "devices")}};
+  }
   info.attrs = {{"xpand_version", XPAND_VERSION},
                 {"git_commit", XPAND_GIT_COMMIT},
                 {"torch_version", TORCH_VERSION},
+                {"mpi_version", dist::mpi_version()},
+                {"nccl_version", dist::nccl_version()},
+                {"hdf5_version", store::hdf5_version()},
                 {"hostname", hostname()},
                 {"device", device.str()},
                 {"dataset_source", ds.source},
                 {"start_time", now_iso()},
-                {"world_size", std::to_string(world)},
+                {"world_size", std::to_string(dist::Context::get() ? dist::Context::get()->world_size() : world)},
                 {"dist_backend", comm->backend()},
                 {"dist_cut", cut_mode},
                 {"grad_accum", std::to_string(accum)},
@@ -340,7 +434,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   net->train();
   reset_peak_rss();  // mem_peak measures training, not set-up
   try {
-    for (int64_t step = 0; step < total; ++step) {
+    for (int64_t step = start_step; step < total; ++step) {
       Timer t;
       expand.before_step(step, *opt);
       double lr = sched.at(step);
@@ -388,13 +482,22 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       m.comm_bytes = result.comm_bytes = comm_stats.bytes;
       result.mem_peak = m.mem_peak;
       for (auto& s : sinks) s->on_step(m);
-      if ((step + 1) % eval_every == 0 || step + 1 == total) do_eval(step + 1);
+      const bool evaluated = (step + 1) % eval_every == 0 || step + 1 == total;
+      if (evaluated) do_eval(step + 1);
       if ((snapshot_every > 0 && (step + 1) % snapshot_every == 0) || step + 1 == total) {
         sync_buffers();  // collective: every rank, before rank 0 writes
         if (root) {
-          auto snap = snapshot_of(*net);
+          auto snap = snapshot_of(*net, snapshot_factors);
           for (auto& s : sinks) s->on_snapshot(step + 1, snap);
         }
+      }
+      if (opts.write_file && (checkpoint_every > 0 ? (step + 1) % checkpoint_every == 0 : evaluated)) {
+        // The run file holds every row up to this step before the checkpoint that resumes after it.
+        for (auto& s : sinks) s->on_checkpoint(step + 1);
+        CheckpointInfo ci;
+        ci.step = step + 1;
+        ci.run_id = result.run_id;
+        checkpoint_save(ckpt_path, ci, *net, params, *opt, expand, *group, compression);
       }
     }
   } catch (const std::exception& e) {
@@ -418,6 +521,13 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
                                                   {"steps", std::to_string(result.steps)},
                                                   {"wall_seconds", fmt::format("{:.3f}", result.wall_seconds)}};
   for (auto& s : sinks) s->on_end(status, error, end_attrs);
+  if (opts.write_file && root && opts.update_index) {
+    try {
+      store::index_rebuild(out_dir);
+    } catch (const std::exception& e) {
+      log::warn("could not update {}/index.h5: {}", out_dir, e.what());
+    }
+  }
   return result;
 }
 

@@ -1,0 +1,181 @@
+// Run summaries and the index file (see index.h).
+#include "store/index.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <set>
+
+#include "store/run_file.h"
+
+namespace xpand::store {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+double last_of(const RunReader& r, const std::string& table, const std::string& col) {
+  if (!r.has_object("/metrics/" + table + "/" + col)) return RunSummary::kNaN;
+  auto v = r.column(table, col);
+  return v.empty() ? RunSummary::kNaN : v.back();
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// An attribute's value as text, whatever its type (axis values are ints, floats or strings).
+std::string attr_text(const RunReader& r, const std::string& name) {
+  try {
+    return r.attr_string(name);
+  } catch (const StoreError&) {
+  }
+  double v = r.attr_double(name);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.12g", v);
+  return buf;
+}
+
+}  // namespace
+
+RunSummary summary_read(const std::string& run_path) {
+  RunReader r(run_path);
+  RunSummary s;
+  s.path = run_path;
+  s.live = r.opened_swmr();
+  if (!r.has_attr("schema_version") || !r.has_attr("run_id") || !r.has_attr("status"))
+    throw StoreError("xpand store: " + run_path +
+                     ": not an xpand run file (no schema_version, run_id and status attributes)");
+  s.run_id = r.attr_string("run_id");
+  s.status = r.attr_string("status");
+  s.name = r.has_attr("name") ? r.attr_string("name") : "";
+  s.error = r.has_attr("error") ? r.attr_string("error") : "";
+  if (r.has_attr("total_steps")) s.total_steps = int64_t(r.attr_double("total_steps"));
+  if (r.has_attr("wall_seconds")) {
+    try {
+      s.wall_seconds = r.attr_double("wall_seconds");
+    } catch (const StoreError&) {
+      s.wall_seconds = std::atof(r.attr_string("wall_seconds").c_str());
+    }
+  }
+  if (r.has_attr("axes"))
+    for (const auto& a : r.attr_strings("axes"))
+      if (!a.empty()) s.axes.emplace_back(a, r.has_attr(a) ? attr_text(r, a) : "");
+  if (r.has_object("/metrics/train/step")) s.steps = int64_t(r.column("train", "step").size());
+  s.train_loss = last_of(r, "eval", "train_loss");
+  s.train_acc = last_of(r, "eval", "train_acc");
+  s.test_loss = last_of(r, "eval", "test_loss");
+  s.test_acc = last_of(r, "eval", "test_acc");
+  return s;
+}
+
+std::vector<std::string> run_files(const std::string& out_dir) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  const fs::path dir = fs::path(out_dir) / "runs";
+  if (!fs::is_directory(dir, ec)) return files;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file(ec) || !ends_with(name, ".h5") || ends_with(name, ".ckpt.h5")) continue;
+    files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+IndexResult index_rebuild(const std::string& out_dir) {
+  IndexResult res;
+  const fs::path dir(out_dir);
+  res.path = (dir / "index.h5").string();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw StoreError("xpand store: " + out_dir + ": no such output directory");
+
+  // One rebuild at a time per directory: a later rebuild always sees what an earlier one did.
+  const std::string lock_path = (dir / ".index.lock").string();
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT, 0644);
+  if (fd < 0) throw StoreError("xpand store: cannot open lock file " + lock_path);
+  struct Unlock {
+    int fd;
+    ~Unlock() {
+      ::flock(fd, LOCK_UN);
+      ::close(fd);
+    }
+  } unlock{fd};
+  ::flock(fd, LOCK_EX);
+
+  std::vector<RunSummary> runs;
+  for (const auto& f : run_files(out_dir)) {
+    try {
+      runs.push_back(summary_read(f));
+    } catch (const std::exception& e) {
+      res.skipped.push_back(e.what());
+    }
+  }
+  // Union of the axes, in order of first appearance.
+  std::vector<std::string> axes;
+  for (const auto& s : runs)
+    for (const auto& a : s.axes)
+      if (std::find(axes.begin(), axes.end(), a.first) == axes.end()) axes.push_back(a.first);
+
+  const std::string tmp = res.path + ".tmp-" + std::to_string(::getpid());
+  try {
+    RunWriter w(tmp);
+    w.set_attr("schema_version", int64_t(1));
+    w.set_attr("kind", "xpand index");
+    w.set_attr_at("/", "axes", axes);
+    w.create_group("/runs");
+    std::vector<std::string> ids, status, paths, errors;
+    std::vector<double> steps, total, trl, tra, tel, tea, wall;
+    std::set<std::string> linked;
+    for (const auto& s : runs) {
+      const std::string rel = fs::relative(s.path, dir, ec).string();
+      if (linked.insert(s.run_id).second) w.link_external("/runs/" + s.run_id, rel.empty() ? s.path : rel, "/");
+      ids.push_back(s.run_id);
+      status.push_back(s.status);
+      paths.push_back(rel.empty() ? s.path : rel);
+      errors.push_back(s.error);
+      steps.push_back(double(s.steps));
+      total.push_back(double(s.total_steps));
+      trl.push_back(s.train_loss);
+      tra.push_back(s.train_acc);
+      tel.push_back(s.test_loss);
+      tea.push_back(s.test_acc);
+      wall.push_back(s.wall_seconds);
+    }
+    w.create_group("/summary");
+    w.write_strings("/summary/run_id", ids);
+    w.write_strings("/summary/status", status);
+    w.write_strings("/summary/path", paths);
+    w.write_strings("/summary/error", errors);
+    for (const auto& a : axes) {
+      std::vector<std::string> col;
+      for (const auto& s : runs) {
+        auto it = std::find_if(s.axes.begin(), s.axes.end(), [&](const auto& p) { return p.first == a; });
+        col.push_back(it == s.axes.end() ? "" : it->second);
+      }
+      w.write_strings("/summary/axis." + a, col);
+    }
+    const std::vector<int64_t> n = {int64_t(runs.size())};
+    std::vector<int64_t> isteps(steps.begin(), steps.end()), itotal(total.begin(), total.end());
+    w.write_array("/summary/steps", n, isteps.data());
+    w.write_array("/summary/total_steps", n, itotal.data());
+    w.write_array("/summary/train_loss", n, trl.data());
+    w.write_array("/summary/train_acc", n, tra.data());
+    w.write_array("/summary/test_loss", n, tel.data());
+    w.write_array("/summary/test_acc", n, tea.data());
+    w.write_array("/summary/wall_seconds", n, wall.data());
+    w.close();
+    commit_file(tmp, res.path);
+  } catch (...) {
+    fs::remove(tmp, ec);
+    throw;
+  }
+  res.runs = int64_t(runs.size());
+  return res;
+}
+
+}  // namespace xpand::store

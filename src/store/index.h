@@ -1,0 +1,40 @@
+// The output directory's index and run summaries. <out>/index.h5 holds an external link
+// /runs/<run_id> to every run file and a /summary table (one column per field, one row per run);
+// it is rebuilt from the run files by whoever finishes a run and by `xpand index DIR`, written to a
+// temporary file and renamed over the old one under an flock, so readers never see half an index.
+#pragma once
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace xpand::store {
+
+// What `xpand inspect` and the index show of one run file.
+struct RunSummary {
+  std::string path, run_id, status, error, name;
+  std::vector<std::pair<std::string, std::string>> axes;  // swept config keys and their values
+  int64_t steps = 0, total_steps = 0;                      // rows of /metrics/train, planned steps
+  static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+  double train_loss = kNaN, train_acc = kNaN, test_loss = kNaN, test_acc = kNaN;
+  double wall_seconds = kNaN;
+  bool live = false;  // opened in SWMR-read mode: the run is in progress or its writer died
+};
+
+// Reads a run file's summary; throws StoreError for files that are not xpand run files.
+RunSummary summary_read(const std::string& run_path);
+
+// Run files of <out>/runs (*.h5, not checkpoints or temporaries), sorted.
+std::vector<std::string> run_files(const std::string& out_dir);
+
+struct IndexResult {
+  std::string path;
+  int64_t runs = 0;
+  std::vector<std::string> skipped;  // "file: why" for run files that could not be read
+};
+
+// Rebuilds <out>/index.h5 from <out>/runs. Throws StoreError when the index cannot be written.
+IndexResult index_rebuild(const std::string& out_dir);
+
+}  // namespace xpand::store

@@ -1,0 +1,44 @@
+// Resumable checkpoints: everything a run needs to continue bit for bit on CPU — raw parameters
+// and buffers, optimizer state, every rank's CPU RNG state, the step (which is also the data
+// position: batches are a pure function of seed and step), and the expansion schedule's state.
+// A checkpoint is its own HDF5 file, <out>/runs/<run_id>.ckpt.h5, written to a temporary name and
+// renamed over the previous one, so a kill during a checkpoint leaves the previous one whole. The
+// run file links it as /checkpoint (an HDF5 external link).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "dist/comm.h"
+#include "model/network.h"
+#include "train/expand_schedule.h"
+
+namespace xpand::train {
+
+// Path of the checkpoint file of a run file ("runs/x.h5" -> "runs/x.ckpt.h5").
+std::string checkpoint_path(const std::string& run_path);
+
+struct CheckpointInfo {
+  int64_t step = 0;  // optimizer steps completed
+  std::string run_id;
+  int64_t world_size = 1;
+};
+
+// Collective over `group` (every rank gathers its RNG state to rank 0); rank 0 writes.
+// params: the optimizer's parameters in its order. compression: deflate level (0 = off).
+void checkpoint_save(const std::string& path, const CheckpointInfo& info, model::Network& net,
+                     const std::vector<torch::Tensor>& params, torch::optim::Optimizer& opt,
+                     const ExpandSchedule& expand, dist::Communicator& group, int compression);
+
+// Reads only the header (step, run id, world size); throws store::StoreError on a bad file.
+CheckpointInfo checkpoint_peek(const std::string& path);
+
+// Restores the state on every rank (each reads the file). The network and optimizer must have
+// been built from the same configuration. Returns the header. Throws Error when the checkpoint
+// does not match the network (names or shapes).
+CheckpointInfo checkpoint_load(const std::string& path, model::Network& net, const std::vector<torch::Tensor>& params,
+                               torch::optim::Optimizer& opt, ExpandSchedule& expand, int rank);
+
+}  // namespace xpand::train
