@@ -13,11 +13,10 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "param/analysis.h"
+#include "store/index.h"
 #include "store/run_file.h"
 
 namespace xpand::cli {
-
-// Declared here until commands.h lists it (main.cpp registers it like the others).
 
 namespace {
 
@@ -36,37 +35,7 @@ struct LayerResult {
   std::vector<int64_t> skipped;             // requested ranks > min(m, n)
 };
 
-struct Snapshot {
-  int64_t step;
-  std::string group;  // "/snapshots/00001000"
-};
-
-// The snapshot steps of the file, ascending (names are 8-digit steps; anything else is ignored).
-std::vector<Snapshot> list_snapshots(const store::RunReader& r) {
-  std::vector<Snapshot> out;
-  if (!r.has_object("/snapshots")) return out;
-  for (const auto& name : r.children("/snapshots")) {
-    if (name.empty() || name.size() > 18 ||
-        !std::all_of(name.begin(), name.end(), [](unsigned char c) { return std::isdigit(c); }))
-      continue;
-    out.push_back({std::stoll(name), "/snapshots/" + name});
-  }
-  std::sort(out.begin(), out.end(), [](const Snapshot& a, const Snapshot& b) { return a.step < b.step; });
-  return out;
-}
-
-std::string steps_str(const std::vector<Snapshot>& snaps) {
-  std::vector<std::string> s;
-  for (size_t i = 0; i < snaps.size(); ++i) {
-    if (snaps.size() > 10 && i == 5) {
-      s.push_back(fmt::format("... ({} more)", snaps.size() - 8));
-      i = snaps.size() - 4;
-      continue;
-    }
-    s.push_back(std::to_string(snaps[i].step));
-  }
-  return fmt::format("{}", fmt::join(s, ", "));
-}
+using Snapshot = store::SnapshotRef;
 
 // The dtype the run trained in (config key `dtype`): snapshots are float64 copies, but the
 // numerical rank must judge small singular values at the precision the weights were held in, or a
@@ -123,7 +92,7 @@ std::string shape_cell(const LayerResult& l) {
 void print_table(const std::string& file, const std::string& run_id, const Snapshot& snap,
                  const std::vector<Snapshot>& snaps, const std::string& dtype, int64_t gd_steps,
                  const std::vector<LayerResult>& layers) {
-  fmt::print("# {} ({}): snapshot at step {} (snapshots: {})\n", run_id, file, snap.step, steps_str(snaps));
+  fmt::print("# {} ({}): snapshot at step {} (snapshots: {})\n", run_id, file, snap.step, store::snapshot_steps_str(snaps));
   fmt::print("# spectrum: numerical rank at {} precision (tol = max(m,n)·eps·σ_max); effective rank = exp(entropy "
              "of σ/Σσ); stable rank = ‖W‖_F²/‖W‖_2²\n",
              dtype);
@@ -208,7 +177,7 @@ Runner analyze_command(CLI::App& app) {
     if (!r.has_attr("schema_version"))
       throw DataError(fmt::format("{}: not an xpand run file (no schema_version attribute)", *file));
     const std::string run_id = r.has_attr("run_id") ? r.attr_string("run_id") : fs::path(*file).stem().string();
-    auto snaps = list_snapshots(r);
+    auto snaps = store::snapshot_list(r);
     if (snaps.empty())
       throw DataError(fmt::format("{}: no snapshots in this run (status '{}'; a run writes one at its last step and "
                                   "every output.snapshot_every steps)",
@@ -218,7 +187,7 @@ Runner analyze_command(CLI::App& app) {
       auto it = std::find_if(snaps.begin(), snaps.end(), [&](const Snapshot& s) { return s.step == *step; });
       if (it == snaps.end())
         throw ConfigError(fmt::format("--step {}: {} has no snapshot at that step (snapshots: {})", *step, *file,
-                                      steps_str(snaps)));
+                                      store::snapshot_steps_str(snaps)));
       snap = *it;
     }
     std::string dtype_name;

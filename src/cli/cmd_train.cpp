@@ -25,11 +25,20 @@ Runner train_command(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   auto force = std::make_shared<bool>(false);
   auto ranks_per_run = std::make_shared<int>(0);
+  auto axes = std::make_shared<std::vector<std::string>>();
+  auto no_resume = std::make_shared<bool>(false);
   cmd->add_option("config", *paths, "configuration file(s) (YAML)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--set", *overrides, "override a config key in every config: --set train.lr=0.01 (repeatable)")
       ->type_name("KEY=VALUE");
   cmd->add_option("--out", *out, "output directory (overrides output.dir)");
-  cmd->add_flag("--force", *force, "train again even if a run already completed in the output directory");
+  cmd->add_flag("--force", *force,
+                "train from scratch even if the run already completed (or has a checkpoint) in the output directory; "
+                "the old files are kept as .prev-N");
+  cmd->add_flag("--no-resume", *no_resume, "start over instead of continuing an unfinished run from its checkpoint");
+  cmd->add_option("--axes", *axes,
+                  "config keys recorded as sweep axes: root attributes of the run file and columns of index.h5 "
+                  "(comma-separated, e.g. param.factor,param.depth)")
+      ->delimiter(',');
   cmd->add_option("--ranks-per-run", *ranks_per_run,
                   "ranks per data-parallel run: the world splits into groups of K consecutive ranks "
                   "(K divides the world size; default: all ranks train each run together)")
@@ -40,6 +49,14 @@ Runner train_command(CLI::App& app) {
     // Every config is validated before any rank trains or joins a collective.
     std::vector<config::Config> cfgs;
     for (const auto& p : *paths) cfgs.push_back(config::Config::load_file(p, extra));
+    std::vector<std::vector<std::pair<std::string, std::string>>> axis_values;
+    for (const auto& c : cfgs) {
+      axis_values.emplace_back();
+      for (const auto& a : *axes) {
+        if (!c.has(a)) throw ConfigError(fmt::format("--axes {}: not a key of the resolved configuration", a));
+        axis_values.back().emplace_back(a, c.value_yaml(a));
+      }
+    }
     dist::Context& ctx = *dist::Context::get();
     dist::Group group = ctx.split(*ranks_per_run);
     if (group.count > int(cfgs.size()) && ctx.world_rank() == 0)
@@ -50,6 +67,8 @@ Runner train_command(CLI::App& app) {
     for (size_t i = size_t(group.index); i < cfgs.size(); i += size_t(group.count)) {
       train::RunOptions opts;
       opts.force = *force;
+      opts.resume = !*no_resume;
+      opts.axes = axis_values[i];
       opts.comm = group.comm;
       opts.console = group.comm->rank() == 0;
       train::RunResult r;

@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   cli::Runner train = cli::train_command(app), plan = cli::plan_command(app), keys = cli::keys_command(app),
-              analyze = cli::analyze_command(app);
+              analyze = cli::analyze_command(app), inspect = cli::inspect_command(app),
+              index = cli::index_command(app), collapse = cli::collapse_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -78,6 +79,9 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("plan")) return plan();
     if (app.got_subcommand("keys")) return keys();
     if (app.got_subcommand("analyze")) return analyze();
+    if (app.got_subcommand("inspect")) return inspect();
+    if (app.got_subcommand("index")) return index();
+    if (app.got_subcommand("collapse")) return collapse();
   } catch (const ConfigError& e) {
     return fail("config error: ", e.what(), e.exit_code());
   } catch (const Error& e) {

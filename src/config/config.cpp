@@ -455,6 +455,14 @@ void emit_value(YAML::Emitter& out, const Value& v) {
 }
 }  // namespace
 
+std::string Config::value_yaml(const std::string& key) const {
+  auto it = values_.find(key);
+  if (it == values_.end()) throw ConfigError(fmt::format("{}: no such key in the resolved configuration", key));
+  YAML::Emitter out;
+  emit_value(out, it->second.value);
+  return out.c_str();
+}
+
 std::string Config::to_yaml(const std::string& skip_prefix) const {
   // Keys in schema order, grouped by their dotted sections.
   std::vector<std::string> keys;

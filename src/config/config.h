@@ -71,6 +71,9 @@ class Config {
   // The resolved configuration as nested YAML (every key with its effective value), leaving out
   // keys that start with `skip_prefix` when it is not empty.
   std::string to_yaml(const std::string& skip_prefix = "") const;
+  // One key's value as YAML text ("4", "0.001", "[784, 256, 10]", "relu"); ConfigError for a key
+  // the config does not hold.
+  std::string value_yaml(const std::string& key) const;
   // Keys with their values, sorted; for tests and plan output.
   std::vector<std::string> keys() const;
   // A short stable hash (16 hex digits) of the resolved configuration without output.* keys

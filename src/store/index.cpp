@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -42,6 +43,32 @@ std::string attr_text(const RunReader& r, const std::string& name) {
 
 }  // namespace
 
+std::vector<SnapshotRef> snapshot_list(const RunReader& r) {
+  std::vector<SnapshotRef> out;
+  if (!r.has_object("/snapshots")) return out;
+  for (const auto& name : r.children("/snapshots")) {
+    if (name.empty() || name.size() > 18 ||
+        !std::all_of(name.begin(), name.end(), [](unsigned char c) { return std::isdigit(c); }))
+      continue;
+    out.push_back({std::stoll(name), "/snapshots/" + name});
+  }
+  std::sort(out.begin(), out.end(), [](const SnapshotRef& a, const SnapshotRef& b) { return a.step < b.step; });
+  return out;
+}
+
+std::string snapshot_steps_str(const std::vector<SnapshotRef>& snaps) {
+  std::string s;
+  for (size_t i = 0; i < snaps.size(); ++i) {
+    if (snaps.size() > 10 && i == 5) {
+      s += ", ... (" + std::to_string(snaps.size() - 8) + " more)";
+      i = snaps.size() - 4;
+      continue;
+    }
+    s += (s.empty() ? "" : ", ") + std::to_string(snaps[i].step);
+  }
+  return s;
+}
+
 RunSummary summary_read(const std::string& run_path) {
   RunReader r(run_path);
   RunSummary s;
@@ -50,6 +77,10 @@ RunSummary summary_read(const std::string& run_path) {
   if (!r.has_attr("schema_version") || !r.has_attr("run_id") || !r.has_attr("status"))
     throw StoreError("xpand store: " + run_path +
                      ": not an xpand run file (no schema_version, run_id and status attributes)");
+  const double version = r.attr_double("schema_version");
+  if (version > double(kRunSchemaVersion))
+    throw StoreError("xpand store: " + run_path + ": schema_version " + std::to_string(int64_t(version)) +
+                     " is newer than this xpand reads (" + std::to_string(kRunSchemaVersion) + "); update xpand");
   s.run_id = r.attr_string("run_id");
   s.status = r.attr_string("status");
   s.name = r.has_attr("name") ? r.attr_string("name") : "";

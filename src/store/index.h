@@ -22,6 +22,21 @@ struct RunSummary {
   bool live = false;  // opened in SWMR-read mode: the run is in progress or its writer died
 };
 
+// The schema version of run files this xpand writes and the newest it reads.
+constexpr int64_t kRunSchemaVersion = 2;
+
+class RunReader;
+
+// One snapshot group of a run file: /snapshots/<8-digit step>.
+struct SnapshotRef {
+  int64_t step;
+  std::string group;  // "/snapshots/00001000"
+};
+// The snapshots of a run file, ascending (links whose names are not all digits are ignored).
+std::vector<SnapshotRef> snapshot_list(const RunReader& r);
+// "10, 20, 30" (at most ten steps, the middle elided).
+std::string snapshot_steps_str(const std::vector<SnapshotRef>& snaps);
+
 // Reads a run file's summary; throws StoreError for files that are not xpand run files.
 RunSummary summary_read(const std::string& run_path);
 

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "param/analysis.h"
 #include "store/async_writer.h"
+#include "store/index.h"
 #include "store/run_file.h"
 #include "train/metrics.h"
 
@@ -69,7 +70,7 @@ class ConsoleSink : public MetricSink {
 // Schema version 2 (docs/FORMAT.md): root attributes, /metrics/{train,eval}/<column>, /snapshots,
 // /checkpoint (external link). The file is set up on the calling thread (attributes, tables, and on
 // resume the kept history), switched to SWMR, then written by a background thread.
-constexpr int64_t kSchemaVersion = 2;
+constexpr int64_t kSchemaVersion = store::kRunSchemaVersion;
 
 const std::vector<std::string> kTrainColumns = {"step",      "epoch",        "samples",           "loss",
                                                 "lr",        "grad_norm",    "time_step",         "mem_peak",
