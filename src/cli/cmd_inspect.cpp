@@ -227,7 +227,7 @@ int print_run(const std::string& file, size_t tail, bool csv, bool json) {
     fmt::print("]}}\n");
     return kExitOk;
   }
-  fmt::print("# {}{}\n", file, s.live ? " (open for writing: the run is in progress, or its writer was killed)" : "");
+  fmt::print("# {}{}\n", file, s.live ? " (status running: the run is in progress, or its process was killed; `xpand train` resumes it)" : "");
   fmt::print("run {}: status {}, {} steps{}\n", s.run_id, s.status, progress(s),
              s.error.empty() ? "" : ", error: " + s.error);
   for (const auto& a : names)

@@ -73,7 +73,6 @@ RunSummary summary_read(const std::string& run_path) {
   RunReader r(run_path);
   RunSummary s;
   s.path = run_path;
-  s.live = r.opened_swmr();
   if (!r.has_attr("schema_version") || !r.has_attr("run_id") || !r.has_attr("status"))
     throw StoreError("xpand store: " + run_path +
                      ": not an xpand run file (no schema_version, run_id and status attributes)");
@@ -83,6 +82,7 @@ RunSummary summary_read(const std::string& run_path) {
                      " is newer than this xpand reads (" + std::to_string(kRunSchemaVersion) + "); update xpand");
   s.run_id = r.attr_string("run_id");
   s.status = r.attr_string("status");
+  s.live = s.status == "running";
   s.name = r.has_attr("name") ? r.attr_string("name") : "";
   s.error = r.has_attr("error") ? r.attr_string("error") : "";
   if (r.has_attr("total_steps")) s.total_steps = int64_t(r.attr_double("total_steps"));
@@ -111,7 +111,7 @@ std::vector<std::string> run_files(const std::string& out_dir) {
   if (!fs::is_directory(dir, ec)) return files;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (!e.is_regular_file(ec) || !ends_with(name, ".h5") || ends_with(name, ".ckpt.h5")) continue;
+    if (!e.is_regular_file(ec) || !ends_with(name, ".h5")) continue;
     files.push_back(e.path().string());
   }
   std::sort(files.begin(), files.end());

@@ -19,7 +19,7 @@ struct RunSummary {
   static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
   double train_loss = kNaN, train_acc = kNaN, test_loss = kNaN, test_acc = kNaN;
   double wall_seconds = kNaN;
-  bool live = false;  // opened in SWMR-read mode: the run is in progress or its writer died
+  bool live = false;  // status running: the run is in progress, or its process died (resumable)
 };
 
 // The schema version of run files this xpand writes and the newest it reads.
@@ -40,7 +40,7 @@ std::string snapshot_steps_str(const std::vector<SnapshotRef>& snaps);
 // Reads a run file's summary; throws StoreError for files that are not xpand run files.
 RunSummary summary_read(const std::string& run_path);
 
-// Run files of <out>/runs (*.h5, not checkpoints or temporaries), sorted.
+// Run files of <out>/runs (*.h5; temporaries end otherwise), sorted.
 std::vector<std::string> run_files(const std::string& out_dir);
 
 struct IndexResult {

@@ -698,8 +698,8 @@ void RunWriter::copy_from(const std::string& source_file, const std::string& obj
   Impl& m = impl();
   const std::string p = absolute(object_path);
   const std::string obj = quoted("object", p);
-  hid_t id = H5Fopen(source_file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (id < 0) id = H5Fopen(source_file.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+  hid_t id = H5Fopen(source_file.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+  if (id < 0) id = H5Fopen(source_file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (id < 0) fail_hdf5(m.path, obj, "cannot open " + source_file + " to copy from it");
   Hid src(id, H5Fclose);
   if (object_kind(src.get(), source_file, p) == Kind::None) fail(m.path, obj, "no such object in " + source_file);
@@ -833,14 +833,14 @@ RunReader::RunReader(const std::string& path) : impl_(std::make_unique<Impl>()) 
   htri_t is_h5 = H5Fis_hdf5(path.c_str());
   if (is_h5 < 0) fail_hdf5(path, "", "cannot read file");
   if (is_h5 == 0) fail(path, "", "not an HDF5 file");
-  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  // SWMR-read first: it is the consistent view of a file whose run is writing it (or whose writer
+  // was killed, which leaves the "open for write" flag set). Files in older HDF5 formats (not
+  // written by xpand) cannot be opened that way and open plainly.
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+  impl_->swmr = id >= 0;
   if (id < 0) {
-    // A file open for SWMR writing (a run in progress, or one whose writer was killed) keeps its
-    // "open for write" flag: it opens in SWMR-read mode.
-    const std::string plain = hdf5_detail();
-    id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
-    if (id < 0) fail(path, "", "cannot open HDF5 file" + plain);
-    impl_->swmr = true;
+    id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (id < 0) fail_hdf5(path, "", "cannot open HDF5 file");
   }
   impl_->file = Hid(id, H5Fclose);
 }

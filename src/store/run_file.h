@@ -123,8 +123,9 @@ class RunWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-// Read side, used by tests and by `xpand inspect`. Opens the file read-only; a file still open
-// for SWMR writing (a run in progress) or left so by a killed writer is opened in SWMR-read mode.
+// Read side, used by tests and by `xpand inspect`. Opens the file read-only, in SWMR-read mode
+// when its format allows (files xpand writes: consistent while a run writes them, and after a
+// killed writer), plainly otherwise.
 // Any malformed input (missing file, not an HDF5 file, missing object, wrong type) throws
 // StoreError with a clear message, never crashes.
 class RunReader {
@@ -161,7 +162,7 @@ class RunReader {
   std::vector<std::string> attr_strings(const std::string& name) const;
   // A 1-D string dataset.
   std::vector<std::string> read_strings(const std::string& dataset_path) const;
-  // Whether the file was opened in SWMR-read mode (its writer is running, or was killed).
+  // Whether the file was opened in SWMR-read mode.
   bool opened_swmr() const;
 
   bool has_object(const std::string& object_path) const;  // any object (group or dataset)

@@ -1,4 +1,4 @@
-// Checkpoint files (see checkpoint.h). Layout of <run_id>.ckpt.h5:
+// Checkpoint files (see checkpoint.h). Layout of <out>/checkpoints/<run_id>.h5:
 //   attrs: schema_version, run_id, step, world_size, optimizer, expand_index
 //   /params/<name>, /buffers/<name>      raw tensors in their training dtype
 //   /optimizer/<i>/<field>                state of the i-th trainable tensor (exp_avg, exp_avg_sq,
@@ -83,7 +83,7 @@ void assign(torch::Tensor& t, const torch::Tensor& v) {
 
 std::string checkpoint_path(const std::string& run_path) {
   std::filesystem::path p(run_path);
-  return (p.parent_path() / (p.stem().string() + ".ckpt.h5")).string();
+  return (p.parent_path().parent_path() / "checkpoints" / p.filename()).string();
 }
 
 void checkpoint_save(const std::string& path, const CheckpointInfo& info, model::Network& net,
@@ -102,6 +102,7 @@ void checkpoint_save(const std::string& path, const CheckpointInfo& info, model:
   if (group.rank() != 0) return;
 
   const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   try {
     store::WriterOptions wo;
     wo.compression = compression;

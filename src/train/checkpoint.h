@@ -1,7 +1,7 @@
 // Resumable checkpoints: everything a run needs to continue bit for bit on CPU — raw parameters
 // and buffers, optimizer state, every rank's CPU RNG state, the step (which is also the data
 // position: batches are a pure function of seed and step), and the expansion schedule's state.
-// A checkpoint is its own HDF5 file, <out>/runs/<run_id>.ckpt.h5, written to a temporary name and
+// A checkpoint is its own HDF5 file, <out>/checkpoints/<run_id>.h5, written to a temporary name and
 // renamed over the previous one, so a kill during a checkpoint leaves the previous one whole. The
 // run file links it as /checkpoint (an HDF5 external link).
 #pragma once
@@ -17,7 +17,7 @@
 
 namespace xpand::train {
 
-// Path of the checkpoint file of a run file ("runs/x.h5" -> "runs/x.ckpt.h5").
+// Path of the checkpoint file of a run file ("out/runs/x.h5" -> "out/checkpoints/x.h5").
 std::string checkpoint_path(const std::string& run_path);
 
 struct CheckpointInfo {

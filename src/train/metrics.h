@@ -42,7 +42,7 @@ struct RunInfo {
   // Resuming: the previous run file whose metrics and snapshots up to resume_step are kept.
   std::string resume_from;
   int64_t resume_step = 0;
-  std::string checkpoint_file;  // the checkpoint's file name, linked from the run file as /checkpoint
+  std::string checkpoint_file;  // the checkpoint file relative to the run file's directory (/checkpoint links it)
 };
 
 class MetricSink {

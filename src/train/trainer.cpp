@@ -377,7 +377,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   info.language_model = ds.task == data::Task::LanguageModel;
   info.dtype = cfg.get_string("dtype");
   info.axes = opts.axes;
-  info.checkpoint_file = fs::path(ckpt_path).filename().string();
+  info.checkpoint_file = "../checkpoints/" + fs::path(ckpt_path).filename().string();  // relative to runs/
   if (existing.action == Existing::Resume) {
     info.resume_from = result.path;
     info.resume_step = start_step;
@@ -399,7 +399,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
                 {"device", device.str()},
                 {"dataset_source", ds.source},
                 {"start_time", now_iso()},
-                {"world_size", std::to_string(dist::Context::get() ? dist::Context::get()->world_size() : world)},
+                {"world_size", std::to_string(world)},
                 {"dist_backend", comm->backend()},
                 {"dist_cut", cut_mode},
                 {"grad_accum", std::to_string(accum)},
@@ -481,7 +481,10 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       m.time_compute = m.time_step - m.time_comm_exposed;
       m.comm_bytes = result.comm_bytes = comm_stats.bytes;
       result.mem_peak = m.mem_peak;
+      Timer ts;
       for (auto& s : sinks) s->on_step(m);
+      result.sink_seconds += ts.seconds();
+      result.step_seconds += t.seconds();
       const bool evaluated = (step + 1) % eval_every == 0 || step + 1 == total;
       if (evaluated) do_eval(step + 1);
       if ((snapshot_every > 0 && (step + 1) % snapshot_every == 0) || step + 1 == total) {

@@ -38,6 +38,9 @@ struct RunResult {
   std::vector<double> losses;  // training loss of every step (for tests and summaries)
   model::NetworkPtr network;   // the trained network (as trained, not collapsed)
   int64_t comm_bytes = 0;      // gradient bytes all-reduced per rank in the last step
+  // Training-thread seconds of the steps (forward to optimizer, plus handing the step's metrics to
+  // the sinks), and of the hand-over alone: the metrics path's cost as the trainer sees it.
+  double step_seconds = 0, sink_seconds = 0;
 };
 
 // Run identity: "<name>-<16 hex digits of the resolved config without output.*>".

@@ -80,7 +80,7 @@ ok "exit 0, wrote runs/$RUN_ID.h5"
 
 step "read_run.py --require-schema: train=$STEPS rows, eval=$EVAL_ROWS rows, status completed"
 "$PYTHON" "$READ_RUN" --quiet --require-schema --expect-rows "train=$STEPS,eval=$EVAL_ROWS" \
-  --expect-attr status=completed --expect-attr schema_version=1 --expect-attr "run_id=$RUN_ID" "$FILE" ||
+  --expect-attr status=completed --expect-attr schema_version=2 --expect-attr "run_id=$RUN_ID" "$FILE" ||
   fail "read_run.py rejected $FILE"
 ok "read_run.py accepted the file"
 
@@ -108,7 +108,7 @@ with h5py.File(path, "r") as f:
     a = f.attrs
     check("status == completed", s(a["status"]) == "completed", s(a["status"]))
     check("error is empty", s(a.get("error", "")) == "", repr(s(a.get("error", ""))))
-    check("schema_version is int64 1", a["schema_version"] == 1 and np.asarray(a["schema_version"]).dtype == np.int64,
+    check("schema_version is int64 2", a["schema_version"] == 2 and np.asarray(a["schema_version"]).dtype == np.int64,
           repr(a["schema_version"]))
     cfg = s(a["config"])
     check("config attr is YAML text naming the run", f"name: {name}" in cfg and "\ntrain:\n" in cfg

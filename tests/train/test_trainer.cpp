@@ -84,7 +84,7 @@ TEST(Trainer, RunFileReadsBackInCpp) {
   EXPECT_EQ(r.steps, 32);  // 2 epochs of 512 / 32
   xpand::store::RunReader reader(r.path);
   EXPECT_EQ(reader.attr_string("status"), "completed");
-  EXPECT_EQ(reader.attr_int("schema_version"), 1);
+  EXPECT_EQ(reader.attr_int("schema_version"), 2);
   EXPECT_EQ(reader.attr_string("run_id"), r.run_id);
   EXPECT_EQ(Config::load_string(reader.attr_string("config"), "from-file").hash(),
             Config::load_string(kTeacherMlp, "x", {"train.eval_every=5", "output.snapshot_every=10"}).hash());
