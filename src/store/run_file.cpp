@@ -228,6 +228,17 @@ hsize_t element_count(const std::vector<hsize_t>& dims) {
   return n;
 }
 
+// File access for SWMR reading. A SWMR reader re-reads metadata whose checksum fails, assuming the
+// writer is half-way through updating it; HDF5's default of 100 attempts with growing sleeps makes a
+// damaged file look like a hang. A live writer's metadata settles within a few attempts.
+constexpr unsigned kSwmrReadAttempts = 6;
+
+Hid swmr_read_fapl(const std::string& path) {
+  Hid fapl = make(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, path, "", "cannot create property list");
+  check(H5Pset_metadata_read_attempts(fapl.get(), kSwmrReadAttempts), path, "", "cannot set read attempts");
+  return fapl;
+}
+
 }  // namespace
 
 // ================================================================================================
@@ -698,7 +709,7 @@ void RunWriter::copy_from(const std::string& source_file, const std::string& obj
   Impl& m = impl();
   const std::string p = absolute(object_path);
   const std::string obj = quoted("object", p);
-  hid_t id = H5Fopen(source_file.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+  hid_t id = H5Fopen(source_file.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, swmr_read_fapl(m.path).get());
   if (id < 0) id = H5Fopen(source_file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (id < 0) fail_hdf5(m.path, obj, "cannot open " + source_file + " to copy from it");
   Hid src(id, H5Fclose);
@@ -836,7 +847,7 @@ RunReader::RunReader(const std::string& path) : impl_(std::make_unique<Impl>()) 
   // SWMR-read first: it is the consistent view of a file whose run is writing it (or whose writer
   // was killed, which leaves the "open for write" flag set). Files in older HDF5 formats (not
   // written by xpand) cannot be opened that way and open plainly.
-  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, swmr_read_fapl(path).get());
   impl_->swmr = id >= 0;
   if (id < 0) {
     id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
