@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/watchdog.h"
 #include "core/error.h"
 #include "store/index.h"
 #include "store/run_file.h"
@@ -36,6 +37,7 @@ Runner collapse_command(CLI::App& app) {
       throw ConfigError(fmt::format("-o {}: directory {} does not exist", *out, parent.string()));
     const std::string tmp = fmt::format("{}.tmp-{}", *out, ::getpid());
     try {
+      ReadWatchdog wd(*file, 20);
       store::RunSummary s = store::summary_read(*file);  // an xpand run file of a known schema
       store::RunReader r(*file);
       auto snaps = store::snapshot_list(r);

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/watchdog.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "store/index.h"
@@ -23,6 +24,7 @@ Runner index_command(CLI::App& app) {
       throw ConfigError(fmt::format("{}: not an xpand output directory (no runs/ inside)", *dir));
     store::IndexResult res;
     try {
+      ReadWatchdog wd(*dir, unsigned(30 + 20 * store::run_files(*dir).size()));
       res = store::index_rebuild(*dir);
     } catch (const store::StoreError& e) {
       throw Error(e.what());

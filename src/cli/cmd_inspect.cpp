@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/watchdog.h"
 #include "core/error.h"
 #include "store/index.h"
 #include "store/run_file.h"
@@ -20,6 +21,9 @@ namespace xpand::cli {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Seconds one file may take to read before it is declared damaged (cli/watchdog.h).
+constexpr unsigned kReadSeconds = 20;
 
 std::string num(double v, const char* f = "{:.4f}") { return std::isfinite(v) ? fmt::format(f, v) : "-"; }
 
@@ -44,6 +48,7 @@ int print_runs(const std::vector<std::string>& files, const std::string& where, 
   std::vector<std::string> bad;
   for (const auto& f : files) {
     try {
+      ReadWatchdog wd(f, kReadSeconds);
       runs.push_back(store::summary_read(f));
     } catch (const std::exception& e) {
       bad.push_back(e.what());
@@ -198,6 +203,7 @@ std::string attr_text(const store::RunReader& r, const std::string& name) {
 }
 
 int print_run(const std::string& file, size_t tail, bool csv, bool json) {
+  ReadWatchdog wd(file, kReadSeconds);
   store::RunSummary s = store::summary_read(file);  // validates schema_version, run_id, status
   store::RunReader r(file);
   Table train = read_table(r, "train"), eval = read_table(r, "eval");
@@ -287,12 +293,19 @@ Runner inspect_command(CLI::App& app) {
         return print_runs(store::run_files(*path), *path, *csv, *json);
       }
       if (!run->empty()) throw ConfigError("--run needs an output directory, not a file");
-      store::RunReader r(*path);
-      if (r.has_attr("kind") && r.attr_string("kind") == "xpand index") {
+      std::vector<std::string> listed;
+      bool is_index = false;
+      {
+        ReadWatchdog wd(*path, kReadSeconds);
+        store::RunReader r(*path);
+        is_index = r.has_attr("kind") && r.dtype_attr("kind") == "string" && r.attr_string("kind") == "xpand index";
+        if (is_index) listed = r.read_strings("/summary/path");
+      }
+      if (is_index) {
         // An index: the runs it lists, read afresh (the index itself may be older than they are).
         std::vector<std::string> files;
         const fs::path dir = fs::path(*path).parent_path();
-        for (const auto& p : r.read_strings("/summary/path"))
+        for (const auto& p : listed)
           files.push_back(fs::path(p).is_absolute() ? p : (dir / p).string());
         return print_runs(files, *path, *csv, *json);
       }

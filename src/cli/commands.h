@@ -25,6 +25,7 @@ Runner analyze_command(CLI::App& app);
 Runner inspect_command(CLI::App& app);
 Runner index_command(CLI::App& app);
 Runner collapse_command(CLI::App& app);
+Runner sweep_command(CLI::App& app);
 
 // A JSON string literal (quoted, escaped) for the --json outputs.
 std::string json_string(const std::string& s);

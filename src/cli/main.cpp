@@ -20,9 +20,30 @@ void add_config_args(CLI::App* cmd, ConfigArgs* args) {
       ->type_name("KEY=VALUE");
 }
 
+// Length of the valid UTF-8 sequence starting at s[i], or 0 when the bytes there are not one.
+size_t utf8_length(const std::string& s, size_t i) {
+  const unsigned char c = s[i];
+  size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return 0;
+  return n;
+}
+
 std::string json_string(const std::string& s) {
   std::string out = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = s[i];
+    if (c >= 0x80) {  // multi-byte UTF-8 passes through; invalid bytes (damaged files) become U+FFFD
+      const size_t n = utf8_length(s, i);
+      if (n == 0) {
+        out += "\\ufffd";
+      } else {
+        out.append(s, i, n);
+        i += n - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -51,7 +72,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   cli::Runner train = cli::train_command(app), plan = cli::plan_command(app), keys = cli::keys_command(app),
               analyze = cli::analyze_command(app), inspect = cli::inspect_command(app),
-              index = cli::index_command(app), collapse = cli::collapse_command(app);
+              index = cli::index_command(app), collapse = cli::collapse_command(app),
+              sweep = cli::sweep_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -75,6 +97,10 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("train")) {
       dist::Context::init(&argc, &argv);  // MPI: a world of one without a launcher
       return train();
+    }
+    if (app.got_subcommand("sweep")) {
+      dist::Context::init(&argc, &argv);
+      return sweep();
     }
     if (app.got_subcommand("plan")) return plan();
     if (app.got_subcommand("keys")) return keys();

@@ -1,6 +1,8 @@
 // The background writer thread of a run file (see async_writer.h).
 #include "store/async_writer.h"
 
+#include <hdf5.h>
+
 #include <chrono>
 
 namespace xpand::store {
@@ -10,7 +12,12 @@ using Clock = std::chrono::steady_clock;
 AsyncRunWriter::AsyncRunWriter(std::unique_ptr<RunWriter> writer, size_t max_queue_bytes, double flush_seconds)
     : writer_(std::move(writer)), max_bytes_(max_queue_bytes), flush_seconds_(flush_seconds > 0 ? flush_seconds : 1) {
   if (!writer_) throw StoreError("xpand store: AsyncRunWriter needs a writer");
-  thread_ = std::thread([this] { loop(); });
+  // HDF5 calls from two threads need a thread-safe build (Debian's is); without one every job runs
+  // on the posting thread instead.
+  hbool_t safe = 0;
+  H5is_library_threadsafe(&safe);
+  inline_ = !safe;
+  if (!inline_) thread_ = std::thread([this] { loop(); });
 }
 
 AsyncRunWriter::~AsyncRunWriter() {
@@ -36,6 +43,15 @@ void AsyncRunWriter::post(Job job, size_t bytes) {
   std::unique_lock<std::mutex> lk(mu_);
   rethrow_locked();
   if (closed_) throw StoreError("xpand store: " + writer_->path() + ": write after close");
+  if (inline_) {
+    try {
+      job(*writer_);
+    } catch (...) {
+      error_ = std::current_exception();
+      throw;
+    }
+    return;
+  }
   if (queued_bytes_ > 0 && queued_bytes_ + bytes > max_bytes_) {
     auto t0 = Clock::now();
     cv_space_.wait(lk, [&] { return error_ || queued_bytes_ == 0 || queued_bytes_ + bytes <= max_bytes_; });
@@ -54,6 +70,7 @@ void AsyncRunWriter::flush_async() {
 
 void AsyncRunWriter::sync() {
   post([](RunWriter& w) { w.flush(); });
+  if (inline_) return;
   std::unique_lock<std::mutex> lk(mu_);
   cv_idle_.wait(lk, [&] { return error_ || (queue_.empty() && !busy_); });
   rethrow_locked();
@@ -96,6 +113,7 @@ double AsyncRunWriter::blocked_seconds() const {
 }
 
 void AsyncRunWriter::loop() {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // per thread: failures surface as exceptions only
   auto last_flush = Clock::now();
   const auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(flush_seconds_));
   std::unique_lock<std::mutex> lk(mu_);

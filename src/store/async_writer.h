@@ -57,6 +57,7 @@ class AsyncRunWriter {
   std::deque<Item> queue_;
   size_t queued_bytes_ = 0;
   bool busy_ = false, stop_ = false, closed_ = false, dirty_ = false;
+  bool inline_ = false;  // HDF5 is not thread-safe: jobs run in post()
   std::exception_ptr error_;
   double blocked_seconds_ = 0;
   std::thread thread_;

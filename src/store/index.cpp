@@ -69,6 +69,63 @@ std::string snapshot_steps_str(const std::vector<SnapshotRef>& snaps) {
   return s;
 }
 
+// The structure every xpand run file has, checked from metadata alone (no data is read): a file
+// that fails here is damaged or not xpand's, and the reading commands refuse it with the reason.
+void run_validate(const RunReader& r, const std::string& path) {
+  auto bad = [&](const std::string& what) { throw StoreError("xpand store: " + path + ": " + what); };
+  if (r.dtype_attr("schema_version") != "int")
+    bad("attribute schema_version is not an integer (not an xpand run file?)");
+  const double version = r.attr_double("schema_version");
+  if (version < 1) bad("schema_version " + std::to_string(int64_t(version)) + " is not a valid version");
+  for (const char* a : {"run_id", "status", "config"})
+    if (r.has_attr(a) && r.dtype_attr(a) != "string") bad(std::string("attribute ") + a + " is not a string");
+  for (const auto& link : r.children("/"))
+    if ((link == "metrics" || link == "snapshots") && !r.has_object("/" + link))
+      bad("/" + link + " is a link to nothing (a missing file or object)");
+  if (r.has_object("/metrics")) {
+    for (const auto& table : r.tables()) {
+      int64_t rows = -1;
+      for (const auto& col : r.columns(table)) {
+        const std::string p = "/metrics/" + table + "/" + col;
+        const std::string t = r.dtype(p);
+        if (t.rfind("int", 0) != 0 && t.rfind("uint", 0) != 0 && t.rfind("float", 0) != 0)
+          bad(p + " holds " + t + ", not numbers");
+        auto e = r.extent(p);
+        if (e.size() != 1) bad(p + " is not a 1-D column");
+        if (rows >= 0 && e[0] != rows)
+          bad("/metrics/" + table + " columns differ in length (" + std::to_string(rows) + " and " +
+              std::to_string(e[0]) + " rows at " + col + ")");
+        rows = e[0];
+      }
+    }
+  }
+  if (r.has_object("/snapshots")) {
+    for (const auto& name : r.children("/snapshots")) {
+      const std::string g = "/snapshots/" + name;
+      if (name.size() != 8 || !std::all_of(name.begin(), name.end(), [](unsigned char c) { return std::isdigit(c); }))
+        bad(g + ": snapshot names are 8-digit steps");
+      std::vector<std::string> layers;
+      try {
+        layers = r.children(g);
+      } catch (const StoreError& e) {
+        bad(g + " is not a snapshot group");
+      }
+      if (layers.empty()) bad(g + " holds no layers");
+      for (const auto& layer : layers) {
+        const std::string w = g + "/" + layer + "/weight";
+        if (!r.has_object(w)) bad(w + " is missing");
+        const std::string t = r.dtype(w);
+        if (t.rfind("float", 0) != 0) bad(w + " holds " + t + ", not floats");
+        auto e = r.extent(w);
+        if (e.size() != 2 && e.size() != 4) bad(w + " is neither (out, in) nor (out, in, kh, kw)");
+        double n = 1;
+        for (int64_t d : e) n *= double(d);
+        if (n > double(int64_t(1) << 27)) bad(w + " is implausibly large (" + std::to_string(int64_t(n)) + " elements)");
+      }
+    }
+  }
+}
+
 RunSummary summary_read(const std::string& run_path) {
   RunReader r(run_path);
   RunSummary s;
@@ -76,6 +133,7 @@ RunSummary summary_read(const std::string& run_path) {
   if (!r.has_attr("schema_version") || !r.has_attr("run_id") || !r.has_attr("status"))
     throw StoreError("xpand store: " + run_path +
                      ": not an xpand run file (no schema_version, run_id and status attributes)");
+  run_validate(r, run_path);
   const double version = r.attr_double("schema_version");
   if (version > double(kRunSchemaVersion))
     throw StoreError("xpand store: " + run_path + ": schema_version " + std::to_string(int64_t(version)) +
@@ -96,7 +154,11 @@ RunSummary summary_read(const std::string& run_path) {
   if (r.has_attr("axes"))
     for (const auto& a : r.attr_strings("axes"))
       if (!a.empty()) s.axes.emplace_back(a, r.has_attr(a) ? attr_text(r, a) : "");
-  if (r.has_object("/metrics/train/step")) s.steps = int64_t(r.column("train", "step").size());
+  if (r.has_object("/metrics/train/step")) {
+    auto e = r.extent("/metrics/train/step");
+    if (e.size() != 1) throw StoreError("xpand store: " + run_path + ": /metrics/train/step is not a 1-D column");
+    s.steps = e[0];
+  }
   s.train_loss = last_of(r, "eval", "train_loss");
   s.train_acc = last_of(r, "eval", "train_acc");
   s.test_loss = last_of(r, "eval", "test_loss");

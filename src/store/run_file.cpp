@@ -818,7 +818,8 @@ struct RunReader::Impl {
       fail_hdf5(path, obj, "cannot get shape");
     hssize_t n = H5Sget_simple_extent_npoints(space.get());
     if (n < 0) fail_hdf5(path, obj, "cannot get size");
-    if (n > (hssize_t(1) << 31)) fail(path, obj, "holds an implausible " + std::to_string(n) + " elements");
+    if (n > (hssize_t(1) << 27))
+      fail(path, obj, "holds " + std::to_string(n) + " elements, more than xpand reads at once (2^27)");
     std::vector<double> out;
     try {
       out.resize(static_cast<size_t>(n));
@@ -946,6 +947,19 @@ double RunReader::Impl::read_double_attr(const std::string& object_path, const s
 
 std::string RunReader::attr_string(const std::string& name) const {
   return impl().read_string_attr("/", name);
+}
+
+std::string RunReader::dtype_attr(const std::string& name) const {
+  const Impl& m = impl();
+  Hid ftype;
+  hssize_t n = 0;
+  Hid attr = m.open_attr(name, &ftype, "/", hssize_t(1) << 20, &n);
+  switch (H5Tget_class(ftype.get())) {
+    case H5T_INTEGER: return "int";
+    case H5T_FLOAT: return "float";
+    case H5T_STRING: return "string";
+    default: return "other";
+  }
 }
 
 std::string RunReader::attr_string_at(const std::string& object_path, const std::string& name) const {
@@ -1079,6 +1093,19 @@ std::string RunReader::column_dtype(const std::string& table, const std::string&
 bool RunReader::has_object(const std::string& object_path) const {
   const Impl& m = impl();
   return object_kind(m.root(), m.path, absolute(object_path)) != Kind::None;
+}
+
+std::vector<int64_t> RunReader::extent(const std::string& dataset_path) const {
+  const Impl& m = impl();
+  const std::string obj = quoted("dataset", absolute(dataset_path));
+  Hid dset = m.open_dataset(dataset_path, obj);
+  Hid space = make(H5Dget_space(dset.get()), H5Sclose, m.path, obj, "cannot get dataspace");
+  int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 0) fail_hdf5(m.path, obj, "cannot get rank");
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  if (rank > 0 && H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0)
+    fail_hdf5(m.path, obj, "cannot get shape");
+  return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
 std::vector<double> RunReader::read_array(const std::string& dataset_path,

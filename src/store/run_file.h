@@ -140,6 +140,8 @@ class RunReader {
   const std::string& path() const;
 
   bool has_attr(const std::string& name) const;
+  // The class of a root attribute: "int", "float", "string" or "other".
+  std::string dtype_attr(const std::string& name) const;
   std::vector<std::string> attr_names() const;  // root attributes, sorted
   std::string attr_string(const std::string& name) const;  // string attributes only
   int64_t attr_int(const std::string& name) const;         // integer attributes only
@@ -168,6 +170,8 @@ class RunReader {
   bool has_object(const std::string& object_path) const;  // any object (group or dataset)
   // Sorted names of the links in a group (e.g. children("/snapshots") lists the snapshot steps).
   std::vector<std::string> children(const std::string& group_path) const;
+  // A dataset's shape, without reading it.
+  std::vector<int64_t> extent(const std::string& dataset_path) const;
   // Any float or integer dataset as doubles, row-major; its shape goes to *shape when given
   // (empty for a scalar).
   std::vector<double> read_array(const std::string& dataset_path,

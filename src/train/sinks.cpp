@@ -113,7 +113,9 @@ class H5Sink : public MetricSink {
     const bool resume = !info.resume_from.empty();
     // A resumed run is rebuilt under a temporary name and renamed over the old file once it holds
     // the kept history: a kill in between leaves the old file (and its checkpoint) untouched.
-    const std::string write_path = resume ? path_ + ".resume-tmp" : path_;
+    // A fresh run too: the file appears under its name only once it is in SWMR mode, so a kill at
+    // any moment leaves either no run file or one that opens.
+    const std::string write_path = path_ + ".part";
     store::WriterOptions wo;
     wo.compression = opts_.compression;
     auto w = std::make_unique<store::RunWriter>(write_path, wo);
@@ -127,7 +129,7 @@ class H5Sink : public MetricSink {
     w->set_attr("steps_per_epoch", info.steps_per_epoch);
     w->set_attr("steps", int64_t(0));
     w->set_attr("end_time", "");
-    w->set_attr("wall_seconds", 0.0);
+    w->set_attr("wall_seconds", std::nan(""));  // measured at the end
     for (const auto& [k, v] : info.attrs) w->set_attr(k, v);
     for (const auto& [k, v] : info.int_attrs) w->set_attr(k, v);
     for (const auto& [k, v] : info.list_attrs) w->set_attr_at("/", k, v);
@@ -162,7 +164,7 @@ class H5Sink : public MetricSink {
     w->create_group("/snapshots");
     if (opts_.swmr) w->start_swmr();
     w->flush();
-    if (resume) store::commit_file(write_path, path_);
+    store::commit_file(write_path, path_);
     writer_ = std::make_unique<store::AsyncRunWriter>(std::move(w), opts_.queue_bytes, opts_.flush_seconds);
   }
 

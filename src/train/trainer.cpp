@@ -3,10 +3,14 @@
 
 #include <fmt/format.h>
 #include <torch/version.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <ctime>
 #include <unordered_map>
 #include <unordered_set>
@@ -167,11 +171,50 @@ struct Existing {
   int64_t resume_step = 0;
 };
 
+// An exclusive flock on <out>/runs/<run_id>.lock, held while the run trains: a second process on the
+// same run (the same command twice, a requeued job whose first incarnation still lives) stops with a
+// message instead of resuming a file that is being written.
+class RunLock {
+ public:
+  explicit RunLock(const std::string& run_path) : path_(run_path.substr(0, run_path.size() - 3) + ".lock") {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT, 0644);
+    if (fd_ < 0) throw Error(fmt::format("cannot open {}: {}", path_, std::strerror(errno)));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      throw Error(fmt::format("{} is locked: another xpand process is training this run now (wait for it, or "
+                              "stop it first)",
+                              path_));
+    }
+  }
+  ~RunLock() {
+    ::flock(fd_, LOCK_UN);
+    ::close(fd_);
+  }
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// Removes the temporaries a killed process leaves: <file>.part (a run file being set up) and
+// <file>.tmp-<pid> (a checkpoint being written).
+void remove_temporaries(const std::string& file) {
+  std::error_code ec;
+  fs::remove(file + ".part", ec);
+  const fs::path dir = fs::path(file).parent_path();
+  const std::string prefix = fs::path(file).filename().string() + ".tmp-";
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) fs::remove(e.path(), ec);
+}
+
 Existing examine_existing(const std::string& path, const std::string& ckpt, const std::string& run_id,
                           int64_t total, bool force, bool resume) {
   Existing ex;
-  std::error_code ec;
-  fs::remove(path + ".resume-tmp", ec);  // a resume killed before it replaced the run file
+  remove_temporaries(path);
+  remove_temporaries(ckpt);
   if (!fs::exists(path)) {
     if (fs::exists(ckpt)) move_aside(ckpt, "has no run file");
     return ex;
@@ -319,9 +362,11 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   std::vector<std::unique_ptr<MetricSink>> sinks;
   if (opts.console && root) sinks.push_back(console_sink(cfg.get_int("train.log_every")));
   Existing existing;
+  std::unique_ptr<RunLock> run_lock;  // group rank 0, for the whole run
   if (opts.write_file) {
     if (root) {
       fs::create_directories(fs::path(result.path).parent_path());
+      run_lock = std::make_unique<RunLock>(result.path);
       existing = examine_existing(result.path, ckpt_path, result.run_id, total, opts.force, opts.resume);
     }
     if (world > 1) {
@@ -362,7 +407,16 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     if (c.world_size != world && root)
       log::warn("{}: checkpoint written by {} rank(s), resumed on {}: per-rank random streams (dropout) restart",
                 ckpt_path, c.world_size, world);
-    start_step = result.resumed_from = c.step;
+    start_step = result.resumed_from = result.steps = c.step;
+    if (root) {  // the last evaluation so far (the summary of a run resumed at its very end)
+      store::RunReader r(result.path);
+      auto last = [&](const char* col) {
+        auto v = r.has_object(std::string("/metrics/eval/") + col) ? r.column("eval", col) : std::vector<double>{};
+        return v.empty() ? NAN : v.back();
+      };
+      result.final_eval = {int64_t(last("step")), last("train_loss"), last("train_acc"),
+                           last("test_loss"),     last("test_acc"),   last("collapse_error")};
+    }
     log::info("run {}: resuming from the checkpoint at step {} of {}", result.run_id, c.step, total);
   }
 
@@ -494,9 +548,11 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
           for (auto& s : sinks) s->on_snapshot(step + 1, snap);
         }
       }
-      if (opts.write_file && (checkpoint_every > 0 ? (step + 1) % checkpoint_every == 0 : evaluated)) {
+      if (opts.write_file &&
+          (checkpoint_every > 0 ? (step + 1) % checkpoint_every == 0 || step + 1 == total : evaluated)) {
         // The run file holds every row up to this step before the checkpoint that resumes after it.
         for (auto& s : sinks) s->on_checkpoint(step + 1);
+        sync_buffers();  // batch-norm statistics: the group's mean, which every rank resumes from
         CheckpointInfo ci;
         ci.step = step + 1;
         ci.run_id = result.run_id;

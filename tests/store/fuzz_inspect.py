@@ -298,16 +298,20 @@ FOREIGN_RECIPES = [
     ("run-id-not-utf8", lambda f: set_attr(f, "run_id", np.bytes_(b"run\xff\xfe\"\\\x01id")), ANY),
     ("config-int", lambda f: set_attr(f, "config", np.int64(7)), STRICT),
     # metrics
-    ("metrics-column-2d", lambda f: replace(f, "metrics/train/loss", data=np.zeros((rows(f, "train"), 2))), NOT_COLLAPSE),
-    ("metrics-column-string", lambda f: replace(f, "metrics/train/loss", data=np.array([b"x"] * rows(f, "train"))), NOT_COLLAPSE),
-    ("metrics-step-string", lambda f: replace(f, "metrics/eval/step", data=np.array([b"5"] * rows(f, "eval"))), NOT_COLLAPSE),
+    ("metrics-column-2d",
+     lambda f: replace(f, "metrics/train/loss", data=np.zeros((rows(f, "train"), 2))), NOT_COLLAPSE),
+    ("metrics-column-string",
+     lambda f: replace(f, "metrics/train/loss", data=np.array([b"x"] * rows(f, "train"))), NOT_COLLAPSE),
+    ("metrics-step-string",
+     lambda f: replace(f, "metrics/eval/step", data=np.array([b"5"] * rows(f, "eval"))), NOT_COLLAPSE),
     ("metrics-lengths-differ", lambda f: f["metrics/eval/test_acc"].resize((1,)), NOT_COLLAPSE),
     ("metrics-column-scalar", lambda f: replace(f, "metrics/train/loss", data=np.float64(1.5)), NOT_COLLAPSE),
     ("metrics-column-null-space", lambda f: replace(f, "metrics/train/loss", data=h5py.Empty("f8")), NOT_COLLAPSE),
     ("metrics-column-named-type", lambda f: replace(f, "metrics/train/loss", link=np.dtype("f8")), NOT_COLLAPSE),
     ("metrics-train-dataset", lambda f: replace(f, "metrics/train", data=np.arange(10)), NOT_COLLAPSE),
     ("metrics-dataset", lambda f: replace(f, "metrics", data=np.arange(10)), NOT_COLLAPSE),
-    ("metrics-external-missing", lambda f: replace(f, "metrics", link=h5py.ExternalLink("no-such-file.h5", "/metrics")), NOT_COLLAPSE),
+    ("metrics-external-missing",
+     lambda f: replace(f, "metrics", link=h5py.ExternalLink("no-such-file.h5", "/metrics")), NOT_COLLAPSE),
     ("metrics-column-soft-loop", lambda f: soft_loop(f, "metrics/train/loss", "metrics/train/loss_b"), NOT_COLLAPSE),
     ("metrics-huge-column", lambda f: huge_column(f, "metrics/train/loss"), NOT_COLLAPSE),
     ("metrics-huge-all-columns", metrics_huge_all, NOT_COLLAPSE),
@@ -318,7 +322,8 @@ FOREIGN_RECIPES = [
     ("weight-3d", lambda f: replace(f, weight(f), data=np.zeros((2, 3, 4))), STRICT),
     ("weight-1d", lambda f: replace(f, weight(f), data=np.zeros(12)), STRICT),
     ("weight-missing", lambda f: delete(f, weight(f)), STRICT),
-    ("weight-huge-unwritten", lambda f: replace(f, weight(f), shape=(10**6, 10**6), chunks=(64, 64), dtype="f8"), STRICT),
+    ("weight-huge-unwritten",
+     lambda f: replace(f, weight(f), shape=(10**6, 10**6), chunks=(64, 64), dtype="f8"), STRICT),
     ("snapshot-no-layers", lambda f: f.create_group("snapshots/99999999"), STRICT),
     ("snapshots-non-numeric", snapshots_non_numeric, STRICT),
     ("snapshots-dataset", lambda f: replace(f, "snapshots", data=np.arange(3)), STRICT),
@@ -564,6 +569,9 @@ def main(argv):
     xpand, good, work_dir = (os.path.abspath(p) for p in (args.xpand, args.good, args.work_dir))
     if not os.access(xpand, os.X_OK) or not os.path.isfile(good):
         print(f"fuzz: need an executable xpand ({xpand}) and a run file ({good})", file=sys.stderr)
+        return 1
+    if os.path.commonpath([work_dir, good]) == work_dir or os.path.commonpath([work_dir, xpand]) == work_dir:
+        print(f"fuzz: {work_dir} is emptied first, so it must not hold xpand or the good run file", file=sys.stderr)
         return 1
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     prefix = limit_prefix(args.mem_limit_gib)

@@ -1,0 +1,46 @@
+// `xpand sweep SPEC [--out DIR] [--ranks-per-run K] [--set key=value]... [--force]`: runs every point
+// of a sweep file (sweep/spec.h) with the world's ranks split into groups; rerunning the same command
+// skips completed points and resumes interrupted ones from their checkpoints.
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "dist/context.h"
+#include "sweep/runner.h"
+#include "sweep/spec.h"
+
+namespace xpand::cli {
+
+Runner sweep_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "sweep", "train every point of a sweep file (grid, zip, seeds over config keys); resumable, shareable by "
+               "several jobs through the output directory");
+  auto spec_path = std::make_shared<std::string>();
+  auto overrides = std::make_shared<std::vector<std::string>>();
+  auto out = std::make_shared<std::string>();
+  auto opts = std::make_shared<sweep::RunnerOptions>();
+  cmd->add_option("spec", *spec_path, "sweep file (YAML)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--set", *overrides, "override a config key in every point: --set train.epochs=1 (repeatable)")
+      ->type_name("KEY=VALUE");
+  cmd->add_option("--out", *out, "output directory (overrides output.dir)");
+  cmd->add_option("--ranks-per-run", opts->ranks_per_run,
+                  "ranks per point: the world splits into groups of K consecutive ranks (K divides the world size)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--lease", opts->lease_seconds,
+                  "seconds after which a point whose owner stopped renewing its claim is taken over")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--progress", opts->progress_seconds, "seconds between progress lines")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_flag("--force", opts->force, "train completed points again (old files kept as .prev-N)");
+  return [=]() {
+    auto extra = *overrides;
+    if (!out->empty()) extra.push_back("output.dir=" + *out);
+    // Every point is expanded and validated before any rank trains or joins a collective.
+    sweep::Spec spec = sweep::spec_load(*spec_path, extra);
+    return sweep::sweep_run(spec, *opts);
+  };
+}
+
+}  // namespace xpand::cli

@@ -1,0 +1,106 @@
+// Point claims on the file system (see claim.h).
+#include "sweep/claim.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace xpand::sweep {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string claim_path(const std::string& out_dir, const std::string& run_id) {
+  return (fs::path(out_dir) / "claims" / (run_id + ".claim")).string();
+}
+
+// Seconds since the claim file was last touched; negative when there is none.
+double claim_age(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return double(now.tv_sec - st.st_mtim.tv_sec) + 1e-9 * double(now.tv_nsec - st.st_mtim.tv_nsec);
+}
+
+bool create_exclusive(const std::string& path, const std::string& owner) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (fd < 0) {
+    if (errno == EEXIST) return false;
+    throw Error(fmt::format("cannot create claim {}: {}", path, std::strerror(errno)));
+  }
+  const std::string text = owner + "\n";
+  ssize_t w = ::write(fd, text.data(), text.size());
+  ::fsync(fd);
+  ::close(fd);
+  if (w != ssize_t(text.size())) throw Error(fmt::format("cannot write claim {}", path));
+  return true;
+}
+
+}  // namespace
+
+Claim::Claim(std::string path, double lease_seconds) : path_(std::move(path)), lease_(lease_seconds) {
+  renew_ = std::thread([this] {
+    std::unique_lock<std::mutex> lk(mu_);
+    const auto period = std::chrono::duration<double>(lease_ / 4);
+    while (!cv_.wait_for(lk, period, [this] { return stop_; })) {
+      if (::utimensat(AT_FDCWD, path_.c_str(), nullptr, 0) != 0)
+        log::warn("cannot renew claim {}: {} (another job may take the point over)", path_, std::strerror(errno));
+    }
+  });
+}
+
+Claim::~Claim() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  renew_.join();
+  ::unlink(path_.c_str());
+}
+
+std::unique_ptr<Claim> Claim::try_acquire(const std::string& out_dir, const std::string& run_id,
+                                          const std::string& owner, double lease_seconds) {
+  const std::string path = claim_path(out_dir, run_id);
+  fs::create_directories(fs::path(path).parent_path());
+  if (create_exclusive(path, owner)) return std::unique_ptr<Claim>(new Claim(path, lease_seconds));
+  const double age = claim_age(path);
+  if (age >= 0 && age < lease_seconds) return nullptr;  // a live owner
+  // A stale claim (its owner stopped renewing it): one taker at a time, under a takeover lock that
+  // itself expires, re-checks the claim, removes it and claims anew.
+  const std::string lock = path + ".takeover";
+  const double lock_age = claim_age(lock);
+  if (lock_age >= lease_seconds) ::unlink(lock.c_str());  // a taker died half-way
+  if (!create_exclusive(lock, owner)) return nullptr;
+  std::unique_ptr<Claim> claim;
+  const double again = claim_age(path);
+  if (again < 0 || again >= lease_seconds) {
+    if (again >= 0)
+      log::warn("claim {} was not renewed for {:.0f} s (lease {:.0f} s): its owner died; taking the point over", path,
+                again, lease_seconds);
+    ::unlink(path.c_str());
+    if (create_exclusive(path, owner)) claim.reset(new Claim(path, lease_seconds));
+  }
+  ::unlink(lock.c_str());
+  return claim;
+}
+
+bool claim_live(const std::string& out_dir, const std::string& run_id, double lease_seconds) {
+  const double age = claim_age(claim_path(out_dir, run_id));
+  return age >= 0 && age < lease_seconds;
+}
+
+}  // namespace xpand::sweep

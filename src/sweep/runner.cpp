@@ -1,0 +1,201 @@
+// Sweep scheduling, claiming and progress (see runner.h).
+#include "sweep/runner.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <numeric>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "data/dataset.h"
+#include "dist/context.h"
+#include "model/network.h"
+#include "store/index.h"
+#include "store/run_file.h"
+#include "sweep/claim.h"
+#include "train/trainer.h"
+
+namespace xpand::sweep {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string run_path(const Point& p) {
+  return (fs::path(p.cfg.get_string("output.dir")) / "runs" / (p.run_id + ".h5")).string();
+}
+
+// The status in a point's run file ("" when there is none or it cannot be read).
+std::string file_status(const Point& p) {
+  std::error_code ec;
+  if (!fs::exists(run_path(p), ec)) return "";
+  try {
+    return store::RunReader(run_path(p)).attr_string("status");
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
+std::string host() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+std::string duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  if (s < 90) return fmt::format("{:.0f}s", s);
+  if (s < 5400) return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60));
+  return fmt::format("{:.0f}h{:02.0f}m", std::floor(s / 3600), std::fmod(s / 60, 60));
+}
+
+}  // namespace
+
+std::vector<PointCost> sweep_costs(const Spec& spec) {
+  std::vector<PointCost> costs;
+  std::map<std::string, data::Dataset> datasets;  // by the data.* section of the resolved config
+  for (const auto& p : spec.points) {
+    std::string key;
+    for (const auto& k : p.cfg.keys())
+      if (k.rfind("data.", 0) == 0 || k == "seed") key += k + "=" + p.cfg.value_yaml(k) + ";";
+    auto it = datasets.find(key);
+    if (it == datasets.end()) it = datasets.emplace(key, data::dataset_load(p.cfg, torch::kCPU)).first;
+    const data::Dataset& ds = it->second;
+    torch::manual_seed(p.cfg.get_int("seed"));
+    auto net = model::network_build(p.cfg, ds, param::factory_from_config(p.cfg));
+    const int64_t batch = p.cfg.get_int("data.batch_size");
+    auto rep = model::network_report(*net, batch);
+    PointCost c;
+    c.flops_per_step = rep.flops;
+    const int64_t spe = ds.steps_per_epoch(batch);
+    int64_t total = static_cast<int64_t>(std::ceil(p.cfg.get_float("train.epochs") * double(spe)));
+    if (p.cfg.get_int("train.max_steps") > 0)
+      total = p.cfg.get_float("train.epochs") > 0 ? std::min(total, p.cfg.get_int("train.max_steps"))
+                                                  : p.cfg.get_int("train.max_steps");
+    c.steps = total;
+    c.total_flops = rep.flops * double(total);
+    c.trainable = rep.trainable;
+    for (const auto& l : rep.layers) c.memory_bytes += l.memory_bytes;
+    c.comm_bytes = double(rep.cut) * (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
+    costs.push_back(c);
+  }
+  return costs;
+}
+
+int sweep_run(const Spec& spec, const RunnerOptions& o) {
+  dist::Context& ctx = *dist::Context::get();
+  dist::Group group = ctx.split(o.ranks_per_run);
+  const bool leader = group.comm->rank() == 0, world_root = ctx.world_rank() == 0;
+  const size_t n = spec.points.size();
+
+  // Most expensive first: the sweep's wall time stays close to total work / groups.
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::vector<PointCost> costs = sweep_costs(spec);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return costs[a].total_flops > costs[b].total_flops; });
+  const double total_work = std::accumulate(costs.begin(), costs.end(), 0.0,
+                                            [](double s, const PointCost& c) { return s + c.total_flops; });
+  if (world_root)
+    log::info("sweep {}: {} points over {}, {} group(s) of {} rank(s), {:.3g} FLOPs in all", spec.path, n,
+              fmt::join(spec.axis_keys, ", "), group.count, group.comm->size(), total_work);
+
+  const std::string owner = fmt::format("{}:{}:group{}", host(), ::getpid(), group.index);
+  std::set<size_t> attempted;  // points this group trained (or tried) in this invocation
+  int code = kExitOk;
+  Timer wall, since_progress;
+  double done_work = 0;
+  for (;;) {
+    // Group rank 0 picks: a point to train, "wait" (others hold the rest), or "done".
+    double pick = -1;  // -1 done, -2 wait, else the point index
+    std::unique_ptr<Claim> claim;
+    if (leader) {
+      int left = 0, held = 0, completed = 0;
+      for (size_t i : order) {
+        const Point& p = spec.points[i];
+        const std::string st = file_status(p);
+        if ((st == "completed" && !o.force) || st == "diverged" || attempted.count(i)) {
+          completed += st == "completed";
+          continue;
+        }
+        ++left;
+        if (pick >= 0) continue;
+        claim = Claim::try_acquire(p.cfg.get_string("output.dir"), p.run_id, owner, o.lease_seconds);
+        if (claim) pick = double(i);
+        else ++held;
+      }
+      if (pick < 0 && held > 0) pick = -2;  // wait: a dead owner's claim may expire
+      if (world_root && since_progress.seconds() >= o.progress_seconds) {
+        since_progress.reset();
+        const double rate = done_work > 0 ? done_work / wall.seconds() : 0;
+        double left_work = 0;
+        for (size_t i = 0; i < n; ++i)
+          if (file_status(spec.points[i]) != "completed") left_work += costs[i].total_flops;
+        log::info("sweep progress: {}/{} completed, {} left ({} held by running groups or jobs), ETA {}", completed, n,
+                  left, held, rate > 0 ? duration(left_work / (rate * group.count)) : "?");
+      }
+    }
+    if (group.comm->size() > 1) pick = group.comm->allreduce_scalar(leader ? pick : -1e300, dist::ReduceOp::Max, "sweep pick");
+    if (pick == -1) break;
+    if (pick == -2) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(std::min(5.0, o.lease_seconds / 4)));
+      continue;
+    }
+    const size_t i = size_t(pick);
+    attempted.insert(i);
+    const Point& p = spec.points[i];
+    train::RunOptions ro;
+    ro.comm = group.comm;
+    ro.console = leader;
+    ro.force = o.force;
+    ro.axes = p.axes;
+    std::string axes;
+    for (const auto& [k, v] : p.axes) axes += fmt::format("{}{}={}", axes.empty() ? "" : " ", k, v);
+    if (leader) log::info("group {}: point {} of {} ({}): {}", group.index, i + 1, n, axes, p.run_id);
+    Timer t;
+    try {
+      train::RunResult r = train::run_train(p.cfg, ro);
+      if (r.status == "diverged") code = std::max(code, int(kExitDiverged));
+      if (leader)
+        log::info("group {}: {} {} in {} ({:.4f} test acc)", group.index, p.run_id, r.status, duration(t.seconds()),
+                  r.final_eval.test_acc);
+    } catch (const std::exception& e) {
+      // The run file records the failure; the sweep goes on (a multi-rank group has aborted the job).
+      log::error("group {}: point {} ({}) failed: {}", group.index, p.run_id, axes, e.what());
+      code = kExitFailure;
+    }
+    done_work += costs[i].total_flops;
+    claim.reset();  // release
+  }
+  if (group.comm->size() > 1) group.comm->barrier("sweep end");
+  // Every point's final state, from the files (other groups and jobs included): a leader leaves the
+  // loop only once no point is left that someone else still holds.
+  if (leader) {
+    int completed = 0, failed = 0, diverged = 0, missing = 0;
+    for (const auto& p : spec.points) {
+      const std::string st = file_status(p);
+      completed += st == "completed";
+      failed += st == "failed";
+      diverged += st == "diverged";
+      missing += st.empty() || st == "running" || st == "preempted";
+    }
+    if (world_root)
+      log::info("sweep {}: {} completed, {} failed, {} diverged, {} not finished, in {}", spec.path, completed,
+                failed, diverged, missing, duration(wall.seconds()));
+    if (failed > 0 || missing > 0) code = std::max(code, int(kExitFailure));
+    else if (diverged > 0) code = std::max(code, int(kExitDiverged));
+  }
+  return code;
+}
+
+}  // namespace xpand::sweep
