@@ -161,13 +161,13 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
     ro.axes = p.axes;
     std::string axes;
     for (const auto& [k, v] : p.axes) axes += fmt::format("{}{}={}", axes.empty() ? "" : " ", k, v);
-    if (leader) log::info("group {}: point {} of {} ({}): {}", group.index, i + 1, n, axes, p.run_id);
+    if (leader) log::info_all("group {}: point {} of {} ({}): {}", group.index, i + 1, n, axes, p.run_id);
     Timer t;
     try {
       train::RunResult r = train::run_train(p.cfg, ro);
       if (r.status == "diverged") code = std::max(code, int(kExitDiverged));
       if (leader)
-        log::info("group {}: {} {} in {} ({:.4f} test acc)", group.index, p.run_id, r.status, duration(t.seconds()),
+        log::info_all("group {}: {} {} in {} ({:.4f} test acc)", group.index, p.run_id, r.status, duration(t.seconds()),
                   r.final_eval.test_acc);
     } catch (const std::exception& e) {
       // The run file records the failure; the sweep goes on (a multi-rank group has aborted the job).

@@ -171,12 +171,15 @@ struct Existing {
   int64_t resume_step = 0;
 };
 
-// An exclusive flock on <out>/runs/<run_id>.lock, held while the run trains: a second process on the
+// An exclusive flock on <out>/locks/<run_id>.lock, held while the run trains: a second process on the
 // same run (the same command twice, a requeued job whose first incarnation still lives) stops with a
 // message instead of resuming a file that is being written.
 class RunLock {
  public:
-  explicit RunLock(const std::string& run_path) : path_(run_path.substr(0, run_path.size() - 3) + ".lock") {
+  explicit RunLock(const std::string& run_path)
+      : path_((fs::path(run_path).parent_path().parent_path() / "locks" / fs::path(run_path).stem()).string() +
+              ".lock") {
+    fs::create_directories(fs::path(path_).parent_path());
     fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT, 0644);
     if (fd_ < 0) throw Error(fmt::format("cannot open {}: {}", path_, std::strerror(errno)));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Sweeps: a grid x seeds spec expanded into points, two groups of one rank (mpirun -np 2) sharing the
+# points through claims so that each is trained exactly once, axes recorded in the run files and the
+# index, a rerun that trains nothing, and bad sweep files refused with exit 2 before anything is
+# written.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cli_init "$@"
+
+cat >"$WORK/base.yaml" <<YAML
+name: sw
+seed: 3
+data: {name: teacher, teacher_inputs: 16, teacher_classes: 4, train_size: 500, test_size: 200, batch_size: 64}
+model: {kind: mlp, widths: [16, 24, 12, 4]}
+param: {kind: expanded}
+train: {optimizer: adam, lr: 0.01, epochs: 2, eval_every: 5}
+YAML
+cat >"$WORK/sweep.yaml" <<YAML
+base: base.yaml
+set: {train.epochs: 1}
+grid:
+  param.factor: [1, 2]
+  param.depth: [2, 3]
+seeds: [0, 1]
+YAML
+
+step "8 points on 2 groups of 1 rank"
+RC=0
+"$MPIEXEC" -np 2 "$XPAND" sweep "$WORK/sweep.yaml" --out "$WORK/out" --ranks-per-run 1 >"$WORK/a.out" 2>&1 || RC=$?
+[ "$RC" -eq 0 ] || { show "$WORK/a.out"; fail "sweep exited $RC"; }
+"$PYTHON" - "$WORK/out" <<'PY' || fail "points"
+import glob, itertools, sys, h5py
+d = sys.argv[1]
+files = sorted(glob.glob(d + "/runs/*.h5"))
+assert len(files) == 8, files
+seen = set()
+for p in files:
+    with h5py.File(p, "r") as f:
+        a = f.attrs
+        assert a["status"] == "completed" and a["resumes"] == 0, (p, a["status"])
+        assert list(a["axes"]) == ["param.factor", "param.depth", "seed"], list(a["axes"])
+        seen.add((int(a["param.factor"]), int(a["param.depth"]), int(a["seed"])))
+assert seen == set(itertools.product([1, 2], [2, 3], [0, 1])), seen
+with h5py.File(d + "/index.h5", "r") as f:
+    assert len(f["summary/run_id"]) == 8 and all(s == b"completed" for s in f["summary/status"][:])
+print("8 distinct points, each completed once; index lists them")
+PY
+groups=$(grep -o "group [01]: point" "$WORK/a.out" | sort | uniq -c | wc -l)
+[ "$groups" -eq 2 ] || { show "$WORK/a.out"; fail "expected both groups to train points"; }
+[ "$(grep -c ": point " "$WORK/a.out")" -eq 8 ] || { show "$WORK/a.out"; fail "expected 8 point starts"; }
+ok "both groups trained, 8 points in all, none twice"
+
+step "rerun: every point is complete, nothing trains"
+run_xpand "$WORK/b.out" "$WORK/b.err" sweep "$WORK/sweep.yaml" --out "$WORK/out"
+[ "$RC" -eq 0 ] && ! grep -q ": point " "$WORK/b.err" && grep -q "8 completed" "$WORK/b.err" ||
+  { show "$WORK/b.err"; fail "rerun trained again or failed (exit $RC)"; }
+run_xpand "$WORK/i.out" "$WORK/i.err" inspect "$WORK/out"
+grep -q "8 completed" "$WORK/i.out" && grep -q "param.depth" "$WORK/i.out" || { show "$WORK/i.out"; fail "inspect"; }
+ok "rerun skipped all 8; inspect shows the axes"
+
+step "bad sweep files: exit 2, the key named, nothing written"
+bad() {  # NAME EXPECTED-TEXT YAML
+  printf '%s\n' "$3" >"$WORK/$1.yaml"
+  run_xpand "$WORK/$1.out" "$WORK/$1.err" sweep "$WORK/$1.yaml" --out "$WORK/bad"
+  [ "$RC" -eq 2 ] && grep -q -- "$2" "$WORK/$1.err" || { show "$WORK/$1.err"; fail "$1: exit $RC, expected 2 naming '$2'"; }
+  [ ! -e "$WORK/bad" ] || fail "$1 wrote $WORK/bad"
+  echo "    $1: $(head -1 "$WORK/$1.err")"
+}
+bad unknown_axis "param.nope" "base: base.yaml
+grid: {param.nope: [1, 2]}"
+bad wrong_type "param.factor" "base: base.yaml
+grid: {param.factor: [2, two]}"
+bad empty_axis "grid.param.factor" "base: base.yaml
+grid: {param.factor: []}"
+bad duplicate_key "duplicate" "base: base.yaml
+grid: {param.factor: [1]}
+grid: {param.depth: [2]}"
+bad duplicate_axis "more than one axis" "base: base.yaml
+grid: {param.factor: [1]}
+zip: {param.factor: [2]}"
+bad zip_lengths "same length" "base: base.yaml
+zip: {param.factor: [1, 2], param.depth: [2]}"
+bad malformed "malformed YAML" "base: base.yaml
+grid: {param.factor: [1, 2}"
+bad unknown_section "gird" "base: base.yaml
+gird: {param.factor: [1]}"
+bad no_axes "no axes" "base: base.yaml"
+bad missing_base "base" "grid: {param.factor: [1]}"
+bad seeds_type "seeds" "base: base.yaml
+seeds: [0, one]"
+bad same_point "same configuration" "base: base.yaml
+grid: {param.factor: [2, 2.0]}"
+RC=0
+"$MPIEXEC" -np 3 "$XPAND" sweep "$WORK/sweep.yaml" --out "$WORK/bad" --ranks-per-run 2 >"$WORK/k.out" 2>&1 || RC=$?
+[ "$RC" -ne 0 ] && grep -q "divisor of the world size" "$WORK/k.out" && [ ! -e "$WORK/bad/runs" ] ||
+  { show "$WORK/k.out"; fail "--ranks-per-run 2 on 3 ranks: exit $RC"; }
+ok "12 bad files and a ranks-per-run that does not divide the world refused"
+echo "sweep_basic: all checks passed"
