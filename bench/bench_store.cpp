@@ -94,9 +94,14 @@ int main(int argc, char** argv) {
     }
   }
   const double a = median(without), b = median(with);
-  std::printf("# median step: %.3f ms without, %.3f ms with the run file: overhead %+.2f%% "
-              "(hand-off alone %.3f%% of the step)\n",
-              a, b, 100.0 * (b - a) / a, 100.0 * median(handoff_frac));
+  std::vector<double> paired;
+  for (size_t r = 0; r < with.size() && r < without.size(); ++r) paired.push_back(with[r] / without[r] - 1);
+  std::printf("# median step: %.3f ms without, %.3f ms with the run file: %+.2f%%; median of the per-round "
+              "ratios %+.2f%% (round-to-round spread of this machine: %.1f%%)\n",
+              a, b, 100.0 * (b - a) / a, 100.0 * median(paired),
+              100.0 * (*std::max_element(without.begin(), without.end()) / *std::min_element(without.begin(), without.end()) - 1));
+  std::printf("# hand-off on the training thread (posting the step's row to the writer): %.3f%% of the step\n",
+              100.0 * median(handoff_frac));
 
   // --- 2. snapshot throughput -----------------------------------------------------------------
   const std::vector<std::vector<int64_t>> layers = {{512, 784}, {512, 512}, {10, 512}};

@@ -39,7 +39,7 @@ void AsyncRunWriter::rethrow_locked() {
   if (error_) std::rethrow_exception(error_);
 }
 
-void AsyncRunWriter::post(Job job, size_t bytes) {
+void AsyncRunWriter::post(Job job, size_t bytes, bool urgent) {
   std::unique_lock<std::mutex> lk(mu_);
   rethrow_locked();
   if (closed_) throw StoreError("xpand store: " + writer_->path() + ": write after close");
@@ -54,22 +54,27 @@ void AsyncRunWriter::post(Job job, size_t bytes) {
   }
   if (queued_bytes_ > 0 && queued_bytes_ + bytes > max_bytes_) {
     auto t0 = Clock::now();
+    cv_work_.notify_one();  // the writer may be waiting for a batch to fill
     cv_space_.wait(lk, [&] { return error_ || queued_bytes_ == 0 || queued_bytes_ + bytes <= max_bytes_; });
     blocked_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
     rethrow_locked();
   }
   queue_.push_back({std::move(job), bytes});
   queued_bytes_ += bytes;
+  // Small jobs (a metrics row per step) are not worth a wake-up each: waking the writer thread on a
+  // busy machine costs the trainer tens of microseconds. The writer runs them in batches, when the
+  // queue has grown, at flush_async()/sync(), or when its flush period comes.
+  const bool wake = urgent || queued_bytes_ >= kWakeBytes || queue_.size() >= kWakeJobs;
   lk.unlock();
-  cv_work_.notify_one();
+  if (wake) cv_work_.notify_one();
 }
 
 void AsyncRunWriter::flush_async() {
-  post([](RunWriter& w) { w.flush(); });
+  post([](RunWriter& w) { w.flush(); }, 0, true);
 }
 
 void AsyncRunWriter::sync() {
-  post([](RunWriter& w) { w.flush(); });
+  post([](RunWriter& w) { w.flush(); }, 0, true);
   if (inline_) return;
   std::unique_lock<std::mutex> lk(mu_);
   cv_idle_.wait(lk, [&] { return error_ || (queue_.empty() && !busy_); });

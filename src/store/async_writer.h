@@ -29,8 +29,9 @@ class AsyncRunWriter {
   AsyncRunWriter& operator=(const AsyncRunWriter&) = delete;
 
   // Queues a job; blocks while the queue is over its bound. Throws the writer thread's first
-  // error (a StoreError or whatever a job threw), after which nothing more is written.
-  void post(Job job, size_t bytes = 0);
+  // error (a StoreError or whatever a job threw), after which nothing more is written. Small jobs
+  // wait for a batch (64 KiB or 256 jobs), a flush or the flush period unless `urgent`.
+  void post(Job job, size_t bytes = 0, bool urgent = false);
   // Queues a flush (metrics reach the disk and SWMR readers see them) without waiting.
   void flush_async();
   // Waits until every queued job ran and the file is flushed; throws the writer's error.
@@ -42,6 +43,7 @@ class AsyncRunWriter {
   double blocked_seconds() const;
 
  private:
+  static constexpr size_t kWakeBytes = 64 << 10, kWakeJobs = 256;
   struct Item {
     Job job;
     size_t bytes;

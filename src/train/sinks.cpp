@@ -229,7 +229,7 @@ class H5Sink : public MetricSink {
       w.flush();
       w.set_attr("status", status);  // last, after everything else is on disk
       w.flush();
-    });
+    }, 0, true);
     writer_->close();
   }
 
