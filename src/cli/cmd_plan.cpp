@@ -1,22 +1,74 @@
 // `xpand plan CONFIG [--set ...] [--json]`: the resolved config, per-layer parameter counts
 // (trainable and collapsed), the evaluation order and FLOPs per training step, without training.
+// `xpand plan SWEEP.yaml`: every point of a sweep with its FLOPs, memory and bytes per step, and totals.
 #include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "config/config.h"
 #include "data/dataset.h"
 #include "model/network.h"
+#include "sweep/runner.h"
+#include "sweep/spec.h"
 #include "train/trainer.h"
 
 namespace xpand::cli {
 
+namespace {
+
+int plan_sweep(const std::string& path, const std::vector<std::string>& overrides, bool json) {
+  sweep::Spec spec = sweep::spec_load(path, overrides);
+  auto costs = sweep::sweep_costs(spec);
+  double flops = 0, bytes = 0;
+  for (size_t i = 0; i < costs.size(); ++i) {
+    flops += costs[i].total_flops;
+    bytes += costs[i].comm_bytes * double(costs[i].steps);
+  }
+  if (json) {
+    fmt::print("{{\n  \"sweep\": {},\n  \"axes\": [", json_string(path));
+    for (size_t i = 0; i < spec.axis_keys.size(); ++i) fmt::print("{}{}", i ? ", " : "", json_string(spec.axis_keys[i]));
+    fmt::print("],\n  \"points\": [\n");
+    for (size_t i = 0; i < spec.points.size(); ++i) {
+      const auto& p = spec.points[i];
+      const auto& c = costs[i];
+      std::string axes;
+      for (const auto& [k, v] : p.axes) axes += fmt::format("{}{}: {}", axes.empty() ? "" : ", ", json_string(k), json_string(v));
+      fmt::print("    {{\"run_id\": {}, \"axes\": {{{}}}, \"trainable\": {}, \"steps\": {}, \"flops_per_step\": {:.0f}, "
+                 "\"total_flops\": {:.0f}, \"activation_memory_bytes\": {:.0f}, \"comm_bytes_per_step\": {:.0f}}}{}\n",
+                 json_string(p.run_id), axes, c.trainable, c.steps, c.flops_per_step, c.total_flops, c.memory_bytes,
+                 c.comm_bytes, i + 1 < spec.points.size() ? "," : "");
+    }
+    fmt::print("  ],\n  \"total_flops\": {:.0f},\n  \"total_comm_bytes\": {:.0f}\n}}\n", flops, bytes);
+    return 0;
+  }
+  fmt::print("# sweep {}: {} points over {}\n", path, spec.points.size(), fmt::join(spec.axis_keys, ", "));
+  fmt::print("# FLOPs are forward+backward at the configured batch; memory = activations kept for backward; "
+             "bytes = gradient bytes all-reduced per step in data-parallel training\n");
+  fmt::print("{:<28} {:<40} {:>11} {:>8} {:>11} {:>11} {:>10} {:>11}\n", "run_id", "axes", "trainable", "steps",
+             "FLOPs/step", "FLOPs", "act mem", "bytes/step");
+  for (size_t i = 0; i < spec.points.size(); ++i) {
+    const auto& p = spec.points[i];
+    const auto& c = costs[i];
+    std::string axes;
+    for (const auto& [k, v] : p.axes) axes += fmt::format("{}{}={}", axes.empty() ? "" : " ", k, v);
+    fmt::print("{:<28} {:<40} {:>11} {:>8} {:>11.4g} {:>11.4g} {:>9.2f}M {:>11.4g}\n", p.run_id, axes, c.trainable,
+               c.steps, c.flops_per_step, c.total_flops, c.memory_bytes / 1048576.0, c.comm_bytes);
+  }
+  fmt::print("{:<28} {:<40} {:>11} {:>8} {:>11} {:>11.4g} {:>10} {:>11.4g}\n", "total", "", "", "", "", flops, "",
+             bytes);
+  return 0;
+}
+
+}  // namespace
+
 Runner plan_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("plan", "show what a configuration would train: parameters, FLOPs, order");
+  auto* cmd = app.add_subcommand(
+      "plan", "show what a configuration (or every point of a sweep file) would train: parameters, FLOPs, order");
   auto args = std::make_shared<ConfigArgs>();
   auto json = std::make_shared<bool>(false);
   add_config_args(cmd, args.get());
   cmd->add_flag("--json", *json, "machine-readable output");
   return [=]() {
+    if (sweep::is_sweep_file(args->path)) return plan_sweep(args->path, args->overrides, *json);
     auto cfg = config::Config::load_file(args->path, args->overrides);
     torch::manual_seed(cfg.get_int("seed"));
     auto ds = data::dataset_load(cfg, torch::kCPU);

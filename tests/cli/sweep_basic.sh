@@ -24,6 +24,24 @@ grid:
 seeds: [0, 1]
 YAML
 
+step "xpand plan lists the points with their costs"
+run_xpand "$WORK/p.out" "$WORK/p.err" plan "$WORK/sweep.yaml" --json
+[ "$RC" -eq 0 ] || { show "$WORK/p.err"; fail "plan exited $RC"; }
+"$PYTHON" - "$WORK/p.out" <<'PY' || fail "plan --json of the sweep"
+import json, sys
+d = json.load(open(sys.argv[1]))
+pts = d["points"]
+assert d["axes"] == ["param.factor", "param.depth", "seed"] and len(pts) == 8, d["axes"]
+assert len({p["run_id"] for p in pts}) == 8
+assert abs(sum(p["total_flops"] for p in pts) - d["total_flops"]) <= 1e-9 * d["total_flops"]
+# A deeper or wider expansion costs more per step at the same seed.
+by = {(p["axes"]["param.factor"], p["axes"]["param.depth"], p["axes"]["seed"]): p for p in pts}
+assert by[("2", "3", "0")]["flops_per_step"] > by[("1", "2", "0")]["flops_per_step"]
+assert by[("2", "3", "0")]["trainable"] > by[("2", "2", "0")]["trainable"]
+print("plan: 8 points, totals add up")
+PY
+ok "plan --json: 8 points with FLOPs, parameters and totals"
+
 step "8 points on 2 groups of 1 rank"
 RC=0
 "$MPIEXEC" -np 2 "$XPAND" sweep "$WORK/sweep.yaml" --out "$WORK/out" --ranks-per-run 1 >"$WORK/a.out" 2>&1 || RC=$?
