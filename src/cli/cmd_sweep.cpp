@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/signals.h"
 #include "dist/context.h"
 #include "sweep/runner.h"
 #include "sweep/spec.h"
@@ -39,6 +40,7 @@ Runner sweep_command(CLI::App& app) {
     if (!out->empty()) extra.push_back("output.dir=" + *out);
     // Every point is expanded and validated before any rank trains or joins a collective.
     sweep::Spec spec = sweep::spec_load(*spec_path, extra);
+    signals::install_preemption_handlers();
     return sweep::sweep_run(spec, *opts);
   };
 }

@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/signals.h"
 #include "dist/context.h"
 #include "train/trainer.h"
 
@@ -57,6 +58,7 @@ Runner train_command(CLI::App& app) {
         axis_values.back().emplace_back(a, c.value_yaml(a));
       }
     }
+    signals::install_preemption_handlers();
     dist::Context& ctx = *dist::Context::get();
     dist::Group group = ctx.split(*ranks_per_run);
     if (group.count > int(cfgs.size()) && ctx.world_rank() == 0)
@@ -89,6 +91,11 @@ Runner train_command(CLI::App& app) {
         r = train::run_train(cfgs[i], opts);
       }
       if (r.status == "diverged") code = std::max(code, int(kExitDiverged));
+      if (r.status == "preempted") {  // the remaining configs wait for the resubmission
+        if (group.comm->rank() == 0) results.push_back(std::move(r));
+        code = kExitPreempted;
+        break;
+      }
       if (group.comm->rank() == 0) results.push_back(std::move(r));
     }
     if (group.comm->rank() == 0 && !results.empty()) train::print_summary(results);

@@ -14,6 +14,7 @@ enum ExitCode : int {
   kExitFailure = 1,    // runtime failure (I/O, data, numerical setup)
   kExitUsage = 2,      // bad config, CLI flag or sweep spec: nothing ran
   kExitDiverged = 3,   // the run ended with a non-finite loss (status "diverged")
+  kExitPreempted = 4,  // stopped by SIGTERM/SIGINT/SIGUSR1 after a checkpoint: resumable (status "preempted")
 };
 
 class Error : public std::runtime_error {

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/signals.h"
 #include "core/timer.h"
 #include "data/dataset.h"
 #include "dist/context.h"
@@ -115,7 +116,15 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
   int code = kExitOk;
   Timer wall, since_progress;
   double done_work = 0;
+  bool preempted = false;
   for (;;) {
+    // A stop signal between points: every rank of the group leaves together.
+    double sig = signals::preempt_requested();
+    if (group.comm->size() > 1) sig = group.comm->allreduce_scalar(sig, dist::ReduceOp::Max, "sweep preemption");
+    if (sig != 0) {
+      preempted = true;
+      break;
+    }
     // Group rank 0 picks: a point to train, "wait" (others hold the rest), or "done".
     double pick = -1;  // -1 done, -2 wait, else the point index
     std::unique_ptr<Claim> claim;
@@ -166,6 +175,7 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
     try {
       train::RunResult r = train::run_train(p.cfg, ro);
       if (r.status == "diverged") code = std::max(code, int(kExitDiverged));
+      if (r.status == "preempted") preempted = true;
       if (leader)
         log::info_all("group {}: {} {} in {} ({:.4f} test acc)", group.index, p.run_id, r.status, duration(t.seconds()),
                   r.final_eval.test_acc);
@@ -176,6 +186,13 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
     }
     done_work += costs[i].total_flops;
     claim.reset();  // release
+    if (preempted) break;
+  }
+  if (preempted) {
+    if (world_root)
+      log::warn("sweep {}: stopped by a signal; rerun the same command to resume (exit code {})", spec.path,
+                int(kExitPreempted));
+    return kExitPreempted;
   }
   if (group.comm->size() > 1) group.comm->barrier("sweep end");
   // Every point's final state, from the files (other groups and jobs included): a leader leaves the

@@ -29,7 +29,8 @@ struct RunnerOptions {
 };
 
 // Runs the sweep (collective over the MPI world). Returns the process exit code: 0 when every point
-// completed, 1 when any failed, 3 when any diverged (and none failed).
+// completed, 1 when any failed, 3 when any diverged (and none failed), 4 when a signal stopped it
+// (resumable: rerun the same command).
 int sweep_run(const Spec& spec, const RunnerOptions& options);
 
 }  // namespace xpand::sweep

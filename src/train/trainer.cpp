@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/signals.h"
 #include "core/timer.h"
 #include "data/dataset.h"
 #include "dist/context.h"
@@ -551,8 +552,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
           for (auto& s : sinks) s->on_snapshot(step + 1, snap);
         }
       }
-      if (opts.write_file &&
-          (checkpoint_every > 0 ? (step + 1) % checkpoint_every == 0 || step + 1 == total : evaluated)) {
+      auto checkpoint_now = [&] {
         // The run file holds every row up to this step before the checkpoint that resumes after it.
         for (auto& s : sinks) s->on_checkpoint(step + 1);
         sync_buffers();  // batch-norm statistics: the group's mean, which every rank resumes from
@@ -560,6 +560,20 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
         ci.step = step + 1;
         ci.run_id = result.run_id;
         checkpoint_save(ckpt_path, ci, *net, params, *opt, expand, *group, compression);
+      };
+      const bool scheduled =
+          checkpoint_every > 0 ? (step + 1) % checkpoint_every == 0 || step + 1 == total : evaluated;
+      if (opts.write_file && scheduled) checkpoint_now();
+      // Preemption (SIGTERM/SIGINT/SIGUSR1): every rank of the group stops at the same step boundary.
+      int sig = signals::preempt_requested();
+      if (world > 1) sig = int(group->allreduce_scalar(double(sig), dist::ReduceOp::Max, "preemption check"));
+      if (sig != 0 && step + 1 < total) {
+        if (opts.write_file && !scheduled) checkpoint_now();
+        status = "preempted";
+        error = fmt::format("stopped by signal {} after step {} of {}; `xpand train` (or the sweep) resumes it{}",
+                            sig, step + 1, total, opts.write_file ? " from the checkpoint at that step" : "");
+        log::warn("run {}: {}", result.run_id, error);
+        break;
       }
     }
   } catch (const std::exception& e) {

@@ -138,4 +138,26 @@ for attempt in $(seq 1 "$KILLS"); do
 done
 [ "$kills" -ge $((KILLS * 3 / 4)) ] || fail "only $kills of $KILLS runs were killed before they ended"
 ok "$kills kills: every file opened with status running and consistent metrics; $resumed resumed from a checkpoint; all ended bit-identical to the uninterrupted run"
+step "SIGTERM: a checkpoint at the next step boundary, status preempted, exit 4; resumed bit-identical"
+dir="$WORK/term"
+"$XPAND" train "$WORK/run.yaml" --out "$dir" >"$WORK/term.out" 2>&1 &
+pid=$!
+wait_for 30 test -e "$dir/runs/$(basename "$REF")" || fail "no run file to preempt"
+sleep 0.3
+kill -TERM $pid
+RC=0
+wait $pid || RC=$?
+[ "$RC" -eq 4 ] || { show "$WORK/term.out"; fail "SIGTERM: exit $RC, expected 4 (preempted)"; }
+"$PYTHON" - "$dir/runs/$(basename "$REF")" "$dir/checkpoints/$(basename "$REF")" <<'PY' || fail "preempted state"
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f, h5py.File(sys.argv[2], "r") as c:
+    rows = f["metrics/train/step"].shape[0]
+    assert f.attrs["status"] == "preempted", f.attrs["status"]
+    assert c.attrs["step"] == rows, (c.attrs["step"], rows)    # checkpoint exactly where training stopped
+    print(f"    preempted after step {rows}: {f.attrs['error']}")
+PY
+run_xpand "$WORK/term2.out" "$WORK/term2.err" train "$WORK/run.yaml" --out "$dir"
+[ "$RC" -eq 0 ] && grep -q "resuming from the checkpoint" "$WORK/term2.err" || { show "$WORK/term2.err"; fail "resume after SIGTERM: exit $RC"; }
+compare "$dir/runs/$(basename "$REF")" || fail "the run resumed after SIGTERM differs from the uninterrupted run"
+ok "SIGTERM: exit 4, status preempted, checkpoint at the last step taken; the resumed run is bit-identical"
 echo "store_kill: all checks passed"
