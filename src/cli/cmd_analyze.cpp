@@ -182,14 +182,7 @@ Runner analyze_command(CLI::App& app) {
       throw DataError(fmt::format("{}: no snapshots in this run (status '{}'; a run writes one at its last step and "
                                   "every output.snapshot_every steps)",
                                   *file, r.has_attr("status") ? r.attr_string("status") : "unknown"));
-    Snapshot snap = snaps.back();
-    if (step_opt->count() > 0) {
-      auto it = std::find_if(snaps.begin(), snaps.end(), [&](const Snapshot& s) { return s.step == *step; });
-      if (it == snaps.end())
-        throw ConfigError(fmt::format("--step {}: {} has no snapshot at that step (snapshots: {})", *step, *file,
-                                      store::snapshot_steps_str(snaps)));
-      snap = *it;
-    }
+    const Snapshot snap = pick_snapshot(snaps, *file, step_opt->count() > 0, *step);
     std::string dtype_name;
     auto dtype = run_dtype(r, &dtype_name);
 

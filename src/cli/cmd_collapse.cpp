@@ -43,14 +43,7 @@ Runner collapse_command(CLI::App& app) {
       auto snaps = store::snapshot_list(r);
       if (snaps.empty())
         throw DataError(fmt::format("{}: no snapshots (status '{}')", *file, s.status));
-      store::SnapshotRef snap = snaps.back();
-      if (step_opt->count() > 0) {
-        auto it = std::find_if(snaps.begin(), snaps.end(), [&](const auto& x) { return x.step == *step; });
-        if (it == snaps.end())
-          throw ConfigError(fmt::format("--step {}: {} has no snapshot at that step (snapshots: {})", *step, *file,
-                                        store::snapshot_steps_str(snaps)));
-        snap = *it;
-      }
+      const store::SnapshotRef snap = pick_snapshot(snaps, *file, step_opt->count() > 0, *step);
       auto layers = r.children(snap.group);
       if (layers.empty()) throw DataError(fmt::format("{}: snapshot {} holds no layers", *file, snap.step));
       store::RunWriter w(tmp);

@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "store/index.h"
+
 namespace xpand::cli {
 
 using Runner = std::function<int()>;
@@ -26,6 +28,11 @@ Runner inspect_command(CLI::App& app);
 Runner index_command(CLI::App& app);
 Runner collapse_command(CLI::App& app);
 Runner sweep_command(CLI::App& app);
+
+// The snapshot --step names (the last one when --step was not given); ConfigError listing the
+// available steps when there is none at that step. `snaps` must not be empty.
+store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file,
+                                 bool step_given, int64_t step);
 
 // A JSON string literal (quoted, escaped) for the --json outputs.
 std::string json_string(const std::string& s);

@@ -20,6 +20,15 @@ void add_config_args(CLI::App* cmd, ConfigArgs* args) {
       ->type_name("KEY=VALUE");
 }
 
+store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file,
+                                 bool step_given, int64_t step) {
+  if (!step_given) return snaps.back();
+  for (const auto& s : snaps)
+    if (s.step == step) return s;
+  throw ConfigError(fmt::format("--step {}: {} has no snapshot at that step (snapshots: {})", step, file,
+                                store::snapshot_steps_str(snaps)));
+}
+
 // Length of the valid UTF-8 sequence starting at s[i], or 0 when the bytes there are not one.
 size_t utf8_length(const std::string& s, size_t i) {
   const unsigned char c = s[i];

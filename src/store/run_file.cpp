@@ -740,7 +740,6 @@ void RunWriter::link_external(const std::string& link_path, const std::string& t
 struct RunReader::Impl {
   std::string path;
   Hid file;
-  bool swmr = false;
 
   hid_t root() const { return file.get(); }
 
@@ -849,7 +848,6 @@ RunReader::RunReader(const std::string& path) : impl_(std::make_unique<Impl>()) 
   // was killed, which leaves the "open for write" flag set). Files in older HDF5 formats (not
   // written by xpand) cannot be opened that way and open plainly.
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, swmr_read_fapl(path).get());
-  impl_->swmr = id >= 0;
   if (id < 0) {
     id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
     if (id < 0) fail_hdf5(path, "", "cannot open HDF5 file");
@@ -857,7 +855,6 @@ RunReader::RunReader(const std::string& path) : impl_(std::make_unique<Impl>()) 
   impl_->file = Hid(id, H5Fclose);
 }
 
-bool RunReader::opened_swmr() const { return impl().swmr; }
 
 RunReader::~RunReader() = default;
 RunReader::RunReader(RunReader&&) noexcept = default;

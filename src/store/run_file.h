@@ -164,8 +164,6 @@ class RunReader {
   std::vector<std::string> attr_strings(const std::string& name) const;
   // A 1-D string dataset.
   std::vector<std::string> read_strings(const std::string& dataset_path) const;
-  // Whether the file was opened in SWMR-read mode.
-  bool opened_swmr() const;
 
   bool has_object(const std::string& object_path) const;  // any object (group or dataset)
   // Sorted names of the links in a group (e.g. children("/snapshots") lists the snapshot steps).

@@ -252,6 +252,18 @@ Existing examine_existing(const std::string& path, const std::string& ckpt, cons
   return ex;
 }
 
+// The last evaluation row of a run file (NaN where there is none).
+EvalMetrics last_eval(const std::string& path) {
+  store::RunReader r(path);
+  auto last = [&](const char* col) {
+    auto v = r.has_object(std::string("/metrics/eval/") + col) ? r.column("eval", col) : std::vector<double>{};
+    return v.empty() ? NAN : v.back();
+  };
+  const double step = last("step");
+  return {std::isfinite(step) ? int64_t(step) : 0, last("train_loss"), last("train_acc"),
+          last("test_loss"),                       last("test_acc"),   last("collapse_error")};
+}
+
 // Every rank's string, on every rank (hostnames, devices), in group rank order.
 std::vector<std::string> gather_strings(dist::Communicator& comm, const std::string& mine, const std::string& what) {
   std::vector<std::string> all;
@@ -385,14 +397,8 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     }
     if (existing.action == Existing::Skip) {
       log::info("{} is already completed; skipping (use --force to train it again)", result.path);
-      store::RunReader r(result.path);
       result.status = "skipped";
-      auto last = [&](const char* col) {
-        auto v = r.column("eval", col);
-        return v.empty() ? NAN : v.back();
-      };
-      result.final_eval = {int64_t(last("step")), last("train_loss"), last("train_acc"),
-                           last("test_loss"),     last("test_acc"),   0};
+      result.final_eval = last_eval(result.path);
       result.steps = result.final_eval.step;
       return result;
     }
@@ -412,15 +418,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       log::warn("{}: checkpoint written by {} rank(s), resumed on {}: per-rank random streams (dropout) restart",
                 ckpt_path, c.world_size, world);
     start_step = result.resumed_from = result.steps = c.step;
-    if (root) {  // the last evaluation so far (the summary of a run resumed at its very end)
-      store::RunReader r(result.path);
-      auto last = [&](const char* col) {
-        auto v = r.has_object(std::string("/metrics/eval/") + col) ? r.column("eval", col) : std::vector<double>{};
-        return v.empty() ? NAN : v.back();
-      };
-      result.final_eval = {int64_t(last("step")), last("train_loss"), last("train_acc"),
-                           last("test_loss"),     last("test_acc"),   last("collapse_error")};
-    }
+    if (root) result.final_eval = last_eval(result.path);  // the summary of a run resumed at its very end
     log::info("run {}: resuming from the checkpoint at step {} of {}", result.run_id, c.step, total);
   }
 

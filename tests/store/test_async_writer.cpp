@@ -44,14 +44,11 @@ TEST(AsyncRunWriter, FullQueueBlocksThePosterAndMemoryStaysBounded) {
   auto w = std::make_unique<RunWriter>(dir.file("b.h5"));
   w->add_table("t", {"step"});
   AsyncRunWriter aw(std::move(w), /*max_queue_bytes=*/1000, 10);
-  std::atomic<int> running{0}, max_seen{0};
   // Slow jobs of 400 bytes: at most 2 fit the bound, so posting 10 must wait for the writer.
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 10; ++i)
     aw.post(
-        [&](RunWriter&) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        },
+        [](RunWriter&) { std::this_thread::sleep_for(std::chrono::milliseconds(20)); },
         400);
   const double posted_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   aw.sync();
