@@ -32,10 +32,11 @@ int plan_sweep(const std::string& path, const std::vector<std::string>& override
       const auto& c = costs[i];
       std::string axes;
       for (const auto& [k, v] : p.axes) axes += fmt::format("{}{}: {}", axes.empty() ? "" : ", ", json_string(k), json_string(v));
-      fmt::print("    {{\"run_id\": {}, \"axes\": {{{}}}, \"trainable\": {}, \"steps\": {}, \"flops_per_step\": {:.0f}, "
-                 "\"total_flops\": {:.0f}, \"activation_memory_bytes\": {:.0f}, \"comm_bytes_per_step\": {:.0f}}}{}\n",
-                 json_string(p.run_id), axes, c.trainable, c.steps, c.flops_per_step, c.total_flops, c.memory_bytes,
-                 c.comm_bytes, i + 1 < spec.points.size() ? "," : "");
+      fmt::print("    {{\"run_id\": {}, \"axes\": {{{}}}, \"batch_size\": {}, \"trainable\": {}, \"steps\": {}, "
+                 "\"flops_per_step\": {:.0f}, \"total_flops\": {:.0f}, \"activation_memory_bytes\": {:.0f}, "
+                 "\"comm_bytes_per_step\": {:.0f}}}{}\n",
+                 json_string(p.run_id), axes, p.cfg.get_int("data.batch_size"), c.trainable, c.steps, c.flops_per_step,
+                 c.total_flops, c.memory_bytes, c.comm_bytes, i + 1 < spec.points.size() ? "," : "");
     }
     fmt::print("  ],\n  \"total_flops\": {:.0f},\n  \"total_comm_bytes\": {:.0f}\n}}\n", flops, bytes);
     return 0;

@@ -11,6 +11,12 @@ int rank();
 // Verbosity: "debug", "info", "warn", "error".
 void set_level(const std::string& level);
 
+// A status line (a progress bar) kept below the log lines while stderr is a terminal: every log
+// line clears it, prints, and redraws it. No-op when stderr is a file or pipe (Slurm output files).
+bool stderr_is_tty();
+void status(const std::string& line);
+void status_end();  // removes the status line
+
 template <typename... Args>
 void info(fmt::format_string<Args...> f, Args&&... args) {
   if (rank() == 0) spdlog::info(f, std::forward<Args>(args)...);

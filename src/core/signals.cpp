@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <atomic>
 #include <cstring>
 
@@ -14,8 +16,23 @@ namespace xpand::signals {
 namespace {
 
 std::atomic<int> g_signal{0};
+std::atomic<long long> g_first_ns{0};
 
-void on_signal(int sig) {  // async-signal-safe: an atomic store, write and _exit
+long long now_ns() {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<long long>(t.tv_sec) * 1000000000LL + t.tv_nsec;
+}
+
+// A stop signal often arrives twice at once: under Slurm, slurmstepd signals the ranks and srun
+// forwards the signal it got too; under mpirun, the terminal's SIGINT and mpirun's forwarded one.
+// The same signal again within this window is that echo, not a second request.
+constexpr long long kEchoNs = 2000000000LL;
+
+void on_signal(int sig) {  // async-signal-safe: atomics, clock_gettime, write and _exit
+  const int first = g_signal.load();
+  if (first == sig && now_ns() - g_first_ns.load() < kEchoNs) return;
+  if (first == 0) g_first_ns.store(now_ns());
   if (g_signal.exchange(sig) != 0) {
     const char* m = "xpand: second signal: exiting now (the run resumes from its last checkpoint)\n";
     ssize_t r = ::write(2, m, std::strlen(m));

@@ -2,6 +2,7 @@
 #include "sweep/claim.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 
 #include <fmt/format.h>
 
@@ -49,6 +51,38 @@ bool create_exclusive(const std::string& path, const std::string& owner) {
   return true;
 }
 
+std::string this_host() {
+  char buf[256] = {0};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+// Whether the claim's owner ("host:pid:...") ran on this host and its process is gone: a crashed or
+// killed job rerun on the same node takes its points back at once instead of waiting for the lease.
+bool owner_dead_here(const std::string& path) {
+  std::ifstream in(path);
+  std::string owner;
+  if (!std::getline(in, owner)) return false;
+  const auto a = owner.find(':');
+  if (a == std::string::npos || owner.substr(0, a) != this_host()) return false;
+  const auto b = owner.find(':', a + 1);
+  long pid = 0;
+  try {
+    pid = std::stol(owner.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1));
+  } catch (const std::exception&) {
+    return false;
+  }
+  if (pid <= 0 || pid == long(::getpid())) return false;
+  return ::kill(pid_t(pid), 0) != 0 && errno == ESRCH;
+}
+
+// Whether the claim at path is stale: not renewed for a whole lease, or its owner died on this host.
+bool stale(const std::string& path, double lease_seconds) {
+  const double age = claim_age(path);
+  if (age < 0) return false;
+  return age >= lease_seconds || owner_dead_here(path);
+}
+
 }  // namespace
 
 Claim::Claim(std::string path, double lease_seconds) : path_(std::move(path)), lease_(lease_seconds) {
@@ -77,20 +111,18 @@ std::unique_ptr<Claim> Claim::try_acquire(const std::string& out_dir, const std:
   const std::string path = claim_path(out_dir, run_id);
   fs::create_directories(fs::path(path).parent_path());
   if (create_exclusive(path, owner)) return std::unique_ptr<Claim>(new Claim(path, lease_seconds));
-  const double age = claim_age(path);
-  if (age >= 0 && age < lease_seconds) return nullptr;  // a live owner
-  // A stale claim (its owner stopped renewing it): one taker at a time, under a takeover lock that
-  // itself expires, re-checks the claim, removes it and claims anew.
+  if (!stale(path, lease_seconds)) return nullptr;  // a live owner (or none any more: retry next round)
+  // A stale claim (its owner stopped renewing it, or died on this host): one taker at a time, under
+  // a takeover lock that itself expires, re-checks the claim, removes it and claims anew.
   const std::string lock = path + ".takeover";
-  const double lock_age = claim_age(lock);
-  if (lock_age >= lease_seconds) ::unlink(lock.c_str());  // a taker died half-way
+  if (stale(lock, lease_seconds)) ::unlink(lock.c_str());  // a taker died half-way
   if (!create_exclusive(lock, owner)) return nullptr;
   std::unique_ptr<Claim> claim;
   const double again = claim_age(path);
-  if (again < 0 || again >= lease_seconds) {
+  if (again < 0 || stale(path, lease_seconds)) {
     if (again >= 0)
-      log::warn("claim {} was not renewed for {:.0f} s (lease {:.0f} s): its owner died; taking the point over", path,
-                again, lease_seconds);
+      log::warn("claim {} was not renewed for {:.0f} s (lease {:.0f} s) or its owner's process is gone: taking the "
+                "point over", path, again, lease_seconds);
     ::unlink(path.c_str());
     if (create_exclusive(path, owner)) claim.reset(new Claim(path, lease_seconds));
   }
@@ -99,8 +131,8 @@ std::unique_ptr<Claim> Claim::try_acquire(const std::string& out_dir, const std:
 }
 
 bool claim_live(const std::string& out_dir, const std::string& run_id, double lease_seconds) {
-  const double age = claim_age(claim_path(out_dir, run_id));
-  return age >= 0 && age < lease_seconds;
+  const std::string path = claim_path(out_dir, run_id);
+  return claim_age(path) >= 0 && !stale(path, lease_seconds);
 }
 
 }  // namespace xpand::sweep

@@ -3,11 +3,16 @@
 
 #include <unistd.h>
 
+#include <hdf5.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <thread>
@@ -59,6 +64,115 @@ std::string duration(double s) {
   if (s < 5400) return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60));
   return fmt::format("{:.0f}h{:02.0f}m", std::floor(s / 3600), std::fmod(s / 60, 60));
 }
+
+// Progress of the whole sweep (every group and job sharing the output directory), shown by world
+// rank 0 from a thread of its own so that it keeps coming while a long point trains: a live bar on
+// a terminal (redrawn each second, files rescanned every few seconds), a log line every `every`
+// seconds otherwise (Slurm output files). Counts come from the run files and the live claims; the
+// ETA from the planner's FLOPs of the points completed since this invocation started.
+class Progress {
+ public:
+  Progress(const Spec& spec, const std::vector<PointCost>& costs, double every, double lease)
+      : spec_(spec), costs_(costs), every_(every), lease_(lease), final_(spec.points.size(), false) {
+    hbool_t safe = 0;
+    H5is_library_threadsafe(&safe);
+    tty_ = log::stderr_is_tty();
+    scan(true);
+    // Without a thread-safe HDF5 no second thread may open run files: tick() from the sweep loop.
+    if (safe) thread_ = std::thread([this] { loop(); });
+  }
+  ~Progress() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    if (tty_) log::status_end();
+  }
+  // A point was claimed or ended here: rescan at the next redraw.
+  void changed() { dirty_ = true; }
+  // Called between points when there is no progress thread.
+  void tick() {
+    if (!thread_.joinable() && since_.seconds() >= (tty_ ? 1.0 : every_)) {
+      since_.reset();
+      scan(false);
+      show();
+    }
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lk(mu_);
+    Timer scanned;
+    const double period = tty_ ? 1.0 : every_;
+    while (!cv_.wait_for(lk, std::chrono::duration<double>(period), [this] { return stop_; })) {
+      if (!tty_ || dirty_.exchange(false) || scanned.seconds() >= 5) {
+        scanned.reset();
+        scan(false);
+      }
+      show();
+    }
+  }
+  // Statuses from the files; a point once final (completed, failed, diverged) is not reopened.
+  void scan(bool first) {
+    completed_ = failed_ = running_ = left_ = 0;
+    left_work_ = 0;
+    for (size_t i = 0; i < spec_.points.size(); ++i) {
+      const Point& p = spec_.points[i];
+      // A claimed point is running; its file (perhaps open in this very process) is not opened.
+      if (!final_[i] && claim_live(p.cfg.get_string("output.dir"), p.run_id, lease_)) {
+        ++running_;
+        left_work_ += costs_[i].total_flops;
+        continue;
+      }
+      std::string st = final_[i] ? final_status_[i] : file_status(p);
+      if (st == "completed" || st == "failed" || st == "diverged") {
+        if (!final_[i]) {
+          final_[i] = true;
+          final_status_[i] = st;
+          if (!first && st == "completed") done_work_ += costs_[i].total_flops;
+        }
+        completed_ += st == "completed";
+        failed_ += st != "completed";
+        continue;
+      }
+      left_work_ += costs_[i].total_flops;
+      ++left_;
+    }
+  }
+  void show() {
+    const size_t n = spec_.points.size();
+    const double t = wall_.seconds(), rate = done_work_ > 0 ? done_work_ / t : 0;
+    const std::string eta = left_work_ <= 0 ? "0s" : rate > 0 ? duration(left_work_ / rate) : "?";
+    if (tty_) {
+      constexpr int kWidth = 30;
+      const int full = n ? int(kWidth * (completed_ + failed_) / n) : kWidth;
+      log::status(fmt::format("sweep [{}{}] {}/{} done{}, {} running, {} left, {} elapsed, ETA {}",
+                              std::string(size_t(full), '#'), std::string(size_t(kWidth - full), '.'),
+                              completed_ + failed_, n, failed_ ? fmt::format(" ({} failed)", failed_) : "", running_,
+                              left_, duration(t), eta));
+    } else {
+      log::info("sweep progress: {}/{} completed, {} failed or diverged, {} running, {} left, {} elapsed, ETA {}",
+                completed_, n, failed_, running_, left_, duration(t), eta);
+    }
+  }
+
+  const Spec& spec_;
+  const std::vector<PointCost>& costs_;
+  const double every_, lease_;
+  bool tty_ = false;
+  std::vector<bool> final_;
+  std::map<size_t, std::string> final_status_;
+  int completed_ = 0, failed_ = 0, running_ = 0, left_ = 0;
+  double left_work_ = 0, done_work_ = 0;
+  Timer wall_, since_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::atomic<bool> dirty_{false};
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -114,9 +228,11 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
   const std::string owner = fmt::format("{}:{}:group{}", host(), ::getpid(), group.index);
   std::set<size_t> attempted;  // points this group trained (or tried) in this invocation
   int code = kExitOk;
-  Timer wall, since_progress;
-  double done_work = 0;
+  Timer wall;
   bool preempted = false;
+  std::unique_ptr<Progress> progress;
+  if (world_root && o.progress_seconds > 0)
+    progress = std::make_unique<Progress>(spec, costs, o.progress_seconds, o.lease_seconds);
   for (;;) {
     // A stop signal between points: every rank of the group leaves together.
     double sig = signals::preempt_requested();
@@ -129,30 +245,18 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
     double pick = -1;  // -1 done, -2 wait, else the point index
     std::unique_ptr<Claim> claim;
     if (leader) {
-      int left = 0, held = 0, completed = 0;
+      int held = 0;
       for (size_t i : order) {
+        if (pick >= 0) break;
         const Point& p = spec.points[i];
         const std::string st = file_status(p);
-        if ((st == "completed" && !o.force) || st == "diverged" || attempted.count(i)) {
-          completed += st == "completed";
-          continue;
-        }
-        ++left;
-        if (pick >= 0) continue;
+        if ((st == "completed" && !o.force) || st == "diverged" || attempted.count(i)) continue;
         claim = Claim::try_acquire(p.cfg.get_string("output.dir"), p.run_id, owner, o.lease_seconds);
         if (claim) pick = double(i);
         else ++held;
       }
       if (pick < 0 && held > 0) pick = -2;  // wait: a dead owner's claim may expire
-      if (world_root && since_progress.seconds() >= o.progress_seconds) {
-        since_progress.reset();
-        const double rate = done_work > 0 ? done_work / wall.seconds() : 0;
-        double left_work = 0;
-        for (size_t i = 0; i < n; ++i)
-          if (file_status(spec.points[i]) != "completed") left_work += costs[i].total_flops;
-        log::info("sweep progress: {}/{} completed, {} left ({} held by running groups or jobs), ETA {}", completed, n,
-                  left, held, rate > 0 ? duration(left_work / (rate * group.count)) : "?");
-      }
+      if (progress) progress->tick();
     }
     if (group.comm->size() > 1) pick = group.comm->allreduce_scalar(leader ? pick : -1e300, dist::ReduceOp::Max, "sweep pick");
     if (pick == -1) break;
@@ -162,6 +266,7 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
     }
     const size_t i = size_t(pick);
     attempted.insert(i);
+    if (progress) progress->changed();
     const Point& p = spec.points[i];
     train::RunOptions ro;
     ro.comm = group.comm;
@@ -184,10 +289,11 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
       log::error("group {}: point {} ({}) failed: {}", group.index, p.run_id, axes, e.what());
       code = kExitFailure;
     }
-    done_work += costs[i].total_flops;
     claim.reset();  // release
+    if (progress) progress->changed();
     if (preempted) break;
   }
+  progress.reset();
   if (preempted) {
     if (world_root)
       log::warn("sweep {}: stopped by a signal; rerun the same command to resume (exit code {})", spec.path,
