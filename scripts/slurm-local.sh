@@ -99,6 +99,7 @@ SlurmctldDebug=info
 SlurmdDebug=info
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=$((mem / cpus))
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=pmix

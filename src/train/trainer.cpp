@@ -1,6 +1,8 @@
 // The single-run trainer (see trainer.h).
 #include "train/trainer.h"
 
+#include <sched.h>
+
 #include <fmt/format.h>
 #include <torch/version.h>
 #include <fcntl.h>
@@ -275,6 +277,33 @@ std::vector<std::string> gather_strings(dist::Communicator& comm, const std::str
 
 std::string run_id(const config::Config& cfg) { return cfg.get_string("name") + "-" + cfg.hash(); }
 
+// Intra-op threads when the config says 0: the cores this process may use, shared by the ranks of
+// this node. Under Slurm the allocation decides (SLURM_CPUS_PER_TASK, else the job's CPUs on this
+// node over its ranks here), since task/none leaves every task free to run on every core; else the
+// CPU affinity mask (mpirun --bind-to, taskset, cpusets) when it is narrower than the machine, else
+// the machine's cores over the node's ranks.
+static int64_t default_threads() {
+  const int per_node = dist::Context::get() ? dist::Context::get()->local_size() : 1;
+  auto env_int = [](const char* name) -> int64_t {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return 0;
+    char* end = nullptr;
+    const long long x = std::strtoll(v, &end, 10);  // "4(x2)" style lists start with the number
+    return end != v && x > 0 ? int64_t(x) : 0;
+  };
+  if (const int64_t c = env_int("SLURM_CPUS_PER_TASK")) return c;
+  if (const int64_t c = env_int("SLURM_CPUS_ON_NODE"); c > 0 && std::getenv("SLURM_JOB_ID"))
+    return std::max<int64_t>(1, c / per_node);
+  const int64_t machine = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int64_t mine = CPU_COUNT(&set);
+    if (mine > 0 && mine < machine) return mine;
+  }
+  return std::max<int64_t>(1, machine / per_node);
+}
+
 RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   Timer wall;
   RunResult result;
@@ -295,10 +324,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
 
   // --- set-up: threads, device, data, network, optimizer ---
   int64_t threads = cfg.get_int("threads");
-  if (threads == 0) {
-    const int per_node = dist::Context::get() ? dist::Context::get()->local_size() : 1;
-    threads = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()) / per_node);
-  }
+  if (threads == 0) threads = default_threads();
   torch::set_num_threads(int(threads));
   torch::manual_seed(seed);
   torch::Device device = device_from_config(cfg);

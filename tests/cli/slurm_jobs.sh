@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# jobs/*.sbatch on a real (throwaway, single-node) Slurm cluster started by scripts/slurm-local.sh:
+#   1. jobs/sweep.sbatch, 2 tasks: every point of a 4-point sweep completed, each trained once;
+#   2. `scontrol requeue` while it trains: the job restarts, resumes the interrupted points from
+#      their checkpoints (not from step 0) and every point ends completed, each step trained once;
+#   3. the time-limit path: USR1 to the batch shell (what --signal=B:USR1@grace sends) makes the
+#      ranks checkpoint and the job requeue itself, then finish;
+#   4. jobs/array.sbatch, a 2-task array sharing one output directory: each point trained once;
+#   5. jobs/scaling.sbatch at 1 and 2 ranks: the strong and weak scaling tables.
+# Needs root and slurm-wlm + munge (scripts/setup.sh installs them).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cli_init "$@"
+
+[ "$(id -u)" -eq 0 ] || fail "the local Slurm cluster needs root"
+command -v sbatch >/dev/null && command -v slurmctld >/dev/null || [ -x /usr/sbin/slurmctld ] ||
+  fail "slurm-wlm is not installed: run scripts/setup.sh (it installs slurm-wlm and munge)"
+
+export XPAND_SLURM_DIR="$WORK/cluster" XPAND_SLURM_PORT="${XPAND_SLURM_PORT:-16917}"
+cleanup() { bash "$SRC/scripts/slurm-local.sh" stop >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+step "start the local cluster"
+bash "$SRC/scripts/slurm-local.sh" start | tee "$WORK/start.out"
+export SLURM_CONF="$XPAND_SLURM_DIR/slurm.conf"
+sinfo
+ok "cluster up"
+
+# Jobs read these (jobs/sweep-step.sh).
+export XPAND="$XPAND" XPAND_ROOT="$SRC" PROGRESS_SECONDS=5
+unset SLURM_JOB_ID SLURM_NTASKS SLURM_ARRAY_JOB_ID SLURM_ARRAY_TASK_ID
+
+job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+# wait_job ID SECONDS: until the job has ended (COMPLETED, FAILED, ...), releasing a requeued job's
+# begin-time hold (Slurm delays a requeued job by ~2 minutes) so the test does not sit it out.
+wait_job() {
+  local id=$1 limit=$2 t=0 s
+  while :; do
+    s=$(job_state "$id")
+    case "$s" in
+      COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE) echo "$s"; return 0 ;;
+      PENDING) scontrol update JobId="$id" StartTime=now >/dev/null 2>&1 || true ;;
+    esac
+    sleep 1
+    t=$((t + 1))
+    [ "$t" -lt "$limit" ] || { echo "TIMEOUT_WAITING($s)"; return 1; }
+  done
+}
+
+cat >"$WORK/base.yaml" <<YAML
+name: sl
+seed: 5
+data: {name: teacher, teacher_inputs: 16, teacher_classes: 4, train_size: 2000, test_size: 200, batch_size: 16}
+model: {kind: mlp, widths: [16, 32, 32, 4]}
+param: {kind: expanded}
+train: {optimizer: adam, lr: 0.003, epochs: 0, max_steps: 300, eval_every: 100}
+output: {checkpoint_every: 50}
+YAML
+cat >"$WORK/sweep.yaml" <<YAML
+base: base.yaml
+grid:
+  param.factor: [1, 2]
+  param.depth: [2, 3]
+YAML
+# Longer points for the interruption tests: ~5-10 s each on 2 cores.
+cat >"$WORK/long.yaml" <<YAML
+base: base.yaml
+set: {model.widths: [16, 128, 128, 4], train.max_steps: 5000, train.eval_every: 1000, output.checkpoint_every: 100}
+grid:
+  param.factor: [1, 2]
+  param.depth: [2, 3]
+YAML
+
+# check_points OUT N [RESUMED]: N run files, all completed, metrics steps 1..max exactly once, and
+# (RESUMED=1) at least one resumed from a checkpoint past step 0.
+check_points() {
+  "$PYTHON" - "$@" <<'PY'
+import glob, sys, h5py, numpy as np
+out, n = sys.argv[1], int(sys.argv[2])
+resumed_wanted = len(sys.argv) > 3 and sys.argv[3] == "1"
+files = sorted(glob.glob(out + "/runs/*.h5"))
+assert len(files) == n, f"{len(files)} run files, expected {n}: {files}"
+resumed = []
+for p in files:
+    with h5py.File(p, "r") as f:
+        a = f.attrs
+        assert a["status"] == "completed", (p, a["status"])
+        steps = f["metrics/train/step"][:]
+        assert np.array_equal(steps, np.arange(1, len(steps) + 1)), f"{p}: steps not 1..N once each"
+        assert len(steps) == int(a["steps"]), (p, len(steps), a["steps"])
+        if a["resumes"] > 0:
+            assert a["resumed_from_step"] > 0, f"{p} restarted from step 0 instead of its checkpoint"
+            resumed.append((p.split("/")[-1], int(a["resumes"]), int(a["resumed_from_step"])))
+with h5py.File(out + "/index.h5", "r") as f:
+    st = [s.decode() for s in f["summary/status"][:]]
+    assert len(st) == n and all(s == "completed" for s in st), st
+if resumed_wanted:
+    assert resumed, "no point was resumed from a checkpoint"
+print(f"{n} points completed, steps 1..N once each; resumed: {resumed}")
+PY
+}
+# trained_once OUTFILES...: each run id started at most once and completed exactly once in the logs,
+# counting resumptions of a preempted point as the same training.
+trained_once() {
+  "$PYTHON" - "$@" <<'PY'
+import collections, re, sys
+done = collections.Counter()
+for path in sys.argv[1:]:
+    for line in open(path, errors="replace"):
+        m = re.search(r"group \d+: (\S+) completed in", line)
+        if m:
+            done[m.group(1)] += 1
+bad = {k: v for k, v in done.items() if v != 1}
+assert done and not bad, f"completions per point: {dict(done)}"
+print(f"{len(done)} points, each completed once: {sorted(done)}")
+PY
+}
+
+step "1. jobs/sweep.sbatch with 2 tasks"
+id=$(SWEEP="$WORK/sweep.yaml" OUT="$WORK/out1" sbatch --parsable --ntasks=2 --output="$WORK/job1-%j.out" \
+  "$SRC/jobs/sweep.sbatch")
+echo "    job $id"
+s=$(wait_job "$id" 300) || true
+[ "$s" = COMPLETED ] || { show "$WORK/job1-$id.out"; fail "sweep job ended $s"; }
+grep -q "xpand sweep exited 0" "$WORK/job1-$id.out" || { show "$WORK/job1-$id.out"; fail "no clean exit"; }
+[ "$(grep -c ": point " "$WORK/job1-$id.out")" -eq 4 ] || { show "$WORK/job1-$id.out"; fail "expected 4 point starts"; }
+[ "$(grep -o "group [01]: point" "$WORK/job1-$id.out" | sort -u | wc -l)" -eq 2 ] ||
+  { show "$WORK/job1-$id.out"; fail "expected both tasks to train points"; }
+check_points "$WORK/out1" 4 || fail "points of the sweep job"
+trained_once "$WORK/job1-$id.out" || fail "a point trained twice"
+ok "4 points completed once each, on both tasks"
+
+step "2. scontrol requeue while the sweep trains"
+id=$(SWEEP="$WORK/long.yaml" OUT="$WORK/out2" sbatch --parsable --ntasks=2 --output="$WORK/job2-%j.out" \
+  "$SRC/jobs/sweep.sbatch")
+echo "    job $id"
+wait_for 120 bash -c "ls '$WORK'/out2/checkpoints/*.h5 >/dev/null 2>&1" ||
+  { show "$WORK/job2-$id.out"; fail "no checkpoint within 120 s"; }
+sleep 1
+scontrol requeue "$id"
+echo "    requeued at $(date +%T)"
+s=$(wait_job "$id" 400) || true
+[ "$s" = COMPLETED ] || { show "$WORK/job2-$id.out"; fail "requeued job ended $s"; }
+out="$WORK/job2-$id.out"
+grep -q "restart 1," "$out" || { show "$out"; fail "the job did not restart"; }
+grep -q "stopped by signal 15" "$out" || { show "$out"; fail "the ranks were not stopped by SIGTERM at a step boundary"; }
+grep -q "resuming from the checkpoint at step" "$out" || { show "$out"; fail "nothing resumed from a checkpoint"; }
+[ "$(scontrol show job "$id" | grep -o 'Restarts=[0-9]*')" = "Restarts=1" ] || fail "Restarts != 1"
+check_points "$WORK/out2" 4 1 || { show "$out"; fail "points after the requeue"; }
+trained_once "$out" || fail "a point trained to completion twice"
+ok "requeued: restarted once, interrupted points resumed from their checkpoints, 4 completed once each"
+
+step "3. time limit: USR1 to the batch shell, the job checkpoints and requeues itself"
+id=$(SWEEP="$WORK/long.yaml" OUT="$WORK/out3" sbatch --parsable --ntasks=2 --output="$WORK/job3-%j.out" \
+  "$SRC/jobs/sweep.sbatch")
+echo "    job $id"
+wait_for 120 bash -c "ls '$WORK'/out3/checkpoints/*.h5 >/dev/null 2>&1" ||
+  { show "$WORK/job3-$id.out"; fail "no checkpoint within 120 s"; }
+sleep 1
+scancel --batch --signal=USR1 "$id"
+s=$(wait_job "$id" 400) || true
+out="$WORK/job3-$id.out"
+[ "$s" = COMPLETED ] || { show "$out"; fail "job ended $s"; }
+grep -q "stopped by signal 10" "$out" && grep -q "requeueing to resume" "$out" && grep -q "restart 1," "$out" ||
+  { show "$out"; fail "USR1 did not lead to checkpoint, requeue and restart"; }
+check_points "$WORK/out3" 4 1 || { show "$out"; fail "points after the USR1 requeue"; }
+trained_once "$out" || fail "a point trained to completion twice"
+ok "USR1: checkpointed, requeued itself, resumed, 4 completed once each"
+
+step "4. jobs/array.sbatch: 2 array tasks, one output directory"
+id=$(SWEEP="$WORK/long.yaml" OUT="$WORK/out4" sbatch --parsable --array=0-1 --output="$WORK/job4-%A_%a.out" \
+  "$SRC/jobs/array.sbatch" | cut -d';' -f1)
+echo "    array job $id"
+for t in 0 1; do
+  s=$(wait_job "${id}_$t" 400) || true
+  [ "$s" = COMPLETED ] || { show "$WORK/job4-${id}_$t.out"; fail "array task $t ended $s"; }
+done
+check_points "$WORK/out4" 4 || { cat "$WORK"/job4-*.out >&2; fail "points of the array"; }
+trained_once "$WORK"/job4-*.out || fail "a point trained twice across the array"
+for t in 0 1; do
+  grep -q ": point " "$WORK/job4-${id}_$t.out" || { show "$WORK/job4-${id}_$t.out"; fail "array task $t trained nothing"; }
+done
+ok "both array tasks trained, 4 points completed once each"
+
+step "5. jobs/scaling.sbatch at 1 and 2 ranks"
+cat >"$WORK/scale.yaml" <<YAML
+base: base.yaml
+set: {data.batch_size: 64}
+seeds: [0]
+YAML
+id=$(SWEEP="$WORK/scale.yaml" OUT="$WORK/out5" STEPS=60 sbatch --parsable --ntasks=2 --output="$WORK/job5-%j.out" \
+  "$SRC/jobs/scaling.sbatch")
+s=$(wait_job "$id" 300) || true
+[ "$s" = COMPLETED ] || { show "$WORK/job5-$id.out"; fail "scaling job ended $s"; }
+cat "$WORK/out5/scaling.md"
+"$PYTHON" - "$WORK/out5/scaling.md" <<'PY' || fail "scaling table"
+import re, sys
+text = open(sys.argv[1]).read()
+for mode, batches in (("strong", {1: 64, 2: 64}), ("weak", {1: 64, 2: 128})):
+    sec = text.split(f"### {mode} scaling")[1].split("###")[0]
+    rows = [r.split("|")[1:-1] for r in sec.splitlines() if re.match(r"\| \d", r)]
+    got = {int(r[0]): int(r[1]) for r in rows}
+    assert got == batches, (mode, got)
+    assert all(float(r[2]) > 0 and r[7].strip() == "completed" for r in rows), rows
+print("strong and weak tables: 1 and 2 ranks with the right global batches")
+PY
+ok "scaling table written"
+echo "slurm_jobs: all checks passed"
