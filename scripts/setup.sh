@@ -17,6 +17,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev zlib1g-dev
   python3-h5py python3-numpy
   dataset-fashion-mnist fortunes
+  slurm-wlm munge                           # the throwaway local cluster of the slurm tests (scripts/slurm-local.sh)
 )
 
 missing=()

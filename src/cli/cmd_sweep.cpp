@@ -31,8 +31,10 @@ Runner sweep_command(CLI::App& app) {
                   "seconds after which a point whose owner stopped renewing its claim is taken over")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  cmd->add_option("--progress", opts->progress_seconds, "seconds between progress lines")
-      ->check(CLI::PositiveNumber)
+  cmd->add_option("--progress", opts->progress_seconds,
+                  "seconds between progress lines when stderr is not a terminal (a terminal shows a live bar); 0: "
+                  "neither")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_flag("--force", opts->force, "train completed points again (old files kept as .prev-N)");
   return [=]() {

@@ -29,6 +29,7 @@
 #include "store/index.h"
 #include "store/run_file.h"
 #include "sweep/claim.h"
+#include "train/optim.h"
 #include "train/trainer.h"
 
 namespace xpand::sweep {
@@ -198,6 +199,8 @@ std::vector<PointCost> sweep_costs(const Spec& spec) {
       total = p.cfg.get_float("train.epochs") > 0 ? std::min(total, p.cfg.get_int("train.max_steps"))
                                                   : p.cfg.get_int("train.max_steps");
     c.steps = total;
+    // Schedule errors (warmup longer than the run) surface here, before anything trains.
+    (void)train::Schedule::from_config(p.cfg, std::max<int64_t>(total, 1));
     c.total_flops = rep.flops * double(total);
     c.trainable = rep.trainable;
     for (const auto& l : rep.layers) c.memory_bytes += l.memory_bytes;
@@ -227,6 +230,7 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
 
   const std::string owner = fmt::format("{}:{}:group{}", host(), ::getpid(), group.index);
   std::set<size_t> attempted;  // points this group trained (or tried) in this invocation
+  std::set<size_t> threw;      // points whose run failed here, perhaps before writing a run file
   int code = kExitOk;
   Timer wall;
   bool preempted = false;
@@ -288,6 +292,7 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
       // The run file records the failure; the sweep goes on (a multi-rank group has aborted the job).
       log::error("group {}: point {} ({}) failed: {}", group.index, p.run_id, axes, e.what());
       code = kExitFailure;
+      threw.insert(i);
     }
     claim.reset();  // release
     if (progress) progress->changed();
@@ -306,7 +311,8 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
   if (leader) {
     int completed = 0, failed = 0, diverged = 0, missing = 0;
     for (const auto& p : spec.points) {
-      const std::string st = file_status(p);
+      std::string st = file_status(p);
+      if (threw.count(p.index) && st != "completed" && st != "diverged") st = "failed";
       completed += st == "completed";
       failed += st == "failed";
       diverged += st == "diverged";

@@ -61,6 +61,17 @@ std::vector<Axis> read_axes(const std::string& path, const YAML::Node& node, con
   return axes;
 }
 
+// "key=value" overrides of one sweep value: a mapping under a section key (layers.fc2: {kind:
+// expanded, depth: 5}) sets each of its entries (layers.fc2.kind, layers.fc2.depth), so that one axis
+// can vary several keys together, and keys absent from a value keep the base's.
+void flatten(const std::string& key, const YAML::Node& v, std::vector<std::string>& out) {
+  if (v.IsMap() && v.size() > 0) {
+    for (const auto& kv : v) flatten(key + "." + kv.first.Scalar(), kv.second, out);
+    return;
+  }
+  out.push_back(key + "=" + emit(v));
+}
+
 YAML::Node load_yaml_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw ConfigError(fmt::format("{}: cannot open sweep file", path));
@@ -133,7 +144,7 @@ Spec spec_load(const std::string& path, const std::vector<std::string>& override
   std::vector<std::string> fixed;
   if (const YAML::Node set = root["set"]) {
     if (!set.IsMap()) fail(path, set, "set", "expected a mapping of dotted config keys to values");
-    for (const auto& kv : set) fixed.push_back(kv.first.Scalar() + "=" + emit(kv.second));
+    for (const auto& kv : set) flatten(kv.first.Scalar(), kv.second, fixed);
   }
   for (const auto& o : overrides) fixed.push_back(o);
   try {
@@ -198,7 +209,7 @@ Spec spec_load(const std::string& path, const std::vector<std::string>& override
     std::vector<std::string> set = fixed;
     for (const auto& [axis, value] : chosen) {
       p.axes.emplace_back(axis->key, emit(*value));
-      set.push_back(axis->key + "=" + emit(*value));
+      flatten(axis->key, *value, set);
     }
     if (!seeds.empty()) {
       const YAML::Node& s = seeds[i % n_seed];

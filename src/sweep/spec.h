@@ -6,6 +6,9 @@
 //   zip: {model.widths: [[784, 64, 10], [784, 256, 10]], data.batch_size: [64, 256]}  # parallel lists
 //   seeds: [0, 1, 2]                     # the `seed` key as one more axis
 //
+// A value that is a mapping under a section key sets each of its entries, so one axis can vary
+// several keys together: zip: {layers.fc2: [{kind: dense}, {kind: expanded, depth: 5}]}.
+//
 // Points = grid x zip x seeds, in that nesting (the last grid key varies fastest). Each point is a
 // fully validated config whose run id (<name>-<hash of the resolved config>) is its identity: the
 // same point always maps to the same run file. Every error is a ConfigError naming the sweep file,

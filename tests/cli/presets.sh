@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every sweep preset in configs/ runs as shipped, cut short with --set train.max_steps=3 (no warmup,
+# a smaller evaluation): each point completes, and `xpand inspect` shows the sweep's table with one
+# completed row per point and the swept axes as columns.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cli_init "$@"
+
+presets=(quickstart expansive-mnist overparam-linear expandnets-cnn lowrank nanogpt-char scaling)
+for p in "${presets[@]}"; do
+  f="$SRC/configs/$p.yaml"
+  [ -f "$f" ] || fail "preset $f is missing"
+  step "$p"
+  short=(--set train.max_steps=3 --set train.warmup_steps=0 --set data.eval_max_samples=256)
+  # The char GPT's step is ~1.2 TFLOP at its shipped batch (64 x 256 tokens): 40 s here. Smaller.
+  [ "$p" = nanogpt-char ] && short+=(--set data.batch_size=8 --set data.block_size=64 --set data.eval_batches=2)
+  run_xpand "$WORK/$p.plan" "$WORK/$p.plan.err" plan "$f" --json "${short[@]}"
+  [ "$RC" -eq 0 ] || { show "$WORK/$p.plan.err"; fail "$p: plan exited $RC"; }
+  n=$("$PYTHON" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["points"]))' "$WORK/$p.plan")
+  run_xpand "$WORK/$p.out" "$WORK/$p.err" sweep "$f" --out "$WORK/$p" --progress 0 "${short[@]}"
+  [ "$RC" -eq 0 ] || { tail -n 30 "$WORK/$p.err" >&2; fail "$p: sweep exited $RC"; }
+  run_xpand "$WORK/$p.inspect" "$WORK/$p.inspect.err" inspect "$WORK/$p"
+  [ "$RC" -eq 0 ] || { show "$WORK/$p.inspect.err"; fail "$p: inspect exited $RC"; }
+  "$PYTHON" - "$WORK/$p.plan" "$WORK/$p.inspect" "$n" <<'PY' || { show "$WORK/$p.inspect"; fail "$p: inspect table"; }
+import json, sys
+plan = json.load(open(sys.argv[1]))
+text = open(sys.argv[2]).read()
+n = int(sys.argv[3])
+rows = [l for l in text.splitlines() if any(p["run_id"] in l for p in plan["points"])]
+assert len(rows) == n, f"{len(rows)} rows for {n} points"
+assert all(" completed " in r for r in rows), [r for r in rows if " completed " not in r]
+header = next(l for l in text.splitlines() if "run_id" in l and "status" in l)
+for axis in plan["axes"]:
+    assert axis in header, f"axis {axis} not a column of: {header}"
+print(f"{n} points completed; inspect shows axes {plan['axes']}")
+PY
+  ok "$p: $n points, inspect table"
+done
+echo "presets: all ${#presets[@]} presets ran"
