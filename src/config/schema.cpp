@@ -37,7 +37,7 @@ const std::vector<KeyDef>& param_fields() {
   using T = Type;
   static const std::vector<KeyDef> fields = {
       choices(key("kind", T::String, "dense", "parameterization of linear and conv weights"),
-              {"dense", "expanded", "lowrank", "lora"}),
+              {"dense", "expanded", "lowrank", "lora", "subspace"}),
       range(key("factor", T::Float, "4",
                 "expanded: inner width = factor x max(in, out) (fractions allowed; < 1 is a bottleneck); "
                 "conv CL/CK: channel expansion rate r"),
@@ -62,6 +62,16 @@ const std::vector<KeyDef>& param_fields() {
       key("init_from", T::String, "''", "run file whose snapshot gives the dense weights (lowrank svd, lora W0)"),
       range(key("init_step", T::Int, "0", "snapshot step in init_from (0 = the last)"), 0),
       range(key("lora_alpha", T::Float, "16", "lora: scale alpha (adapter enters as alpha/r B A)"), 0, kInf, true),
+      range(key("omega_dim", T::Int, "100",
+                "subspace: dimension d of omega (theta = theta0 + P omega; the network's parameters are D)"),
+            1),
+      choices(key("projection", T::String, "fastfood",
+                  "subspace: random projection P: dense (Gaussian), dense-qr (orthonormal), sparse (Li et al.), "
+                  "fastfood (Hadamard-based, O(D) memory)"),
+              {"dense", "dense-qr", "sparse", "fastfood"}),
+      range(key("max_projection_bytes", T::Float, "1e9",
+                "subspace: a dense or dense-qr P larger than this (d x D x element size) is refused"),
+            0, kInf, true),
       choices(key("order", T::String, "auto",
                   "contraction order: auto (planner: cheapest exact order), activation (x through each factor) "
                   "or weight (factors multiplied first)"),

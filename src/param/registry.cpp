@@ -31,6 +31,8 @@ const std::vector<KindInfo>& kinds() {
        }},
       {"lowrank", "W = B C with rank r", make_linear_only<LowRank>},
       {"lora", "frozen W0 + (alpha/r) B A adapters", make_linear_only<Lora>},
+      {"subspace", "dense layers whose parameters move together in theta0 + P omega (train/subspace.h)",
+       [](const Spec&, const WeightShape& s, const Init& init) { return std::make_shared<Dense>(s, init); }},
   };
   return table;
 }

@@ -40,6 +40,7 @@ const std::map<std::string, std::set<std::string>>& readers() {
       {"factor_bias", {"expanded"}},   {"conv", {"expanded"}},          {"kernels", {"expanded"}},
       {"rank", {"lowrank", "lora"}},   {"init", {"lowrank"}},           {"init_from", {"lowrank", "lora"}},
       {"init_step", {"lowrank", "lora"}}, {"lora_alpha", {"lora"}},    {"order", {"expanded", "lowrank", "lora"}},
+      {"omega_dim", {"subspace"}},     {"projection", {"subspace"}},    {"max_projection_bytes", {"subspace"}},
   };
   return r;
 }
@@ -89,6 +90,18 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
   s.init_step = cfg.get_int(source("init_step"));
   s.lora_alpha = cfg.get_float(source("lora_alpha"));
   s.order = cfg.get_string(source("order"));
+  // Subspace options are the whole network's: read once from param.* (train/subspace.h).
+  for (const char* field : {"omega_dim", "projection", "max_projection_bytes"}) {
+    const std::string key = source(field);
+    if (key != std::string("param.") + field)
+      cfg.fail(key, fmt::format("applies to the whole network: set param.{}", field));
+  }
+  if (s.kind == "subspace" && cfg.get_string("param.kind") != "subspace")
+    cfg.fail(s.key_of("kind"), "subspace training covers the whole network: set param.kind: subspace (a subspace "
+                               "of selected layers is not supported)");
+  if (cfg.get_string("param.kind") == "subspace" && s.kind != "subspace")
+    cfg.fail(s.key_of("kind"), fmt::format("with param.kind: subspace every layer trains in the subspace; layer {} "
+                                           "cannot be {}", layer, s.kind));
   return s;
 }
 

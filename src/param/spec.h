@@ -10,7 +10,7 @@ namespace xpand::param {
 
 struct Spec {
   std::string layer;  // the layer these options resolved for
-  std::string kind;   // dense | expanded | lowrank | lora
+  std::string kind;   // dense | expanded | lowrank | lora | subspace
   double factor = 4;
   int64_t depth = 2;
   std::string residual = "none";  // none | every | end

@@ -205,6 +205,10 @@ std::vector<PointCost> sweep_costs(const Spec& spec) {
     c.trainable = rep.trainable;
     for (const auto& l : rep.layers) c.memory_bytes += l.memory_bytes;
     c.comm_bytes = double(rep.cut) * (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
+    if (p.cfg.get_string("param.kind") == "subspace") {  // only omega trains and is all-reduced
+      c.trainable = p.cfg.get_int("param.omega_dim");
+      c.comm_bytes = double(c.trainable) * (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
+    }
     costs.push_back(c);
   }
   return costs;

@@ -1,6 +1,7 @@
 // Checkpoint files (see checkpoint.h). Layout of <out>/checkpoints/<run_id>.h5:
 //   attrs: schema_version, run_id, step, world_size, optimizer, expand_index
 //   /params/<name>, /buffers/<name>      raw tensors in their training dtype
+//   /extra/<name>                         tensors outside the network (subspace training's omega)
 //   /optimizer/<i>/<field>                state of the i-th trainable tensor (exp_avg, exp_avg_sq,
 //                                         max_exp_avg_sq, step; momentum_buffer)
 //   /rng/cpu                              (world_size, n) uint8: each rank's CPU generator state
@@ -88,7 +89,8 @@ std::string checkpoint_path(const std::string& run_path) {
 
 void checkpoint_save(const std::string& path, const CheckpointInfo& info, model::Network& net,
                      const std::vector<torch::Tensor>& params, torch::optim::Optimizer& opt,
-                     const ExpandSchedule& expand, dist::Communicator& group, int compression) {
+                     const ExpandSchedule& expand, dist::Communicator& group, int compression,
+                     const NamedTensors& extra) {
   // Every rank's CPU generator state, gathered on rank 0 (a sum of rows each rank fills alone).
   torch::Tensor mine;
   {
@@ -117,6 +119,10 @@ void checkpoint_save(const std::string& path, const CheckpointInfo& info, model:
     for (const auto& p : net.named_parameters()) write_tensor(w, "/params/" + p.key(), p.value());
     w.create_group("/buffers");
     for (const auto& b : net.named_buffers()) write_tensor(w, "/buffers/" + b.key(), b.value());
+    if (!extra.empty()) {
+      w.create_group("/extra");
+      for (const auto& [name, t] : extra) write_tensor(w, "/extra/" + name, t.detach());
+    }
     w.create_group("/optimizer");
     auto& state = opt.state();
     for (size_t i = 0; i < params.size(); ++i) {
@@ -150,7 +156,8 @@ CheckpointInfo checkpoint_peek(const std::string& path) {
 }
 
 CheckpointInfo checkpoint_load(const std::string& path, model::Network& net, const std::vector<torch::Tensor>& params,
-                               torch::optim::Optimizer& opt, ExpandSchedule& expand, int rank) {
+                               torch::optim::Optimizer& opt, ExpandSchedule& expand, int rank,
+                               const NamedTensors& extra) {
   store::RunReader r(path);
   CheckpointInfo info;
   info.step = r.attr_int("step");
@@ -174,6 +181,12 @@ CheckpointInfo checkpoint_load(const std::string& path, model::Network& net, con
   };
   load_all("/params", net.named_parameters());
   load_all("/buffers", net.named_buffers());
+  for (const auto& [name, t] : extra) {
+    const std::string p = "/extra/" + name;
+    if (!r.has_object(p)) throw Error(fmt::format("{}: checkpoint lacks {}", path, p));
+    torch::Tensor dst = t;
+    assign(dst, read_tensor(r, p, t.scalar_type()));
+  }
 
   auto& state = opt.state();
   state.clear();

@@ -28,9 +28,13 @@ struct CheckpointInfo {
 
 // Collective over `group` (every rank gathers its RNG state to rank 0); rank 0 writes.
 // params: the optimizer's parameters in its order. compression: deflate level (0 = off).
+// Tensors a checkpoint keeps besides the network's (the subspace's ω), by name under /extra.
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
 void checkpoint_save(const std::string& path, const CheckpointInfo& info, model::Network& net,
                      const std::vector<torch::Tensor>& params, torch::optim::Optimizer& opt,
-                     const ExpandSchedule& expand, dist::Communicator& group, int compression);
+                     const ExpandSchedule& expand, dist::Communicator& group, int compression,
+                     const NamedTensors& extra = {});
 
 // Reads only the header (step, run id, world size); throws store::StoreError on a bad file.
 CheckpointInfo checkpoint_peek(const std::string& path);
@@ -39,6 +43,7 @@ CheckpointInfo checkpoint_peek(const std::string& path);
 // been built from the same configuration. Returns the header. Throws Error when the checkpoint
 // does not match the network (names or shapes).
 CheckpointInfo checkpoint_load(const std::string& path, model::Network& net, const std::vector<torch::Tensor>& params,
-                               torch::optim::Optimizer& opt, ExpandSchedule& expand, int rank);
+                               torch::optim::Optimizer& opt, ExpandSchedule& expand, int rank,
+                               const NamedTensors& extra = {});
 
 }  // namespace xpand::train

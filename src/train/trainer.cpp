@@ -35,6 +35,7 @@
 #include "store/index.h"
 #include "store/run_file.h"
 #include "train/checkpoint.h"
+#include "train/subspace.h"
 #include "train/expand_schedule.h"
 #include "train/optim.h"
 
@@ -384,12 +385,21 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   std::vector<torch::Tensor> params;
   for (auto& p : net->parameters())
     if (p.requires_grad()) params.push_back(p);
+  // param.kind subspace: the optimizer moves omega only; theta = theta0 + P omega (train/subspace.h).
+  std::unique_ptr<Subspace> subspace;
+  NamedTensors extra;  // what checkpoints keep besides the network
+  if (cfg.get_string("param.kind") == "subspace") {
+    subspace = std::make_unique<Subspace>(cfg, params, seed);
+    params = {subspace->omega()};
+    extra.emplace_back("omega", subspace->omega());
+  }
   auto opt = optimizer_build(cfg, params);
   Schedule sched = Schedule::from_config(cfg, total);
   const double clip = cfg.get_float("train.grad_clip");
   // dist.cut: auto = every layer at its narrowest cut; planned = only layers the planner runs
   // weight-first (W_eff is computed anyway, so the cut costs no extra FLOPs); raw = no cut.
-  const std::string cut_mode = world > 1 ? cfg.get_string("dist.cut") : "raw";
+  // (A subspace reduces d numbers and no layer's cut.)
+  const std::string cut_mode = world > 1 && !subspace ? cfg.get_string("dist.cut") : "raw";
   const bool cut = cut_mode != "raw";
   auto cut_this = [&](const model::Slot& slot, int64_t micro_rows) {
     if (cut_mode == "auto") return true;
@@ -439,7 +449,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   }
   int64_t start_step = 0;
   if (existing.action == Existing::Resume) {
-    CheckpointInfo c = checkpoint_load(ckpt_path, *net, params, *opt, expand, rank);
+    CheckpointInfo c = checkpoint_load(ckpt_path, *net, params, *opt, expand, rank, extra);
     if (c.world_size != world && root)
       log::warn("{}: checkpoint written by {} rank(s), resumed on {}: per-rank random streams (dropout) restart",
                 ckpt_path, c.world_size, world);
@@ -527,20 +537,32 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       data::Batch b = ds.train_batch(seed, step, batch, rank, world);
       const int64_t rows = b.x.size(0);
       opt->zero_grad();
+      if (subspace) net->zero_grad();  // theta's gradients are not the optimizer's
       if (cut)  // W_eff once per step, as a detached leaf the forward uses
         for (auto& slot : net->slots())
           if (cut_this(slot, batch / world / accum)) slot.param->cut_begin();  // same choice on every rank
       double loss_local = 0;
       for (int64_t m = 0; m < accum; ++m) {
         const int64_t lo = m * rows / accum, hi = (m + 1) * rows / accum;
-        if (m == accum - 1 && world > 1) reducer.arm(reduced_tensors(*net, cut));
+        if (m == accum - 1 && world > 1 && !subspace) reducer.arm(reduced_tensors(*net, cut));
         auto xs = b.x.narrow(0, lo, hi - lo), ys = b.y.narrow(0, lo, hi - lo);
         torch::Tensor loss = loss_of(ds, net->forward(xs), ys) * (double(hi - lo) / double(batch));
         loss.backward();
         loss_local += loss.item<double>();
       }
       dist::ReduceStats comm_stats;
-      if (world > 1) comm_stats = reducer.finish();
+      if (subspace) {
+        subspace->pull_grad();  // dL/domega = P^T dL/dtheta: the only numbers the ranks exchange
+        if (world > 1) {
+          Timer tc;
+          torch::Tensor g = subspace->omega().mutable_grad();
+          comm->allreduce(g, dist::ReduceOp::Sum, "subspace gradient");
+          comm_stats.comm_seconds = comm_stats.exposed_seconds = tc.seconds();
+          comm_stats.bytes = g.numel() * int64_t(g.element_size());
+        }
+      } else if (world > 1) {
+        comm_stats = reducer.finish();
+      }
       if (cut)
         for (auto& slot : net->slots()) slot.param->cut_finish();  // cut gradients -> raw tensors
       double loss_v = world > 1 ? comm->allreduce_scalar(loss_local, dist::ReduceOp::Sum, "step loss") : loss_local;
@@ -554,6 +576,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
         break;
       }
       opt->step();
+      if (subspace) subspace->push();  // theta = theta0 + P omega
       result.losses.push_back(loss_v);
       result.steps = step + 1;
       StepMetrics m{step + 1, double(step + 1) / double(spe), (step + 1) * batch, loss_v, lr, grad_norm, t.seconds(),
@@ -583,7 +606,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
         CheckpointInfo ci;
         ci.step = step + 1;
         ci.run_id = result.run_id;
-        checkpoint_save(ckpt_path, ci, *net, params, *opt, expand, *group, compression);
+        checkpoint_save(ckpt_path, ci, *net, params, *opt, expand, *group, compression, extra);
       };
       const bool scheduled =
           checkpoint_every > 0 ? (step + 1) % checkpoint_every == 0 || step + 1 == total : evaluated;
@@ -591,11 +614,13 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       // Preemption (SIGTERM/SIGINT/SIGUSR1): every rank of the group stops at the same step boundary.
       int sig = signals::preempt_requested();
       if (world > 1) sig = int(group->allreduce_scalar(double(sig), dist::ReduceOp::Max, "preemption check"));
-      if (sig != 0 && step + 1 < total) {
+      const bool stop_here = opts.stop_after > 0 && step + 1 == opts.stop_after;  // the same on every rank
+      if ((sig != 0 || stop_here) && step + 1 < total) {
         if (opts.write_file && !scheduled) checkpoint_now();
         status = "preempted";
-        error = fmt::format("stopped by signal {} after step {} of {}; `xpand train` (or the sweep) resumes it{}",
-                            sig, step + 1, total, opts.write_file ? " from the checkpoint at that step" : "");
+        error = fmt::format("stopped {} after step {} of {}; `xpand train` (or the sweep) resumes it{}",
+                            sig != 0 ? fmt::format("by signal {}", sig) : std::string("as asked (stop_after)"),
+                            step + 1, total, opts.write_file ? " from the checkpoint at that step" : "");
         log::warn("run {}: {}", result.run_id, error);
         break;
       }

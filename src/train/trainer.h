@@ -20,6 +20,7 @@ struct RunOptions {
   bool force = false;       // retrain from scratch even if a run file (completed or resumable) exists
   bool resume = true;       // continue an unfinished run from its checkpoint
   bool update_index = true; // rebuild <out>/index.h5 when the run ends (group rank 0)
+  int64_t stop_after = 0;   // > 0: stop as if preempted (checkpoint, status preempted) after this step (tests)
   // Sweep axes: config keys and their YAML values, recorded as root attributes and index columns.
   std::vector<std::pair<std::string, std::string>> axes;
   // The data-parallel group training this run (an mpi communicator from dist::Context::split);

@@ -62,6 +62,8 @@ std::vector<Net> nets() {
                                                "param: {kind: expanded, factor: 4, depth: 3}\n"},
       {"lowrank-mlp", std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
                                               "param: {kind: lowrank, rank: 6}\n"},
+      {"subspace-mlp", std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
+                                               "param: {kind: subspace, omega_dim: 24, projection: fastfood}\n"},
       // Batch norm normalises each rank's shard on its own (as DDP without SyncBatchNorm), which is
       // not the single-rank function; the conv network is compared without it.
       {"cnn", "data: {name: fashion-mnist, batch_size: 24, eval_max_samples: 96}\n"
@@ -100,6 +102,17 @@ TEST(DataParallel, SameParametersAsOneRank) {
       ASSERT_EQ(ref.losses.size(), dp.losses.size());
       EXPECT_NEAR(ref.losses.back(), dp.losses.back(), 1e-5 * std::abs(ref.losses.back())) << net.name;
     }
+  }
+}
+
+TEST(DataParallel, SubspaceAllReducesOnlyOmega) {
+  if (test::world().comm->size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  for (const char* dtype : {"float32", "float64"}) {
+    auto r = train_run(std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
+                                               "param: {kind: subspace, omega_dim: 24, projection: sparse}\n",
+                       {std::string("dtype=") + dtype}, /*distributed=*/true);
+    ASSERT_EQ(r.status, "completed");
+    EXPECT_EQ(r.comm_bytes, 24 * (std::string(dtype) == "float64" ? 8 : 4)) << dtype;
   }
 }
 

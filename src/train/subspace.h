@@ -1,0 +1,63 @@
+// Subspace (intrinsic-dimension) training, `param.kind: subspace`: the network's D trainable numbers
+// θ move only inside a random d-dimensional affine subspace, θ = θ0 + P·ω, with θ0 the network's
+// ordinary initialisation, ω ∈ R^d (`param.omega_dim`) starting at 0 and P a D×d random projection
+// generated from the run's seed (never stored; a checkpoint keeps ω). The optimizer sees only ω.
+//
+// A step runs the network as usual (every layer dense), so backward yields ∂L/∂θ; the chain rule
+// gives ∂L/∂ω = Pᵀ·∂L/∂θ, which is all that data-parallel ranks all-reduce (d numbers, the narrowest
+// cut of this parameterization). After the optimizer's step θ is rewritten as θ0 + P·ω.
+//
+// Projections (`param.projection`), each with unit-norm columns:
+//   dense     Gaussian D×d (d·D·4 bytes; refused above param.max_projection_bytes)
+//   dense-qr  the same, orthonormalised by QR (orthonormal columns)
+//   sparse    Li et al.'s very sparse random projection: ±1 with probability 1/(2s) each, s = √D
+//   fastfood  V = H·G·Π·H·B on ω zero-padded to L = 2^⌈log2 D⌉, the first D rows (Le et al.; Li et
+//             al.): fast Walsh–Hadamard transforms on tensors, O(L log L) time and O(L) memory
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "config/config.h"
+
+namespace xpand::train {
+
+class Projection {
+ public:
+  virtual ~Projection() = default;
+  virtual torch::Tensor forward(const torch::Tensor& omega) = 0;  // P·ω, length D
+  virtual torch::Tensor transpose(const torch::Tensor& g) = 0;     // Pᵀ·g, length d
+  virtual double bytes() const = 0;                                // memory it holds
+};
+
+// The seed P is generated from, given the run's seed (the same on every rank and on resume).
+inline uint64_t projection_seed(uint64_t run_seed) { return run_seed * 0x9E3779B97F4A7C15ull + 0x5eed; }
+
+// Builds a projection from R^d to R^D; throws ConfigError (naming param.projection or
+// param.max_projection_bytes) when a dense P would exceed the limit.
+std::unique_ptr<Projection> projection_make(const config::Config& cfg, const std::string& kind, int64_t D, int64_t d,
+                                            uint64_t seed, torch::Dtype dtype, torch::Device device);
+
+class Subspace {
+ public:
+  // θ: the tensors that move in the subspace (their current values are θ0).
+  Subspace(const config::Config& cfg, std::vector<torch::Tensor> theta, uint64_t seed);
+  torch::Tensor& omega() { return omega_; }  // the optimizer's only tensor
+  void pull_grad();                          // ω.grad = Pᵀ · concat(θ.grad)
+  void push();                               // θ = θ0 + P·ω
+  int64_t dim() const { return omega_.numel(); }
+  int64_t full_dim() const { return D_; }
+  const std::string& kind() const { return kind_; }
+  double projection_bytes() const { return proj_->bytes(); }
+
+ private:
+  std::vector<torch::Tensor> theta_;
+  torch::Tensor theta0_, omega_;
+  int64_t D_ = 0;
+  std::string kind_;
+  std::unique_ptr<Projection> proj_;
+};
+
+}  // namespace xpand::train
