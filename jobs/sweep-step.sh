@@ -18,6 +18,8 @@
 #   XPAND_ARGS       more `xpand sweep` arguments, e.g. "--set train.max_steps=100"
 #   SRUN_ARGS        more srun arguments
 #   PROGRESS_SECONDS seconds between progress lines in the output file (default 60)
+#   DEVICE           device=auto (default: a GPU when the task has one, else the CPU), cpu or cuda;
+#                    not part of the run ids, so CPU and GPU jobs share one sweep's points
 set -uo pipefail
 
 root="${XPAND_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}"
@@ -30,7 +32,8 @@ fi
 [[ -n "$xpand" && -x "$xpand" ]] || { echo "xpand job: no xpand binary (set XPAND=/path/to/xpand)" >&2; exit 2; }
 [[ -f "$sweep" ]] || { echo "xpand job: sweep file $sweep not found (in $root)" >&2; exit 2; }
 
-args=(sweep "$sweep" --ranks-per-run "${RANKS_PER_RUN:-1}" --progress "${PROGRESS_SECONDS:-60}")
+args=(sweep "$sweep" --ranks-per-run "${RANKS_PER_RUN:-1}" --progress "${PROGRESS_SECONDS:-60}"
+      --set "device=${DEVICE:-auto}")
 [[ -n "${OUT:-}" ]] && args+=(--out "$OUT")
 read -r -a extra <<<"${XPAND_ARGS:-}"
 read -r -a srun_extra <<<"${SRUN_ARGS:-}"

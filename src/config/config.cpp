@@ -492,9 +492,15 @@ std::string Config::to_yaml(const std::string& skip_prefix) const {
 }
 
 std::string Config::hash() const {
-  // FNV-1a 64 over the resolved YAML: stable across runs and machines.
+  // FNV-1a 64 over the resolved YAML without output.* and without where it runs (device, threads):
+  // stable across runs and machines, so a sweep started on CPUs resumes on GPUs with the same files.
   uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : to_yaml("output.")) h = (h ^ c) * 1099511628211ull;
+  std::istringstream lines(to_yaml("output."));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("device:", 0) == 0 || line.rfind("threads:", 0) == 0) continue;  // top-level keys only
+    for (unsigned char c : line) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ '\n') * 1099511628211ull;
+  }
   return fmt::format("{:016x}", h);
 }
 

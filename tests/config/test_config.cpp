@@ -56,6 +56,12 @@ TEST(Config, ResolvedYamlReloadsToTheSameConfig) {
   EXPECT_EQ(a.hash(), c.hash());
   auto d = Config::load_string(a.to_yaml(), "resolved.yaml", {"train.lr=0.2"});
   EXPECT_NE(a.hash(), d.hash());
+  // Nor where it trains: the same point on CPUs and on GPUs, with any thread count, is one run.
+  auto e = Config::load_string(a.to_yaml(), "resolved.yaml", {"device=auto", "threads=3"});
+  EXPECT_EQ(a.hash(), e.hash());
+  // A nested key named like them still counts.
+  auto f = Config::load_string(a.to_yaml(), "resolved.yaml", {"model.n_head=4"});
+  EXPECT_NE(a.hash(), f.hash());
 }
 
 TEST(Config, UnknownKeysNameLineAndSuggestion) {
