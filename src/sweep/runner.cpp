@@ -290,8 +290,8 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
       if (r.status == "diverged") code = std::max(code, int(kExitDiverged));
       if (r.status == "preempted") preempted = true;
       if (leader)
-        log::info_all("group {}: {} {} in {} ({:.4f} test acc)", group.index, p.run_id, r.status, duration(t.seconds()),
-                  r.final_eval.test_acc);
+        log::info_all("group {}: {} {} in {}{}", group.index, p.run_id, r.status, duration(t.seconds()),
+                      r.status == "completed" ? fmt::format(" ({:.4f} test acc)", r.final_eval.test_acc) : "");
     } catch (const std::exception& e) {
       // The run file records the failure; the sweep goes on (a multi-rank group has aborted the job).
       log::error("group {}: point {} ({}) failed: {}", group.index, p.run_id, axes, e.what());

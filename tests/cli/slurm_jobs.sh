@@ -129,41 +129,38 @@ check_points "$WORK/out1" 4 || fail "points of the sweep job"
 trained_once "$WORK/job1-$id.out" || fail "a point trained twice"
 ok "4 points completed once each, on both tasks"
 
+# interrupted N HOW: submits the long sweep to OUT N, waits for its first checkpoint, interrupts it
+# with HOW (a command taking the job id), waits for the job to end COMPLETED; sets OUTFILE and ID.
+interrupted() {
+  local n=$1 how=$2 s
+  ID=$(SWEEP="$WORK/long.yaml" OUT="$WORK/out$n" sbatch --parsable --ntasks=2 --output="$WORK/job$n-%j.out" \
+    "$SRC/jobs/sweep.sbatch")
+  OUTFILE="$WORK/job$n-$ID.out"
+  echo "    job $ID"
+  wait_for 120 bash -c "ls '$WORK'/out$n/checkpoints/*.h5 >/dev/null 2>&1" || { show "$OUTFILE"; fail "no checkpoint within 120 s"; }
+  sleep 1
+  $how "$ID"
+  echo "    interrupted ($how) at $(date +%T)"
+  s=$(wait_job "$ID" 400) || true
+  [ "$s" = COMPLETED ] || { show "$OUTFILE"; fail "interrupted job ended $s"; }
+  grep -q "restart 1," "$OUTFILE" || { show "$OUTFILE"; fail "the job did not restart"; }
+  grep -q "resuming from the checkpoint at step" "$OUTFILE" || { show "$OUTFILE"; fail "nothing resumed from a checkpoint"; }
+  [ "$(scontrol show job "$ID" | grep -o 'Restarts=[0-9]*')" = "Restarts=1" ] || fail "Restarts != 1"
+  check_points "$WORK/out$n" 4 1 || { show "$OUTFILE"; fail "points after the interruption"; }
+  trained_once "$OUTFILE" || fail "a point trained to completion twice"
+}
+requeue() { scontrol requeue "$1"; }
+usr1_to_batch_shell() { scancel --batch --signal=USR1 "$1"; }
+
 step "2. scontrol requeue while the sweep trains"
-id=$(SWEEP="$WORK/long.yaml" OUT="$WORK/out2" sbatch --parsable --ntasks=2 --output="$WORK/job2-%j.out" \
-  "$SRC/jobs/sweep.sbatch")
-echo "    job $id"
-wait_for 120 bash -c "ls '$WORK'/out2/checkpoints/*.h5 >/dev/null 2>&1" ||
-  { show "$WORK/job2-$id.out"; fail "no checkpoint within 120 s"; }
-sleep 1
-scontrol requeue "$id"
-echo "    requeued at $(date +%T)"
-s=$(wait_job "$id" 400) || true
-[ "$s" = COMPLETED ] || { show "$WORK/job2-$id.out"; fail "requeued job ended $s"; }
-out="$WORK/job2-$id.out"
-grep -q "restart 1," "$out" || { show "$out"; fail "the job did not restart"; }
-grep -q "stopped by signal 15" "$out" || { show "$out"; fail "the ranks were not stopped by SIGTERM at a step boundary"; }
-grep -q "resuming from the checkpoint at step" "$out" || { show "$out"; fail "nothing resumed from a checkpoint"; }
-[ "$(scontrol show job "$id" | grep -o 'Restarts=[0-9]*')" = "Restarts=1" ] || fail "Restarts != 1"
-check_points "$WORK/out2" 4 1 || { show "$out"; fail "points after the requeue"; }
-trained_once "$out" || fail "a point trained to completion twice"
+interrupted 2 requeue
+grep -q "stopped by signal 15" "$OUTFILE" || { show "$OUTFILE"; fail "the ranks were not stopped by SIGTERM at a step boundary"; }
 ok "requeued: restarted once, interrupted points resumed from their checkpoints, 4 completed once each"
 
 step "3. time limit: USR1 to the batch shell, the job checkpoints and requeues itself"
-id=$(SWEEP="$WORK/long.yaml" OUT="$WORK/out3" sbatch --parsable --ntasks=2 --output="$WORK/job3-%j.out" \
-  "$SRC/jobs/sweep.sbatch")
-echo "    job $id"
-wait_for 120 bash -c "ls '$WORK'/out3/checkpoints/*.h5 >/dev/null 2>&1" ||
-  { show "$WORK/job3-$id.out"; fail "no checkpoint within 120 s"; }
-sleep 1
-scancel --batch --signal=USR1 "$id"
-s=$(wait_job "$id" 400) || true
-out="$WORK/job3-$id.out"
-[ "$s" = COMPLETED ] || { show "$out"; fail "job ended $s"; }
-grep -q "stopped by signal 10" "$out" && grep -q "requeueing to resume" "$out" && grep -q "restart 1," "$out" ||
-  { show "$out"; fail "USR1 did not lead to checkpoint, requeue and restart"; }
-check_points "$WORK/out3" 4 1 || { show "$out"; fail "points after the USR1 requeue"; }
-trained_once "$out" || fail "a point trained to completion twice"
+interrupted 3 usr1_to_batch_shell
+grep -q "stopped by signal 10" "$OUTFILE" && grep -q "requeueing to resume" "$OUTFILE" ||
+  { show "$OUTFILE"; fail "USR1 did not lead to checkpoint and self-requeue"; }
 ok "USR1: checkpointed, requeued itself, resumed, 4 completed once each"
 
 step "4. jobs/array.sbatch: 2 array tasks, one output directory"
