@@ -39,8 +39,18 @@ stop() {
     fi
     rm -f "$dir/$d.pid"
   done
-  # Job steps slurmd started and that outlived it (proctrack/linuxproc cannot reap them once it is gone).
-  pkill -KILL -f "slurmstepd: \[" 2>/dev/null || true
+  # Job steps and tasks of this cluster that outlived slurmd (proctrack/linuxproc cannot reap them once
+  # it is gone): slurmstepd inherits slurmd's SLURM_CONF, tasks their job's; nothing else is touched.
+  for p in /proc/[0-9]*; do
+    local pid=${p#/proc/}
+    [[ "$pid" == "$$" ]] && continue
+    local env
+    env=$( { tr '\0' '\n' <"$p/environ"; } 2>/dev/null) || continue
+    grep -qxF "SLURM_CONF=$conf" <<<"$env" || continue
+    if [[ "$(cat "$p/comm" 2>/dev/null)" == slurmstepd ]] || grep -q "^SLURM_JOB_ID=" <<<"$env"; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
   [[ -d "$dir" ]] && rm -rf "$dir"
   ((any)) && echo "slurm-local: stopped" || echo "slurm-local: was not running"
 }
@@ -81,7 +91,7 @@ start() {
   cat >"$conf" <<CONF
 # Written by scripts/slurm-local.sh: a throwaway single-node cluster.
 ClusterName=xpand-local
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$port
 SlurmdPort=$((port + 1))
 SlurmUser=root
@@ -116,7 +126,7 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 InactiveLimit=0
 GresTypes=gpu
-NodeName=$host CPUs=$cpus RealMemory=$mem $( ((gpus > 0)) && echo "Gres=gpu:$gpus") State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem $( ((gpus > 0)) && echo "Gres=gpu:$gpus") State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
   # Slurm wants a device file per GPU: character devices with /dev/null's numbers, named like
