@@ -56,7 +56,7 @@ on_term() {
 trap on_usr1 USR1
 trap on_term TERM INT
 
-srun --mpi=pmix "${srun_extra[@]}" "$xpand" "${args[@]}" "${extra[@]}" &
+srun --mpi=pmix ${srun_extra[@]+"${srun_extra[@]}"} "$xpand" "${args[@]}" ${extra[@]+"${extra[@]}"} &
 srun_pid=$!
 # `wait` returns early when a trapped signal arrives: wait until srun itself has ended.
 while kill -0 "$srun_pid" 2>/dev/null; do wait "$srun_pid"; done

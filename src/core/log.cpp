@@ -1,6 +1,7 @@
 // Rank-aware logger setup (see log.h).
 #include "core/log.h"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -23,6 +24,10 @@ class ConsoleSink final : public spdlog::sinks::base_sink<std::mutex> {
   void set_status(const std::string& line) {
     std::lock_guard<std::mutex> lk(mutex_);
     status_ = line;
+    // One screen line: a wrapped bar would leave a stale copy on every redraw.
+    struct winsize ws {};
+    if (tty_ && ::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && status_.size() >= ws.ws_col)
+      status_.resize(size_t(ws.ws_col) - 1);
     if (!tty_) return;
     std::fputs("\r\033[K", stderr);
     std::fputs(status_.c_str(), stderr);

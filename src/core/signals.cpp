@@ -29,17 +29,21 @@ long long now_ns() {
 // The same signal again within this window is that echo, not a second request.
 constexpr long long kEchoNs = 2000000000LL;
 
-void on_signal(int sig) {  // async-signal-safe: atomics, clock_gettime, write and _exit
-  const int first = g_signal.load();
-  if (first == sig && now_ns() - g_first_ns.load() < kEchoNs) return;
-  if (first == 0) g_first_ns.store(now_ns());
-  if (g_signal.exchange(sig) != 0) {
+void on_signal(int sig) {  // async-signal-safe: lock-free atomics, clock_gettime, write and _exit
+  const long long now = now_ns();
+  int expected = 0;
+  // The time first (read by an echo), then the signal, in one step: of two handlers running at once
+  // on two threads exactly one is first, and the other sees its signal.
+  if (g_first_ns.load() == 0) g_first_ns.store(now);
+  if (!g_signal.compare_exchange_strong(expected, sig)) {
+    if (expected == sig && now - g_first_ns.load() < kEchoNs) return;  // the echo, not a second request
     const char* m = "xpand: second signal: exiting now (the run resumes from its last checkpoint)\n";
     ssize_t r = ::write(2, m, std::strlen(m));
     (void)r;
     _exit(kExitPreempted);
   }
-  const char* m = "xpand: signal received: checkpointing at the next step boundary, then exiting (again: exit now)\n";
+  const char* m = "xpand: signal received: checkpointing at the next step boundary, then exiting (a second signal, 2 s or more "
+                  "later: exit now)\n";
   ssize_t r = ::write(2, m, std::strlen(m));
   (void)r;
 }

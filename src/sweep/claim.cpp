@@ -12,6 +12,8 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -57,23 +59,54 @@ std::string this_host() {
   return buf;
 }
 
-// Whether the claim's owner ("host:pid:...") ran on this host and its process is gone: a crashed or
-// killed job rerun on the same node takes its points back at once instead of waiting for the lease.
+// Where a pid means this process: the boot and the pid namespace (containers sharing a hostname
+// but not their processes differ here), read once.
+const std::string& pid_space() {
+  static const std::string id = [] {
+    std::string boot;
+    std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
+    char ns[256] = {0};
+    const ssize_t n = ::readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+    return boot + "/" + (n > 0 ? std::string(ns, size_t(n)) : std::string("?"));
+  }();
+  return id;
+}
+
+// The start time of a process (field 22 of /proc/<pid>/stat, clock ticks since boot), or "" when
+// it does not exist: with the pid it names one process, even after the pid is reused.
+std::string start_time(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return "";
+  const auto close = stat.rfind(')');  // the command name may hold spaces
+  if (close == std::string::npos) return "";
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i)
+    if (i == 22) return field;
+  return "";
+}
+
+// Whether the claim's owner ("host:pid:group:pidspace:start", see owner_id) ran in this host's pid
+// space and its process is gone (or the pid now names another process): a crashed or killed job rerun
+// on the same node takes its points back at once instead of waiting for the lease.
 bool owner_dead_here(const std::string& path) {
   std::ifstream in(path);
   std::string owner;
   if (!std::getline(in, owner)) return false;
-  const auto a = owner.find(':');
-  if (a == std::string::npos || owner.substr(0, a) != this_host()) return false;
-  const auto b = owner.find(':', a + 1);
+  std::vector<std::string> f;
+  std::istringstream parts(owner);
+  for (std::string x; std::getline(parts, x, '|');) f.push_back(x);
+  if (f.size() != 5 || f[0] != this_host() || f[3] != pid_space()) return false;
   long pid = 0;
   try {
-    pid = std::stol(owner.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1));
+    pid = std::stol(f[1]);
   } catch (const std::exception&) {
     return false;
   }
   if (pid <= 0 || pid == long(::getpid())) return false;
-  return ::kill(pid_t(pid), 0) != 0 && errno == ESRCH;
+  if (::kill(pid_t(pid), 0) != 0) return errno == ESRCH;
+  return start_time(pid) != f[4];  // alive, but another process under the same pid
 }
 
 // Whether the claim at path is stale: not renewed for a whole lease, or its owner died on this host.
@@ -84,6 +117,10 @@ bool stale(const std::string& path, double lease_seconds) {
 }
 
 }  // namespace
+
+std::string owner_id(const std::string& group) {
+  return fmt::format("{}|{}|{}|{}|{}", this_host(), ::getpid(), group, pid_space(), start_time(::getpid()));
+}
 
 Claim::Claim(std::string path, double lease_seconds) : path_(std::move(path)), lease_(lease_seconds) {
   renew_ = std::thread([this] {
@@ -128,6 +165,11 @@ std::unique_ptr<Claim> Claim::try_acquire(const std::string& out_dir, const std:
   }
   ::unlink(lock.c_str());
   return claim;
+}
+
+void claim_clear_stale(const std::string& out_dir, const std::string& run_id, double lease_seconds) {
+  const std::string path = claim_path(out_dir, run_id);
+  if (stale(path, lease_seconds)) ::unlink(path.c_str());
 }
 
 bool claim_live(const std::string& out_dir, const std::string& run_id, double lease_seconds) {

@@ -35,6 +35,13 @@ class Claim {
   std::thread renew_;
 };
 
+// The owner line of this process's claims: host|pid|group|pid space (boot id and pid namespace)|
+// process start time, so that only a process of the same pid space judges whether the owner lives.
+std::string owner_id(const std::string& group);
+
+// Removes run_id's claim if its owner died (a job killed after its point completed leaves one).
+void claim_clear_stale(const std::string& out_dir, const std::string& run_id, double lease_seconds);
+
 // Whether run_id has a live claim (touched within the lease).
 bool claim_live(const std::string& out_dir, const std::string& run_id, double lease_seconds);
 

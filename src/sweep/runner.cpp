@@ -53,12 +53,6 @@ std::string file_status(const Point& p) {
   }
 }
 
-std::string host() {
-  char buf[256] = {0};
-  gethostname(buf, sizeof buf - 1);
-  return buf;
-}
-
 std::string duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   if (s < 90) return fmt::format("{:.0f}s", s);
@@ -73,8 +67,9 @@ std::string duration(double s) {
 // ETA from the planner's FLOPs of the points completed since this invocation started.
 class Progress {
  public:
-  Progress(const Spec& spec, const std::vector<PointCost>& costs, double every, double lease)
-      : spec_(spec), costs_(costs), every_(every), lease_(lease), final_(spec.points.size(), false) {
+  Progress(const Spec& spec, const std::vector<PointCost>& costs, double every, double lease, bool force)
+      : spec_(spec), costs_(costs), every_(every), lease_(lease), force_(force), final_(spec.points.size(), false),
+        redo_(spec.points.size(), false) {
     hbool_t safe = 0;
     H5is_library_threadsafe(&safe);
     tty_ = log::stderr_is_tty();
@@ -123,12 +118,19 @@ class Progress {
       const Point& p = spec_.points[i];
       // A claimed point is running; its file (perhaps open in this very process) is not opened.
       if (!final_[i] && claim_live(p.cfg.get_string("output.dir"), p.run_id, lease_)) {
+        redo_[i] = false;
         ++running_;
         left_work_ += costs_[i].total_flops;
         continue;
       }
       std::string st = final_[i] ? final_status_[i] : file_status(p);
-      if (st == "completed" || st == "failed" || st == "diverged") {
+      // Final: what the sweep loop will not train again. A failed point is retried, and with
+      // --force a point completed before this command started trains again (until its retraining
+      // has been seen, its old file still says completed).
+      if (first && force_ && st == "completed") redo_[i] = true;
+      if (redo_[i] && st != "completed") redo_[i] = false;
+      const bool done = st == "diverged" || (st == "completed" && !redo_[i]);
+      if (done) {
         if (!final_[i]) {
           final_[i] = true;
           final_status_[i] = st;
@@ -136,6 +138,11 @@ class Progress {
         }
         completed_ += st == "completed";
         failed_ += st != "completed";
+        continue;
+      }
+      if (st == "failed") {
+        ++failed_;  // shown as failed until retried
+        left_work_ += costs_[i].total_flops;
         continue;
       }
       left_work_ += costs_[i].total_flops;
@@ -162,8 +169,9 @@ class Progress {
   const Spec& spec_;
   const std::vector<PointCost>& costs_;
   const double every_, lease_;
+  const bool force_;
   bool tty_ = false;
-  std::vector<bool> final_;
+  std::vector<bool> final_, redo_;
   std::map<size_t, std::string> final_status_;
   int completed_ = 0, failed_ = 0, running_ = 0, left_ = 0;
   double left_work_ = 0, done_work_ = 0;
@@ -206,6 +214,15 @@ std::vector<PointCost> sweep_costs(const Spec& spec) {
     for (const auto& l : rep.layers) c.memory_bytes += l.memory_bytes;
     c.comm_bytes = double(rep.cut) * (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
     if (p.cfg.get_string("param.kind") == "subspace") {  // only omega trains and is all-reduced
+      const std::string proj = p.cfg.get_string("param.projection");
+      const double bytes = double(rep.trainable) * double(p.cfg.get_int("param.omega_dim")) *
+                           (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
+      if ((proj == "dense" || proj == "dense-qr") && bytes > p.cfg.get_float("param.max_projection_bytes"))
+        p.cfg.fail("param.max_projection_bytes",
+                   fmt::format("point {}: a {} projection of {} x {} takes {:.3g} GB, above the limit of {:.3g} GB; use "
+                               "param.projection: fastfood (O(D) memory) or sparse, or raise the limit",
+                               p.run_id, proj, rep.trainable, p.cfg.get_int("param.omega_dim"), bytes / 1e9,
+                               p.cfg.get_float("param.max_projection_bytes") / 1e9));
       c.trainable = p.cfg.get_int("param.omega_dim");
       c.comm_bytes = double(c.trainable) * (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
     }
@@ -232,7 +249,7 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
     log::info("sweep {}: {} points over {}, {} group(s) of {} rank(s), {:.3g} FLOPs in all", spec.path, n,
               fmt::join(spec.axis_keys, ", "), group.count, group.comm->size(), total_work);
 
-  const std::string owner = fmt::format("{}:{}:group{}", host(), ::getpid(), group.index);
+  const std::string owner = owner_id(fmt::format("group{}", group.index));
   std::set<size_t> attempted;  // points this group trained (or tried) in this invocation
   std::set<size_t> threw;      // points whose run failed here, perhaps before writing a run file
   int code = kExitOk;
@@ -240,7 +257,7 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
   bool preempted = false;
   std::unique_ptr<Progress> progress;
   if (world_root && o.progress_seconds > 0)
-    progress = std::make_unique<Progress>(spec, costs, o.progress_seconds, o.lease_seconds);
+    progress = std::make_unique<Progress>(spec, costs, o.progress_seconds, o.lease_seconds, o.force);
   for (;;) {
     // A stop signal between points: every rank of the group leaves together.
     double sig = signals::preempt_requested();
@@ -317,6 +334,7 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
     for (const auto& p : spec.points) {
       std::string st = file_status(p);
       if (threw.count(p.index) && st != "completed" && st != "diverged") st = "failed";
+      if (st == "completed") claim_clear_stale(p.cfg.get_string("output.dir"), p.run_id, o.lease_seconds);
       completed += st == "completed";
       failed += st == "failed";
       diverged += st == "diverged";

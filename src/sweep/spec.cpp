@@ -229,7 +229,8 @@ Spec spec_load(const std::string& path, const std::vector<std::string>& override
     auto [it, fresh] = ids.emplace(p.run_id, i);
     if (!fresh)
       throw ConfigError(fmt::format("{}: points {} and {} resolve to the same configuration (run {}): an axis "
-                                    "repeats a value or sets a key to its default",
+                                    "repeats a value or sets a key to its default (device and threads are not part of a "
+                                    "run's identity: sweep them into separate --out directories)",
                                     path, it->second, i, p.run_id));
     spec.points.push_back(std::move(p));
   }

@@ -106,10 +106,11 @@ std::unique_ptr<Projection> projection_make(const config::Config& cfg, const std
                            kind, D, d, bytes / 1e9, limit / 1e9));
     if (kind == "dense-qr" && d > D)
       cfg.fail("param.omega_dim", fmt::format("dense-qr needs omega_dim <= {} (the network's parameters)", D));
-    auto p = torch::randn({D, d}, gen, torch::TensorOptions().dtype(torch::kFloat64));
+    // Generated and normalised in the training dtype, in place: one D x d buffer (plus QR's).
+    auto p = torch::randn({D, d}, gen, torch::TensorOptions().dtype(dtype));
     if (kind == "dense-qr") p = std::get<0>(torch::linalg_qr(p, "reduced"));
-    else p = p / p.norm(2, {0}, true);
-    return std::make_unique<DenseProjection>(p.to(opt));
+    else p.div_(p.norm(2, {0}, true));
+    return std::make_unique<DenseProjection>(p.to(device));
   }
   if (kind == "sparse") {
     // Li, Hastie and Church's very sparse projection: s = √D, so each column has ~√D non-zeros.

@@ -7,7 +7,8 @@
 // gives ∂L/∂ω = Pᵀ·∂L/∂θ, which is all that data-parallel ranks all-reduce (d numbers, the narrowest
 // cut of this parameterization). After the optimizer's step θ is rewritten as θ0 + P·ω.
 //
-// Projections (`param.projection`), each with unit-norm columns:
+// Projections (`param.projection`), each with unit-norm columns (fastfood's before its truncation to D
+// of L rows; after it, squared norms average D/L, in (1/2, 1]):
 //   dense     Gaussian D×d (d·D·4 bytes; refused above param.max_projection_bytes)
 //   dense-qr  the same, orthonormalised by QR (orthonormal columns)
 //   sparse    Li et al.'s very sparse random projection: ±1 with probability 1/(2s) each, s = √D

@@ -127,5 +127,7 @@ done = collections.Counter(m.group(1) for line in open(log, errors="replace")
 assert all(v == 1 for v in done.values()), dict(done)
 print(f"4 points completed once each; {resumed} resumed from a checkpoint; every metric column bit-identical")
 PY
-ok "killed 5 times, resumed, same results as without interruption"
+[ -z "$(ls "$WORK/out/claims" 2>/dev/null | grep -v '^$' || true)" ] ||
+  fail "claims left behind after the sweep ended: $(ls "$WORK/out/claims")"
+ok "killed 5 times, resumed, same results as without interruption; no claim left behind"
 echo "sweep_kill: all checks passed"
