@@ -15,14 +15,19 @@ namespace xpand::train {
 
 namespace {
 
-// In-place-free fast Walsh–Hadamard transform (unnormalised, natural order) of a 1-D tensor whose
-// length is a power of two: log2(n) butterfly stages, each two tensor ops.
+// Fast Walsh–Hadamard transform (unnormalised, natural order) of a 1-D tensor whose length is a
+// power of two: log2(n) butterfly stages, each an add and a subtract written straight into a second
+// buffer (no allocation per stage); the buffers swap roles between stages, so x is overwritten.
 torch::Tensor fwht(torch::Tensor x) {
   const int64_t n = x.numel();
+  torch::Tensor y = torch::empty_like(x);
   for (int64_t h = 1; h < n; h *= 2) {
-    auto v = x.view({n / (2 * h), 2, h});
+    auto v = x.view({n / (2 * h), 2, h}), w = y.view({n / (2 * h), 2, h});
     auto a = v.select(1, 0), b = v.select(1, 1);
-    x = torch::stack({a + b, a - b}, 1).reshape({n});
+    auto wa = w.select(1, 0), wb = w.select(1, 1);
+    torch::add_out(wa, a, b);
+    torch::sub_out(wb, a, b);
+    std::swap(x, y);
   }
   return x;
 }
