@@ -22,21 +22,12 @@
 #                    not part of the run ids, so CPU and GPU jobs share one sweep's points
 set -uo pipefail
 
-root="${XPAND_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}"
-cd "$root" || { echo "xpand job: cannot cd to $root" >&2; exit 2; }
-sweep="${SWEEP:-configs/quickstart.yaml}"
-xpand="${XPAND:-}"
-if [[ -z "$xpand" ]]; then
-  if [[ -x "$root/build/xpand" ]]; then xpand="$root/build/xpand"; else xpand="$(command -v xpand || true)"; fi
-fi
-[[ -n "$xpand" && -x "$xpand" ]] || { echo "xpand job: no xpand binary (set XPAND=/path/to/xpand)" >&2; exit 2; }
-[[ -f "$sweep" ]] || { echo "xpand job: sweep file $sweep not found (in $root)" >&2; exit 2; }
+source "${XPAND_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}/jobs/job-env.sh" || { echo "xpand job: jobs/job-env.sh not found (set XPAND_ROOT)" >&2; exit 2; }
+job_env configs/quickstart.yaml "xpand job"
 
 args=(sweep "$sweep" --ranks-per-run "${RANKS_PER_RUN:-1}" --progress "${PROGRESS_SECONDS:-60}"
       --set "device=${DEVICE:-auto}")
 [[ -n "${OUT:-}" ]] && args+=(--out "$OUT")
-read -r -a extra <<<"${XPAND_ARGS:-}"
-read -r -a srun_extra <<<"${SRUN_ARGS:-}"
 
 tag="job ${SLURM_JOB_ID:-?}${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)}"
 echo "xpand job: $tag, restart ${SLURM_RESTART_COUNT:-0}, ${SLURM_NTASKS:-?} tasks on ${SLURM_JOB_NODELIST:-?}:" \
