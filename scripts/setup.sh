@@ -15,7 +15,8 @@ packages=(
   libhdf5-dev hdf5-tools
   libgtest-dev libgmock-dev libbenchmark-dev
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev zlib1g-dev
-  python3-h5py python3-numpy
+  python3-h5py python3-numpy python3-matplotlib python3-yaml   # analysis/ (report.py, loaders)
+  chromium                                  # headless screenshot of the analysis report (tests/analysis)
   dataset-fashion-mnist fortunes
   slurm-wlm munge                           # the throwaway local cluster of the slurm tests (scripts/slurm-local.sh)
 )

@@ -72,6 +72,11 @@ const std::vector<KeyDef>& param_fields() {
       range(key("max_projection_bytes", T::Float, "1e9",
                 "subspace: a dense or dense-qr P larger than this (d x D x element size) is refused"),
             0, kInf, true),
+      choices(key("anchor", T::String, "offset",
+                  "subspace: offset = theta0 + P omega with omega from 0 (Li et al.); column = P omega with P "
+                  "the QR of [theta_init, Gaussian columns], omega from P^T theta_init (the omega-space notebook; "
+                  "needs projection: dense-qr)"),
+              {"offset", "column"}),
       choices(key("order", T::String, "auto",
                   "contraction order: auto (planner: cheapest exact order), activation (x through each factor) "
                   "or weight (factors multiplied first)"),
@@ -98,6 +103,14 @@ const std::vector<KeyDef>& schema() {
           "dataset directory (IDX files) or text file/directory (chars); empty = the dataset's default location"),
       range(key("data.batch_size", T::Int, "128", "global batch size (split over the ranks of a run)"), 1),
       range(key("data.eval_batch_size", T::Int, "2048", "batch size of evaluation passes"), 1),
+      range(key("data.train_classes", T::IntList, "[]",
+                "train only on samples of these classes (their indices; [] = every class); evaluation keeps "
+                "both whole splits"),
+            0),
+      range(key("data.focus_classes", T::IntList, "[]",
+                "evaluation also reports test accuracy on these classes (test_focus_acc) and on the others "
+                "(test_rest_acc)"),
+            0),
       range(key("data.eval_max_samples", T::Int, "0",
                 "evaluate on at most this many samples of each split (0 = all)"), 0),
       choices(key("data.normalize", T::String, "standard",
@@ -133,6 +146,12 @@ const std::vector<KeyDef>& schema() {
            "model.kind", {"mlp", "cnn"}),
       when(key("model.bias", T::Bool, "true", "bias vectors in linear and conv layers"), "model.kind",
            {"mlp", "cnn"}),
+      when(key("model.init_from", T::String, "''",
+               "run file whose snapshot starts every layer and bias (fine-tuning): dense layers copy the weight, "
+               "lora layers take it as W0, lowrank layers with init: svd factor it"),
+           "model.kind", {"mlp"}),
+      when(range(key("model.init_step", T::Int, "0", "snapshot step in model.init_from (0 = the last)"), 0),
+           "model.kind", {"mlp"}),
       when(range(key("model.residual", T::IntList, "[]",
                      "0-based indices of square hidden layers wrapped in a residual: h = act(h + W h + b)"),
                  0),
@@ -176,6 +195,8 @@ const std::vector<KeyDef>& schema() {
       when(range(key("train.gamma", T::Float, "0.1", "step schedule factor"), 0, 1, true), "train.schedule",
            {"step"}),
       when(range(key("train.lr_min", T::Float, "0", "cosine schedule floor"), 0), "train.schedule", {"cosine"}),
+      key("train.freeze", T::StringList, "[]",
+          "parameters kept fixed: glob patterns over their names (fc1.weight, fc1_bias, ...; `xpand plan` lists them)"),
       range(key("train.grad_clip", T::Float, "0", "clip the global gradient norm to this (0 = off)"), 0),
       range(key("train.epochs", T::Float, "1", "passes over the training set (fractions allowed)"), 0),
       range(key("train.max_steps", T::Int, "0", "stop after this many steps (0 = no limit; with epochs, the earlier)"),

@@ -191,6 +191,25 @@ Dataset dataset_load(const config::Config& cfg, torch::Device device) {
   } else {
     XPAND_CHECK(false, "dataset '{}' has no loader", ds.name);
   }
+  // data.train_classes / data.focus_classes: class indices of a classification dataset.
+  for (const char* key : {"data.train_classes", "data.focus_classes"}) {
+    const auto classes = cfg.get_ints(key);
+    if (classes.empty()) continue;
+    if (ds.task != Task::Classification)
+      cfg.fail(key, fmt::format("{} is language modelling: there are no classes to select", ds.name));
+    for (int64_t c : classes)
+      if (c >= ds.num_classes)
+        cfg.fail(key, fmt::format("class {} does not exist: {} has classes 0..{}", c, ds.name, ds.num_classes - 1));
+  }
+  if (const auto classes = cfg.get_ints("data.train_classes"); !classes.empty()) {
+    auto keep = torch::zeros({ds.num_classes}, torch::kBool);
+    for (int64_t c : classes) keep[c] = true;
+    auto rows = keep.index_select(0, ds.train_y).nonzero().reshape(-1);
+    if (rows.numel() == 0)
+      cfg.fail("data.train_classes", fmt::format("no training sample of {} belongs to these classes", ds.name));
+    ds.train_x = ds.train_x.index_select(0, rows);
+    ds.train_y = ds.train_y.index_select(0, rows);
+  }
   for (auto* t : {&ds.train_x, &ds.train_y, &ds.test_x, &ds.test_y})
     if (t->defined()) *t = t->to(device);
   return ds;

@@ -13,24 +13,34 @@ namespace xpand::param {
 
 namespace F = torch::nn::functional;
 
-torch::Tensor snapshot_weight(const std::string& path, int64_t step, const std::string& layer,
-                              const WeightShape& shape) {
+torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::string& layer, const std::string& name,
+                             const std::vector<int64_t>& dims_expected) {
   try {
     store::RunReader r(path);
+    if (!r.has_object("/snapshots")) throw Error(fmt::format("{}: has no snapshots", path));
     auto steps = r.children("/snapshots");
     if (steps.empty()) throw Error(fmt::format("{}: has no snapshots", path));
     std::string s = step > 0 ? fmt::format("{:08d}", step) : steps.back();
     if (std::find(steps.begin(), steps.end(), s) == steps.end())
       throw Error(fmt::format("{}: no snapshot at step {} (have {})", path, step, fmt::join(steps, ", ")));
+    const std::string obj = fmt::format("/snapshots/{}/{}/{}", s, layer, name);
+    if (!r.has_object(obj))
+      throw Error(fmt::format("{}: snapshot {} has no {} of layer {}{}", path, s, name, layer,
+                              name == "bias" ? " (the run file predates biases in snapshots; retrain it)" : ""));
     std::vector<int64_t> dims;
-    auto data = r.read_array(fmt::format("/snapshots/{}/{}/weight", s, layer), &dims);
-    if (dims != shape.dims)
-      throw Error(fmt::format("{}: snapshot {} of layer {} is {}, this layer is {}", path, s, layer,
-                              fmt::join(dims, "x"), shape.str()));
-    return torch::tensor(data, torch::kFloat64).reshape(dims).to(torch::kFloat32);
+    auto data = r.read_array(obj, &dims);
+    if (dims != dims_expected)
+      throw Error(fmt::format("{}: snapshot {} of layer {} has {} {}, this network needs {}", path, s, layer, name,
+                              fmt::join(dims, "x"), fmt::join(dims_expected, "x")));
+    return torch::tensor(data, torch::kFloat64).reshape(dims);  // the network is moved to its dtype after
   } catch (const store::StoreError& e) {
     throw Error(fmt::format("init_from: {}", e.what()));
   }
+}
+
+torch::Tensor snapshot_weight(const std::string& path, int64_t step, const std::string& layer,
+                              const WeightShape& shape) {
+  return snapshot_array(path, step, layer, "weight", shape.dims);
 }
 
 // --- lowrank -----------------------------------------------------------------------------

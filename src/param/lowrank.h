@@ -53,6 +53,10 @@ class Lora : public Parameterization {
   torch::Tensor a_, b_;  // (r × in), (out × r)
 };
 
+// Array `name` ("weight", "bias") of `layer` in a run file's snapshot (step 0: the last one), checked
+// against the expected dimensions; float64 (as stored). Throws Error naming the file and what is missing.
+torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::string& layer, const std::string& name,
+                             const std::vector<int64_t>& dims_expected);
 // The dense weight of `layer` in a run file's snapshot (step 0: the last one), checked against the shape.
 torch::Tensor snapshot_weight(const std::string& path, int64_t step, const std::string& layer,
                               const WeightShape& shape);

@@ -41,6 +41,7 @@ const std::map<std::string, std::set<std::string>>& readers() {
       {"rank", {"lowrank", "lora"}},   {"init", {"lowrank"}},           {"init_from", {"lowrank", "lora"}},
       {"init_step", {"lowrank", "lora"}}, {"lora_alpha", {"lora"}},    {"order", {"expanded", "lowrank", "lora"}},
       {"omega_dim", {"subspace"}},     {"projection", {"subspace"}},    {"max_projection_bytes", {"subspace"}},
+      {"anchor", {"subspace"}},
   };
   return r;
 }
@@ -91,14 +92,14 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
   s.lora_alpha = cfg.get_float(source("lora_alpha"));
   s.order = cfg.get_string(source("order"));
   // Subspace options are the whole network's: read once from param.* (train/subspace.h).
-  for (const char* field : {"omega_dim", "projection", "max_projection_bytes"}) {
+  // Subspace layers share one omega: its options are read once from param.* (train/subspace.h).
+  for (const char* field : {"omega_dim", "projection", "max_projection_bytes", "anchor"}) {
     const std::string key = source(field);
     if (key != std::string("param.") + field)
-      cfg.fail(key, fmt::format("applies to the whole network: set param.{}", field));
+      cfg.fail(key, fmt::format("every subspace layer shares one omega: set param.{}", field));
   }
-  if (s.kind == "subspace" && cfg.get_string("param.kind") != "subspace")
-    cfg.fail(s.key_of("kind"), "subspace training covers the whole network: set param.kind: subspace (a subspace "
-                               "of selected layers is not supported)");
+  if (s.init_from.empty() && cfg.has("model.init_from")) s.init_from = cfg.get_string("model.init_from");
+  if (s.init_step == 0 && cfg.has("model.init_step")) s.init_step = cfg.get_int("model.init_step");
   if (cfg.get_string("param.kind") == "subspace" && s.kind != "subspace")
     cfg.fail(s.key_of("kind"), fmt::format("with param.kind: subspace every layer trains in the subspace; layer {} "
                                            "cannot be {}", layer, s.kind));

@@ -30,6 +30,7 @@
 #include "store/run_file.h"
 #include "sweep/claim.h"
 #include "train/optim.h"
+#include "train/subspace.h"
 #include "train/trainer.h"
 
 namespace xpand::sweep {
@@ -213,18 +214,21 @@ std::vector<PointCost> sweep_costs(const Spec& spec) {
     c.trainable = rep.trainable;
     for (const auto& l : rep.layers) c.memory_bytes += l.memory_bytes;
     c.comm_bytes = double(rep.cut) * (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
-    if (p.cfg.get_string("param.kind") == "subspace") {  // only omega trains and is all-reduced
+    if (auto split = train::subspace_split(p.cfg, *net); !split.theta.empty()) {  // omega trains instead of theta
       const std::string proj = p.cfg.get_string("param.projection");
-      const double bytes = double(rep.trainable) * double(p.cfg.get_int("param.omega_dim")) *
-                           (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
+      const double elem = p.cfg.get_string("dtype") == "float64" ? 8 : 4;
+      const double bytes = double(split.theta_numel()) * double(p.cfg.get_int("param.omega_dim")) * elem;
       if ((proj == "dense" || proj == "dense-qr") && bytes > p.cfg.get_float("param.max_projection_bytes"))
         p.cfg.fail("param.max_projection_bytes",
                    fmt::format("point {}: a {} projection of {} x {} takes {:.3g} GB, above the limit of {:.3g} GB; use "
                                "param.projection: fastfood (O(D) memory) or sparse, or raise the limit",
-                               p.run_id, proj, rep.trainable, p.cfg.get_int("param.omega_dim"), bytes / 1e9,
+                               p.run_id, proj, split.theta_numel(), p.cfg.get_int("param.omega_dim"), bytes / 1e9,
                                p.cfg.get_float("param.max_projection_bytes") / 1e9));
-      c.trainable = p.cfg.get_int("param.omega_dim");
-      c.comm_bytes = double(c.trainable) * (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
+      if (p.cfg.get_string("param.anchor") == "column" && proj != "dense-qr")
+        p.cfg.fail("param.anchor", fmt::format("point {}: anchor: column needs param.projection: dense-qr, not {}",
+                                               p.run_id, proj));
+      c.trainable = p.cfg.get_int("param.omega_dim") + split.rest_numel();
+      c.comm_bytes = double(c.trainable) * elem;
     }
     costs.push_back(c);
   }

@@ -1,6 +1,7 @@
 // Metric records the trainer emits and the sinks that consume them (console, HDF5 run file).
 // Measuring and reporting are separate: the trainer fills these structs and never formats output.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -27,6 +28,8 @@ struct EvalMetrics {
   int64_t step = 0;
   double train_loss = 0, train_acc = 0, test_loss = 0, test_acc = 0;
   double collapse_error = 0;  // max |f_collapsed - f| / max |f| on an evaluation batch
+  // data.focus_classes: test accuracy on the focus classes and on the others (NaN when unset)
+  double test_focus_acc = std::nan(""), test_rest_acc = std::nan("");
 };
 
 // What a run is, for provenance and headers.
@@ -34,6 +37,7 @@ struct RunInfo {
   std::string run_id, path, config_yaml, name;
   int64_t total_steps = 0, steps_per_epoch = 0, world_size = 1;
   bool language_model = false;
+  bool focus = false;  // data.focus_classes set: eval rows carry test_focus_acc, test_rest_acc
   std::string dtype = "float32";                     // training dtype (snapshot rank tolerances)
   std::map<std::string, std::string> attrs;          // provenance: versions, host, dataset, times, ...
   std::map<std::string, int64_t> int_attrs;          // ranks_per_run, seed, ...
@@ -62,6 +66,7 @@ class MetricSink {
     std::vector<int64_t> shape;
     std::vector<double> data;
     std::vector<Array> factors;
+    Array bias;  // the layer's own bias (empty shape: none)
   };
   virtual void on_snapshot(int64_t step, const std::vector<Tensor>& weights) {}
   // Before a checkpoint: everything emitted so far must be on disk when this returns.

@@ -50,8 +50,10 @@ class ConsoleSink : public MetricSink {
       log::info("eval step {:>6}: train loss {:.4f} ({:.3f} bpc) | val loss {:.4f} ({:.3f} bpc) acc {:.4f}", e.step,
                 e.train_loss, e.train_loss / std::log(2.0), e.test_loss, e.test_loss / std::log(2.0), e.test_acc);
     else
-      log::info("eval step {:>6}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} | collapse err {:.1e}",
-                e.step, e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.collapse_error);
+      log::info("eval step {:>6}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f}{} | collapse err {:.1e}",
+                e.step, e.train_loss, e.train_acc, e.test_loss, e.test_acc,
+                info_.focus ? fmt::format(" (focus {:.4f}, rest {:.4f})", e.test_focus_acc, e.test_rest_acc) : "",
+                e.collapse_error);
   }
   void on_end(const std::string& status, const std::string& error,
               const std::map<std::string, std::string>&) override {
@@ -109,6 +111,7 @@ class H5Sink : public MetricSink {
 
   void on_start(const RunInfo& info) override {
     lm_ = info.language_model;
+    focus_ = info.focus;
     dtype_ = info.dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
     const bool resume = !info.resume_from.empty();
     // A resumed run is rebuilt under a temporary name and renamed over the old file once it holds
@@ -143,6 +146,7 @@ class H5Sink : public MetricSink {
     w->add_table("train", kTrainColumns, kTrainIntColumns);
     std::vector<std::string> eval = {"step", "train_loss", "train_acc", "test_loss", "test_acc", "collapse_error"};
     if (lm_) eval.insert(eval.end(), {"train_bpc", "test_bpc"});
+    if (focus_) eval.insert(eval.end(), {"test_focus_acc", "test_rest_acc"});
     w->add_table("eval", eval);
     int64_t resumes = 0;
     if (resume) {
@@ -178,6 +182,7 @@ class H5Sink : public MetricSink {
   void on_eval(const EvalMetrics& e) override {
     std::vector<double> row = {double(e.step), e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.collapse_error};
     if (lm_) row.insert(row.end(), {e.train_loss / std::log(2.0), e.test_loss / std::log(2.0)});
+    if (focus_) row.insert(row.end(), {e.test_focus_acc, e.test_rest_acc});
     writer_->post([row = std::move(row)](store::RunWriter& w) { w.append("eval", row); }, 128);
     writer_->flush_async();  // every evaluation reaches the disk (and live readers) promptly
   }
@@ -195,6 +200,7 @@ class H5Sink : public MetricSink {
           for (const auto& t : *snap) {
             const std::string g = fmt::format("/snapshots/{:08d}/{}", step, t.layer);
             w.write_array(g + "/weight", t.shape, t.data.data());
+            if (!t.bias.shape.empty()) w.write_array(g + "/bias", t.bias.shape, t.bias.data.data());
             for (size_t i = 0; i < t.factors.size(); ++i)
               w.write_array(fmt::format("{}/factors/{}", g, i), t.factors[i].shape, t.factors[i].data.data());
             // The spectrum is computed here, off the training thread, at the precision the run trained in.
@@ -238,7 +244,7 @@ class H5Sink : public MetricSink {
   H5SinkOptions opts_;
   std::unique_ptr<store::AsyncRunWriter> writer_;
   torch::ScalarType dtype_ = torch::kFloat32;
-  bool lm_ = false;
+  bool lm_ = false, focus_ = false;
 };
 
 }  // namespace

@@ -4,22 +4,65 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "core/timer.h"
+#include "param/spec.h"
 
 namespace xpand::train {
 
 namespace {
 
-// Fast Walsh–Hadamard transform (unnormalised, natural order) of a 1-D tensor whose length is a
-// power of two: log2(n) butterfly stages, each an add and a subtract written straight into a second
-// buffer (no allocation per stage); the buffers swap roles between stages, so x is overwritten.
+// In-place fast Walsh–Hadamard transform of n (a power of two) contiguous values on the CPU: the
+// first three butterfly levels inside registers per block of 8, then two levels per pass over the
+// array (radix 4), so the data is read log2(n)/2 times instead of log2(n); the inner loops are
+// unit-stride and vectorise.
+template <typename T>
+void fwht_cpu(T* x, int64_t n) {
+  int64_t h = 1;
+  if (n >= 8) {
+    for (int64_t i = 0; i < n; i += 8) {
+      T* p = x + i;
+      const T a0 = p[0] + p[1], a1 = p[0] - p[1], a2 = p[2] + p[3], a3 = p[2] - p[3];
+      const T a4 = p[4] + p[5], a5 = p[4] - p[5], a6 = p[6] + p[7], a7 = p[6] - p[7];
+      const T b0 = a0 + a2, b2 = a0 - a2, b1 = a1 + a3, b3 = a1 - a3;
+      const T b4 = a4 + a6, b6 = a4 - a6, b5 = a5 + a7, b7 = a5 - a7;
+      p[0] = b0 + b4, p[4] = b0 - b4, p[1] = b1 + b5, p[5] = b1 - b5;
+      p[2] = b2 + b6, p[6] = b2 - b6, p[3] = b3 + b7, p[7] = b3 - b7;
+    }
+    h = 8;
+  }
+  for (; 4 * h <= n; h *= 4)  // levels h and 2h at once
+    for (int64_t i = 0; i < n; i += 4 * h) {
+      T *p0 = x + i, *p1 = p0 + h, *p2 = p1 + h, *p3 = p2 + h;
+      for (int64_t j = 0; j < h; ++j) {
+        const T a0 = p0[j] + p1[j], a1 = p0[j] - p1[j], a2 = p2[j] + p3[j], a3 = p2[j] - p3[j];
+        p0[j] = a0 + a2, p2[j] = a0 - a2, p1[j] = a1 + a3, p3[j] = a1 - a3;
+      }
+    }
+  for (; h < n; h *= 2)
+    for (int64_t i = 0; i < n; i += 2 * h)
+      for (int64_t j = i; j < i + h; ++j) {
+        const T a = x[j], b = x[j + h];
+        x[j] = a + b, x[j + h] = a - b;
+      }
+}
+
+// Fast Walsh–Hadamard transform (unnormalised, natural order) of a 1-D contiguous tensor whose
+// length is a power of two, in place. CPU: fwht_cpu. Other devices: log2(n) tensor butterfly stages,
+// each an add and a subtract written into a second buffer (the buffers swap roles between stages).
 torch::Tensor fwht(torch::Tensor x) {
   const int64_t n = x.numel();
+  if (x.device().is_cpu() && x.is_contiguous()) {
+    if (x.scalar_type() == torch::kFloat) fwht_cpu(x.data_ptr<float>(), n);
+    else if (x.scalar_type() == torch::kDouble) fwht_cpu(x.data_ptr<double>(), n);
+    else XPAND_CHECK(false, "fwht: unsupported dtype");
+    return x;
+  }
   torch::Tensor y = torch::empty_like(x);
   for (int64_t h = 1; h < n; h *= 2) {
     auto v = x.view({n / (2 * h), 2, h}), w = y.view({n / (2 * h), 2, h});
@@ -76,16 +119,19 @@ class FastfoodProjection final : public Projection {
   torch::Tensor forward(const torch::Tensor& w) override {
     auto x = torch::zeros({L_}, w.options());
     x.narrow(0, 0, d_).copy_(w);
-    x = fwht(x * b_);
-    x = fwht(x.index_select(0, perm_) * g_);
-    return x.narrow(0, 0, D_);
+    x.mul_(b_);
+    x = fwht(std::move(x)).index_select(0, perm_);
+    x.mul_(g_);
+    return fwht(std::move(x)).narrow(0, 0, D_);
   }
   torch::Tensor transpose(const torch::Tensor& gr) override {
     // (H G Π H B)ᵀ = B H Πᵀ G H (H, G, B symmetric).
     auto x = torch::zeros({L_}, gr.options());
     x.narrow(0, 0, D_).copy_(gr);
-    x = fwht(x) * g_;
-    x = fwht(x.index_select(0, inv_)) * b_;
+    x = fwht(std::move(x));
+    x.mul_(g_);
+    x = fwht(x.index_select(0, inv_));
+    x.mul_(b_);
     return x.narrow(0, 0, d_);
   }
   double bytes() const override { return double(L_) * (3 * double(b_.element_size()) + 16); }
@@ -97,8 +143,11 @@ class FastfoodProjection final : public Projection {
 
 }  // namespace
 
+torch::Tensor hadamard_transform(torch::Tensor x) { return fwht(std::move(x)); }
+
 std::unique_ptr<Projection> projection_make(const config::Config& cfg, const std::string& kind, int64_t D, int64_t d,
-                                            uint64_t seed, torch::Dtype dtype, torch::Device device) {
+                                            uint64_t seed, torch::Dtype dtype, torch::Device device,
+                                            const torch::Tensor& first_column) {
   auto gen = at::detail::createCPUGenerator(seed);
   const auto opt = torch::TensorOptions().dtype(dtype).device(device);
   if (kind == "dense" || kind == "dense-qr") {
@@ -113,8 +162,17 @@ std::unique_ptr<Projection> projection_make(const config::Config& cfg, const std
       cfg.fail("param.omega_dim", fmt::format("dense-qr needs omega_dim <= {} (the network's parameters)", D));
     // Generated and normalised in the training dtype, in place: one D x d buffer (plus QR's).
     auto p = torch::randn({D, d}, gen, torch::TensorOptions().dtype(dtype));
-    if (kind == "dense-qr") p = std::get<0>(torch::linalg_qr(p, "reduced"));
-    else p.div_(p.norm(2, {0}, true));
+    if (first_column.defined()) {
+      XPAND_CHECK(kind == "dense-qr" && first_column.numel() == D, "first column needs dense-qr and length D");
+      p.select(1, 0).copy_(first_column.reshape(-1));
+    }
+    if (kind == "dense-qr") {
+      auto [q, r] = torch::linalg_qr(p, "reduced");
+      q.mul_(torch::sign(r.diagonal()).where(r.diagonal() != 0, torch::ones_like(r.diagonal())));  // R's diagonal > 0
+      p = q;
+    } else {
+      p.div_(p.norm(2, {0}, true));
+    }
     return std::make_unique<DenseProjection>(p.to(device));
   }
   if (kind == "sparse") {
@@ -144,13 +202,26 @@ Subspace::Subspace(const config::Config& cfg, std::vector<torch::Tensor> theta, 
   theta0_ = torch::cat(flat).clone();
   D_ = theta0_.numel();
   const int64_t d = cfg.get_int("param.omega_dim");
+  const bool column = cfg.get_string("param.anchor") == "column";
+  if (column && kind_ != "dense-qr")
+    cfg.fail("param.anchor", fmt::format("anchor: column puts theta_init into an orthonormal P: it needs "
+                                         "param.projection: dense-qr, not {}", kind_));
+  if (column && theta0_.norm().item<double>() == 0)
+    cfg.fail("param.anchor", "anchor: column needs a non-zero initialisation of the subspace's tensors");
   Timer t;
-  // P depends on the seed alone: every rank of a group builds the same one, and a resumed run too.
-  proj_ = projection_make(cfg, kind_, D_, d, projection_seed(seed), theta0_.scalar_type(),
-                          theta0_.device());
-  omega_ = torch::zeros({d}, theta0_.options()).set_requires_grad(true);
-  log::info("subspace: omega {} of {} parameters (compression {:.1f}x), {} projection, {:.3g} MB, set up in {:.2f} s",
-            d, D_, double(D_) / double(d), kind_, proj_->bytes() / 1e6, t.seconds());
+  // P depends on the seed (and θ_init) alone: every rank of a group builds the same one, and a
+  // resumed run too.
+  proj_ = projection_make(cfg, kind_, D_, d, projection_seed(seed), theta0_.scalar_type(), theta0_.device(),
+                          column ? theta0_ : torch::Tensor());
+  if (column) {  // θ = P ω: no offset; ω starts where P ω = θ_init (θ_init lies in P's span)
+    omega_ = proj_->transpose(theta0_).detach().clone().set_requires_grad(true);
+    theta0_.zero_();
+  } else {
+    omega_ = torch::zeros({d}, theta0_.options()).set_requires_grad(true);
+  }
+  log::info("subspace: omega {} of {} parameters (compression {:.1f}x), {} projection{}, {:.3g} MB, set up in "
+            "{:.2f} s", d, D_, double(D_) / double(d), kind_, column ? " through theta_init" : "",
+            proj_->bytes() / 1e6, t.seconds());
 }
 
 void Subspace::pull_grad() {
@@ -170,6 +241,45 @@ void Subspace::push() {
     t.copy_(theta.narrow(0, at, t.numel()).view_as(t));
     at += t.numel();
   }
+}
+
+int64_t SubspaceSplit::theta_numel() const {
+  int64_t n = 0;
+  for (const auto& t : theta) n += t.numel();
+  return n;
+}
+
+int64_t SubspaceSplit::rest_numel() const {
+  int64_t n = 0;
+  for (const auto& t : rest) n += t.numel();
+  return n;
+}
+
+SubspaceSplit subspace_split(const config::Config& cfg, model::Network& net) {
+  SubspaceSplit out;
+  const bool whole = cfg.get_string("param.kind") == "subspace";
+  std::set<const void*> in_subspace;  // tensor impls
+  if (!whole) {
+    std::set<std::string> names;
+    for (auto& slot : net.slots())
+      if (param::spec_for(cfg, slot.name).kind == "subspace") {
+        for (auto& p : slot.param->parameters()) in_subspace.insert(p.unsafeGetTensorImpl());
+        names.insert(slot.name + "_bias");  // the layer's own bias (mlp, cnn)
+      }
+    for (auto& np : net.named_parameters())
+      if (names.count(np.key())) in_subspace.insert(np.value().unsafeGetTensorImpl());
+  }
+  for (auto& np : net.named_parameters()) {
+    const torch::Tensor& p = np.value();
+    if (!p.requires_grad()) continue;
+    if (whole || in_subspace.count(p.unsafeGetTensorImpl())) {
+      out.theta.push_back(p);
+      out.theta_names.push_back(np.key());
+    } else {
+      out.rest.push_back(p);
+    }
+  }
+  return out;
 }
 
 }  // namespace xpand::train

@@ -1,7 +1,14 @@
-// Subspace (intrinsic-dimension) training, `param.kind: subspace`: the network's D trainable numbers
-// θ move only inside a random d-dimensional affine subspace, θ = θ0 + P·ω, with θ0 the network's
-// ordinary initialisation, ω ∈ R^d (`param.omega_dim`) starting at 0 and P a D×d random projection
-// generated from the run's seed (never stored; a checkpoint keeps ω). The optimizer sees only ω.
+// Subspace (intrinsic-dimension) training: D trainable numbers θ move only inside a random
+// d-dimensional affine subspace, θ = θ0 + P·ω, with θ0 the network's ordinary initialisation,
+// ω ∈ R^d (`param.omega_dim`) starting at 0 and P a D×d random projection generated from the run's
+// seed (never stored; a checkpoint keeps ω). θ is every trainable tensor with `param.kind: subspace`,
+// or the weights and biases of the layers set to `kind: subspace` (`layers.fc1.kind: subspace`): all
+// of them share one ω, and the network's other tensors train as usual. The optimizer sees ω (and
+// those other tensors) instead of θ.
+//
+// `param.anchor: column` is the ω-space notebook's variant: θ = P·ω with P the QR of
+// [θ_init, Gaussian columns] (dense-qr only), so P's first column is θ_init/‖θ_init‖ and ω starts at
+// Pᵀθ_init = (‖θ_init‖, 0, …, 0): the subspace holds the initialisation and its rescalings.
 //
 // A step runs the network as usual (every layer dense), so backward yields ∂L/∂θ; the chain rule
 // gives ∂L/∂ω = Pᵀ·∂L/∂θ, which is all that data-parallel ranks all-reduce (d numbers, the narrowest
@@ -22,6 +29,7 @@
 #include <torch/torch.h>
 
 #include "config/config.h"
+#include "model/network.h"
 
 namespace xpand::train {
 
@@ -37,13 +45,31 @@ class Projection {
 inline uint64_t projection_seed(uint64_t run_seed) { return run_seed * 0x9E3779B97F4A7C15ull + 0x5eed; }
 
 // Builds a projection from R^d to R^D; throws ConfigError (naming param.projection or
-// param.max_projection_bytes) when a dense P would exceed the limit.
+// param.max_projection_bytes) when a dense P would exceed the limit. dense-qr with `first_column`
+// (length D): P = Q of the QR of [first_column, d-1 Gaussian columns], its first column
+// first_column/‖first_column‖.
 std::unique_ptr<Projection> projection_make(const config::Config& cfg, const std::string& kind, int64_t D, int64_t d,
-                                            uint64_t seed, torch::Dtype dtype, torch::Device device);
+                                            uint64_t seed, torch::Dtype dtype, torch::Device device,
+                                            const torch::Tensor& first_column = {});
+
+// The in-place fast Walsh–Hadamard transform (unnormalised, natural order) of a contiguous 1-D
+// tensor whose length is a power of two; returns the transformed tensor (x itself on the CPU).
+torch::Tensor hadamard_transform(torch::Tensor x);
+
+// Which trainable tensors of `net` move in the subspace (theta) and which train as usual (rest), in
+// the network's parameter order. theta is empty when no layer is a subspace layer.
+struct SubspaceSplit {
+  std::vector<torch::Tensor> theta, rest;
+  std::vector<std::string> theta_names;
+  int64_t theta_numel() const;
+  int64_t rest_numel() const;
+};
+SubspaceSplit subspace_split(const config::Config& cfg, model::Network& net);
 
 class Subspace {
  public:
-  // θ: the tensors that move in the subspace (their current values are θ0).
+  // θ: the tensors that move in the subspace (their current values are θ0, or θ_init with
+  // param.anchor: column).
   Subspace(const config::Config& cfg, std::vector<torch::Tensor> theta, uint64_t seed);
   torch::Tensor& omega() { return omega_; }  // the optimizer's only tensor
   void pull_grad();                          // ω.grad = Pᵀ · concat(θ.grad)

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <fnmatch.h>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -32,6 +33,8 @@
 #include "dist/nccl_comm.h"
 #endif
 #include "model/network.h"
+#include "param/lowrank.h"
+#include "param/spec.h"
 #include "store/index.h"
 #include "store/run_file.h"
 #include "train/checkpoint.h"
@@ -121,25 +124,44 @@ torch::Tensor loss_of(const data::Dataset& ds, const torch::Tensor& logits, cons
 }
 
 // Mean loss and accuracy of `net` over evaluation batches (no gradients). The ranks of a group
-// share the batches (batch i on rank i mod size) and sum their partial results.
-std::pair<double, double> evaluate(model::Network& net, const data::Dataset& ds,
-                                   const std::vector<data::Batch>& batches, dist::Communicator& comm) {
-  auto sums = torch::zeros({3}, torch::kFloat64);  // loss·n, correct, n
+// share the batches (batch i on rank i mod size) and sum their partial results. With `focus` (a bool
+// per class) also the accuracy on samples of the focus classes and on the others (NaN when none).
+struct EvalResult {
+  double loss = 0, acc = 0;
+  double focus_acc = std::nan(""), rest_acc = std::nan("");
+};
+EvalResult evaluate(model::Network& net, const data::Dataset& ds, const std::vector<data::Batch>& batches,
+                    dist::Communicator& comm, const torch::Tensor& focus = {}) {
+  auto sums = torch::zeros({7}, torch::kFloat64);  // loss·n, correct, n, focus correct, focus n, rest correct, rest n
   auto acc = sums.accessor<double, 1>();
   for (size_t i = size_t(comm.rank()); i < batches.size(); i += size_t(comm.size())) {
     const auto& b = batches[i];
     auto logits = net.forward(b.x);
     double n = double(b.y.numel());
     acc[0] += loss_of(ds, logits, b.y).item<double>() * n;
-    acc[1] += logits.argmax(-1).eq(b.y).sum().item<double>();
+    auto correct = logits.argmax(-1).eq(b.y);
+    acc[1] += correct.sum().item<double>();
     acc[2] += n;
+    if (focus.defined()) {
+      auto in = focus.to(b.y.device()).index_select(0, b.y.reshape(-1)).view_as(b.y);
+      acc[3] += correct.logical_and(in).sum().item<double>();
+      acc[4] += in.sum().item<double>();
+      acc[5] += correct.logical_and(in.logical_not()).sum().item<double>();
+      acc[6] += n - in.sum().item<double>();
+    }
   }
   if (comm.size() > 1) {
     auto t = sums.to(comm.device());  // CPU for mpi (the same tensor), the GPU for nccl
     comm.allreduce(t, dist::ReduceOp::Sum, "evaluation sums");
     sums = t.cpu();
   }
-  return {sums[0].item<double>() / sums[2].item<double>(), sums[1].item<double>() / sums[2].item<double>()};
+  auto v = [&](int i) { return sums[i].item<double>(); };
+  EvalResult r{v(0) / v(2), v(1) / v(2)};
+  if (focus.defined()) {
+    if (v(4) > 0) r.focus_acc = v(3) / v(4);
+    if (v(6) > 0) r.rest_acc = v(5) / v(6);
+  }
+  return r;
 }
 
 std::vector<MetricSink::Tensor> snapshot_of(model::Network& net, bool factors) {
@@ -149,15 +171,65 @@ std::vector<MetricSink::Tensor> snapshot_of(model::Network& net, bool factors) {
     auto c = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
     return MetricSink::Array{c.sizes().vec(), std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel())};
   };
+  auto named = net.named_parameters();
   for (auto& s : net.slots()) {
     auto w = as_array(s.param->weight());
-    MetricSink::Tensor t{s.name, std::move(w.shape), std::move(w.data), {}};
+    MetricSink::Tensor t{s.name, std::move(w.shape), std::move(w.data), {}, {}};
+    if (auto* b = named.find(s.name + "_bias"); b && b->defined()) t.bias = as_array(*b);
     if (factors)
       for (auto& p : s.param->parameters())
         if (p.numel() > 0) t.factors.push_back(as_array(p));
     out.push_back(std::move(t));
   }
   return out;
+}
+
+// train.freeze: parameters whose names match a pattern stop requiring gradients.
+void freeze_parameters(const config::Config& cfg, model::Network& net) {
+  for (const auto& pattern : cfg.get_strings("train.freeze")) {
+    bool any = false;
+    std::string names;
+    for (auto& np : net.named_parameters()) {
+      names += (names.empty() ? "" : ", ") + np.key();
+      if (fnmatch(pattern.c_str(), np.key().c_str(), 0) == 0) {
+        np.value().set_requires_grad(false);
+        any = true;
+      }
+    }
+    if (!any) cfg.fail("train.freeze", fmt::format("'{}' matches no parameter (parameters: {})", pattern, names));
+  }
+}
+
+// model.init_from: every layer and its bias start from a run file's snapshot (fine-tuning). Dense
+// and subspace layers copy the weight; lora layers took it as W0 and lowrank layers with init: svd
+// factored it when they were built (param::Spec falls back to model.init_from).
+void init_from_run(const config::Config& cfg, model::Network& net) {
+  if (!cfg.has("model.init_from") || cfg.get_string("model.init_from").empty()) return;
+  const std::string from = cfg.get_string("model.init_from");
+  const int64_t step = cfg.get_int("model.init_step");
+  torch::NoGradGuard ng;
+  auto named = net.named_parameters();
+  try {
+    for (auto& slot : net.slots()) {
+      const param::Spec spec = param::spec_for(cfg, slot.name);
+      if (spec.kind == "dense" || spec.kind == "subspace") {
+        slot.param->named_parameters()["weight"].copy_(param::snapshot_weight(from, step, slot.name, slot.param->shape()));
+      } else if (spec.kind == "lowrank" && spec.init != "svd") {
+        spec.fail("init", "model.init_from starts a lowrank layer only with init: svd (the truncated SVD of the "
+                          "snapshot's weight)");
+      } else if (spec.kind == "expanded") {
+        spec.fail("kind", "model.init_from cannot start an expanded layer (a dense snapshot does not fix its "
+                          "factors); make the layer dense, lowrank (init: svd) or lora");
+      }
+      if (auto* b = named.find(slot.name + "_bias"))
+        b->copy_(param::snapshot_array(from, step, slot.name, "bias", b->sizes().vec()));
+    }
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    cfg.fail("model.init_from", e.what());
+  }
+  log::info("model: every layer and bias from {} ({})", from, step > 0 ? fmt::format("step {}", step) : "its last snapshot");
 }
 
 // Moves a file aside to <path>.prev-N (nothing is deleted).
@@ -338,6 +410,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   }
   model::NetworkPtr net = model::network_build(cfg, ds, param::factory_from_config(cfg));
   net->to(device, dtype);
+  init_from_run(cfg, *net);  // after the move: the snapshot's float64 values reach a float64 network whole
   result.network = net;
   dist::CommPtr comm = gradient_comm(cfg, group, device);
   if (world > 1) {
@@ -382,17 +455,24 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   const int compression = int(cfg.get_int("output.compression"));
 
   ExpandSchedule expand(cfg, *net, seed);  // rotate: collapses every expanded layer but the first
+  freeze_parameters(cfg, *net);
   std::vector<torch::Tensor> params;
   for (auto& p : net->parameters())
     if (p.requires_grad()) params.push_back(p);
-  // param.kind subspace: the optimizer moves omega only; theta = theta0 + P omega (train/subspace.h).
+  // Subspace layers: the optimizer moves omega (and the other layers' tensors); theta = theta0 +
+  // P omega (train/subspace.h).
   std::unique_ptr<Subspace> subspace;
+  std::vector<torch::Tensor> subspace_rest;  // trained as usual next to omega
   NamedTensors extra;  // what checkpoints keep besides the network
-  if (cfg.get_string("param.kind") == "subspace") {
-    subspace = std::make_unique<Subspace>(cfg, params, seed);
+  if (SubspaceSplit split = subspace_split(cfg, *net); !split.theta.empty()) {
+    subspace = std::make_unique<Subspace>(cfg, split.theta, seed);
+    subspace_rest = split.rest;
     params = {subspace->omega()};
+    params.insert(params.end(), split.rest.begin(), split.rest.end());
     extra.emplace_back("omega", subspace->omega());
   }
+  int64_t trainable = 0;
+  for (auto& p : params) trainable += p.numel();
   auto opt = optimizer_build(cfg, params);
   Schedule sched = Schedule::from_config(cfg, total);
   const double clip = cfg.get_float("train.grad_clip");
@@ -469,6 +549,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   info.language_model = ds.task == data::Task::LanguageModel;
   info.dtype = cfg.get_string("dtype");
   info.axes = opts.axes;
+  info.focus = ds.task == data::Task::Classification && !cfg.get_ints("data.focus_classes").empty();
   info.checkpoint_file = "../checkpoints/" + fs::path(ckpt_path).filename().string();  // relative to runs/
   if (existing.action == Existing::Resume) {
     info.resume_from = result.path;
@@ -477,6 +558,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   {
     dist::Context* ctx = dist::Context::get();
     info.int_attrs = {{"ranks_per_run", world},
+                      {"trainable_params", trainable},
                       {"world_ranks", ctx ? ctx->world_size() : 1}};
     info.list_attrs = {{"hostnames", gather_strings(*group, hostname(), "hostnames")},
                        {"devices", gather_strings(*group, device.str(), "devices")}};
@@ -500,6 +582,11 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   for (auto& s : sinks) s->on_start(info);
 
   // --- the step loop ---
+  torch::Tensor focus;  // data.focus_classes: a bool per class
+  if (info.focus) {
+    focus = torch::zeros({ds.num_classes}, torch::kBool);
+    for (int64_t c : cfg.get_ints("data.focus_classes")) focus[c] = true;
+  }
   auto do_eval = [&](int64_t step) {
     EvalMetrics e;
     e.step = step;
@@ -512,9 +599,10 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     int64_t eb = cfg.get_int("data.eval_batch_size"), cap = cfg.get_int("data.eval_max_samples");
     int64_t lm_batches = ds.task == data::Task::LanguageModel ? cfg.get_int("data.eval_batches") : 0;
     auto test_batches = ds.eval_batches("test", eb, cap, lm_batches);
-    std::tie(e.train_loss, e.train_acc) =
-        evaluate(*dense, ds, ds.eval_batches("train", eb, cap, lm_batches), *comm);
-    std::tie(e.test_loss, e.test_acc) = evaluate(*dense, ds, test_batches, *comm);
+    auto tr = evaluate(*dense, ds, ds.eval_batches("train", eb, cap, lm_batches), *comm);
+    auto te = evaluate(*dense, ds, test_batches, *comm, focus);
+    e.train_loss = tr.loss, e.train_acc = tr.acc, e.test_loss = te.loss, e.test_acc = te.acc;
+    e.test_focus_acc = te.focus_acc, e.test_rest_acc = te.rest_acc;
     auto a = net->forward(test_batches.front().x), b = dense->forward(test_batches.front().x);
     e.collapse_error = (a - b).abs().max().item<double>() / std::max(1e-300, a.abs().max().item<double>());
     net->train();
@@ -552,11 +640,26 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       }
       dist::ReduceStats comm_stats;
       if (subspace) {
-        subspace->pull_grad();  // dL/domega = P^T dL/dtheta: the only numbers the ranks exchange
-        if (world > 1) {
+        subspace->pull_grad();  // dL/domega = P^T dL/dtheta: d numbers instead of theta's D
+        if (world > 1) {  // omega's gradient and those of the tensors outside the subspace, in one message
           Timer tc;
-          torch::Tensor g = subspace->omega().mutable_grad();
+          std::vector<torch::Tensor> grads = {subspace->omega().grad().reshape(-1)};
+          for (auto& p : subspace_rest)
+            grads.push_back(p.grad().defined() ? p.grad().reshape(-1) : torch::zeros({p.numel()}, p.options()));
+          torch::Tensor g = grads.size() == 1 ? subspace->omega().mutable_grad() : torch::cat(grads);
           comm->allreduce(g, dist::ReduceOp::Sum, "subspace gradient");
+          if (grads.size() > 1) {
+            int64_t at = 0;
+            auto put = [&](torch::Tensor& grad, int64_t n) {
+              grad.view(-1).copy_(g.narrow(0, at, n));
+              at += n;
+            };
+            put(subspace->omega().mutable_grad(), subspace->omega().numel());
+            for (auto& p : subspace_rest) {
+              if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+              put(p.mutable_grad(), p.numel());
+            }
+          }
           comm_stats.comm_seconds = comm_stats.exposed_seconds = tc.seconds();
           comm_stats.bytes = g.numel() * int64_t(g.element_size());
         }

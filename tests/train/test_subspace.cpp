@@ -199,3 +199,117 @@ TEST(Subspace, ResumeEqualsUninterrupted) {
   ASSERT_EQ(rest.losses.size(), 20u);
   for (size_t i = 0; i < 20; ++i) EXPECT_EQ(rest.losses[i], whole.losses[20 + i]) << "step " << 21 + i;
 }
+
+// The CPU fast Walsh–Hadamard transform equals the Sylvester Hadamard matrix H_n (H_1 = [1],
+// H_2n = [[H, H], [H, -H]]) applied to x, for every power of two up to 1024 and both dtypes.
+TEST(Subspace, HadamardTransformEqualsSylvesterMatrix) {
+  auto h = torch::ones({1, 1}, torch::kFloat64);
+  for (int64_t n = 1; n <= 1024; n *= 2) {
+    if (n > 1) h = torch::cat({torch::cat({h, h}, 1), torch::cat({h, -h}, 1)}, 0);
+    auto x = torch::randn({n}, torch::kFloat64);
+    auto want = torch::mv(h, x);
+    auto got = hadamard_transform(x.clone());
+    EXPECT_LT((got - want).abs().max().item<double>(), 1e-12 * std::max<double>(1, n)) << "n = " << n;
+    auto got32 = hadamard_transform(x.to(torch::kFloat32)).to(torch::kFloat64);
+    EXPECT_LT((got32 - want).abs().max().item<double>(), 1e-5 * std::max<double>(1, n)) << "float n = " << n;
+  }
+}
+
+// layers.fc1.kind: subspace: fc1's weight and bias move in theta0 + P omega (one shared omega),
+// fc2 trains as usual, and the optimizer holds d + |fc2| numbers.
+TEST(Subspace, SelectedLayersMoveInTheSubspaceOthersTrainAsUsual) {
+  const std::string yaml =
+      "data: {name: teacher, batch_size: 32, train_size: 512, test_size: 128, teacher_inputs: 8, teacher_classes: 3}\n"
+      "model: {kind: mlp, widths: [8, 32, 3]}\n"
+      "dtype: float64\n"
+      "param: {omega_dim: 20, projection: dense}\n"
+      "layers: {fc1: {kind: subspace}}\n"
+      "train: {epochs: 0, max_steps: 60, lr: 0.05}\n";
+  auto cfg = Config::load_string(yaml, "s.yaml");
+  auto ds = xpand::data::dataset_load(cfg, torch::kCPU);
+  torch::manual_seed(cfg.get_int("seed"));
+  auto init = xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg));
+  init->to(torch::kFloat64);
+  auto split = subspace_split(cfg, *init);
+  ASSERT_EQ(split.theta_names, (std::vector<std::string>{"fc1_bias", "fc1.weight"}));  // the network's order
+  EXPECT_EQ(split.theta_numel(), 8 * 32 + 32);
+  EXPECT_EQ(split.rest_numel(), 32 * 3 + 3);
+
+  RunOptions o;
+  o.console = false;
+  o.write_file = false;
+  auto r = run_train(cfg, o);
+  ASSERT_EQ(r.status, "completed");
+  EXPECT_LT(r.losses.back(), 0.8 * r.losses.front());
+  auto params = r.network->named_parameters();
+  auto init_params = init->named_parameters();
+  auto delta = torch::cat({(params["fc1_bias"] - init_params["fc1_bias"]).reshape(-1),
+                           (params["fc1.weight"] - init_params["fc1.weight"]).reshape(-1)});
+  ASSERT_GT(delta.norm().item<double>(), 1e-3);
+  EXPECT_GT((params["fc2.weight"] - init_params["fc2.weight"]).norm().item<double>(), 1e-3);
+  auto p = projection_make(cfg, "dense", delta.numel(), 20, projection_seed(uint64_t(cfg.get_int("seed"))),
+                           torch::kFloat64, torch::kCPU);
+  auto P = explicit_matrix(*p, delta.numel(), 20);
+  auto coef = std::get<0>(torch::linalg_lstsq(P, delta.unsqueeze(1)));
+  EXPECT_LT((torch::mm(P, coef).squeeze(1) - delta).norm().item<double>(), 1e-9 * delta.norm().item<double>());
+}
+
+// param.anchor: column (the omega-space notebook): P = QR of [theta_init, Gaussian], so P is
+// orthonormal with theta_init/|theta_init| as its first column; training starts at theta_init
+// exactly (up to rounding) and theta stays in span(P) (no offset).
+TEST(Subspace, ColumnAnchorHoldsTheInitialisation) {
+  const int64_t D = 300, d = 12;
+  auto v = torch::randn({D}, torch::kFloat64);
+  auto cfg = cfg_with("dense-qr", d);
+  auto p = projection_make(cfg, "dense-qr", D, d, 7, torch::kFloat64, torch::kCPU, v);
+  auto P = explicit_matrix(*p, D, d);
+  EXPECT_LT((torch::mm(P.t(), P) - torch::eye(d, torch::kFloat64)).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((P.select(1, 0) - v / v.norm()).abs().max().item<double>(), 1e-12);
+
+  const std::string yaml =
+      "data: {name: teacher, batch_size: 32, train_size: 512, test_size: 128, teacher_inputs: 8, teacher_classes: 3}\n"
+      "model: {kind: mlp, widths: [8, 32, 3]}\n"
+      "dtype: float64\n"
+      "param: {kind: subspace, omega_dim: 40, projection: dense-qr, anchor: column}\n"
+      "train: {epochs: 0, max_steps: 60, lr: 0.05}\n";
+  auto c = Config::load_string(yaml, "s.yaml");
+  auto ds = xpand::data::dataset_load(c, torch::kCPU);
+  torch::manual_seed(c.get_int("seed"));
+  auto init = xpand::model::network_build(c, ds, xpand::param::factory_from_config(c));
+  init->to(torch::kFloat64);
+  std::vector<torch::Tensor> flat;
+  for (auto& t : init->parameters()) flat.push_back(t.detach().reshape(-1));
+  auto theta_init = torch::cat(flat);
+  std::vector<torch::Tensor> tensors;
+  for (auto& t : init->parameters()) tensors.push_back(t);
+  Subspace s(c, tensors, uint64_t(c.get_int("seed")));
+  EXPECT_NEAR(s.omega()[0].item<double>(), theta_init.norm().item<double>(), 1e-9);
+  EXPECT_LT(s.omega().narrow(0, 1, 39).abs().max().item<double>(), 1e-9);
+  s.push();  // theta = P omega0 reproduces theta_init
+  flat.clear();
+  for (auto& t : init->parameters()) flat.push_back(t.detach().reshape(-1));
+  EXPECT_LT((torch::cat(flat) - theta_init).abs().max().item<double>(), 1e-12);
+
+  RunOptions o;
+  o.console = false;
+  o.write_file = false;
+  auto r = run_train(c, o);
+  ASSERT_EQ(r.status, "completed");
+  EXPECT_LT(r.losses.back(), 0.8 * r.losses.front());
+  flat.clear();
+  for (auto& t : r.network->parameters()) flat.push_back(t.detach().reshape(-1));
+  auto theta = torch::cat(flat);
+  auto pr = projection_make(c, "dense-qr", theta.numel(), 40, projection_seed(uint64_t(c.get_int("seed"))),
+                            torch::kFloat64, torch::kCPU, theta_init);
+  auto Q = explicit_matrix(*pr, theta.numel(), 40);
+  EXPECT_LT((torch::mv(Q, torch::mv(Q.t(), theta)) - theta).norm().item<double>(), 1e-9 * theta.norm().item<double>());
+  EXPECT_GT((theta - theta_init).norm().item<double>(), 1e-3);
+
+  // Anything but dense-qr is refused, naming the key.
+  try {
+    run_train(Config::load_string(yaml, "s.yaml", {"param.projection=fastfood"}), o);
+    ADD_FAILURE() << "anchor: column with fastfood was accepted";
+  } catch (const xpand::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("param.anchor"), std::string::npos) << e.what();
+  }
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""Table of the LoRA study (scripts/lora-study.sh), from its run files.
+
+    /usr/bin/python3 analysis/lora_table.py OUT      # OUT/pretrain/runs/*.h5, OUT/finetune/runs/*.h5
+
+For the pretrained network (before) and each fine-tuning run (after: full fine-tuning, LoRA) it
+prints a markdown table: test accuracy on the focus classes (data.focus_classes, the held-out digit)
+and on the other classes, trainable parameters, peak resident memory during training and the median
+time per step (the first 10% of steps left out as warm-up). Exit 1 when OUT holds no completed
+pretraining run or no fine-tuning run; runs that did not complete are listed with their status.
+"""
+import glob
+import os
+import sys
+
+import h5py
+import numpy as np
+import yaml
+
+
+def attr(f, name, default=None):
+    v = f.attrs.get(name, default)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def read(path):
+    with h5py.File(path, "r", swmr=True) as f:
+        cfg = yaml.safe_load(attr(f, "config", "") or "{}") or {}
+        row = dict(path=path, status=str(attr(f, "status", "?")), trainable=attr(f, "trainable_params"))
+        kind = (cfg.get("param") or {}).get("kind", "?")
+        row["label"] = {"dense": "full fine-tuning", "lora": "LoRA"}.get(kind, kind)
+        if kind == "lora":
+            p = cfg["param"]
+            row["label"] += f" (r = {p.get('rank')}, alpha = {p.get('lora_alpha')})"
+        ev = f["metrics/eval"] if "metrics/eval" in f else None
+        if ev is None or "test_focus_acc" not in ev or len(ev["step"]) == 0:
+            row.update(focus=np.nan, rest=np.nan, acc=np.nan, steps=0)
+        else:
+            row.update(focus=float(ev["test_focus_acc"][-1]), rest=float(ev["test_rest_acc"][-1]),
+                       acc=float(ev["test_acc"][-1]), steps=int(ev["step"][-1]))
+        tr = f["metrics/train"] if "metrics/train" in f else None
+        if tr is not None and len(tr["step"]) > 1:
+            t = tr["time_step"][:]
+            skip = max(1, len(t) // 10)
+            row["ms"] = 1e3 * float(np.median(t[skip:]))
+            row["mem"] = float(np.max(tr["mem_peak"][:])) / 2**20
+        else:
+            row["ms"] = row["mem"] = np.nan
+        return row
+
+
+def runs(d):
+    files = sorted(p for p in glob.glob(os.path.join(d, "runs", "*.h5")))
+    out = []
+    for p in files:
+        try:
+            out.append(read(p))
+        except (OSError, KeyError) as e:
+            print(f"lora_table: cannot read {p}: {e}", file=sys.stderr)
+    return out
+
+
+def fmt(x, spec):
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: lora_table.py OUT")
+    out = sys.argv[1]
+    pre = [r for r in runs(os.path.join(out, "pretrain")) if r["status"] == "completed"]
+    fine = runs(os.path.join(out, "finetune"))
+    if not pre:
+        sys.exit(f"lora_table: no completed pretraining run under {out}/pretrain/runs")
+    if not fine:
+        sys.exit(f"lora_table: no fine-tuning run under {out}/finetune/runs")
+    before = pre[-1]
+    print("| network | status | steps | acc. held-out digit | acc. other digits | test acc. | trainable params "
+          "| peak memory (MiB) | ms/step |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = [dict(before, label="pretrained (before fine-tuning)")] + sorted(fine, key=lambda r: r["label"])
+    for r in rows:
+        print(f"| {r['label']} | {r['status']} | {r['steps']} | {fmt(r['focus'], '.4f')} | {fmt(r['rest'], '.4f')} "
+              f"| {fmt(r['acc'], '.4f')} | {fmt(r['trainable'], ',')} | {fmt(r['mem'], '.0f')} | {fmt(r['ms'], '.2f')} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
