@@ -64,6 +64,10 @@ std::vector<Net> nets() {
                                               "param: {kind: lowrank, rank: 6}\n"},
       {"subspace-mlp", std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
                                                "param: {kind: subspace, omega_dim: 24, projection: fastfood}\n"},
+      // fc2 alone in the subspace: omega's gradient and fc1's, fc3's travel in one message.
+      {"subspace-fc2", std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
+                                               "param: {omega_dim: 24, projection: fastfood}\n"
+                                               "layers: {fc2: {kind: subspace}}\n"},
       // Batch norm normalises each rank's shard on its own (as DDP without SyncBatchNorm), which is
       // not the single-rank function; the conv network is compared without it.
       {"cnn", "data: {name: fashion-mnist, batch_size: 24, eval_max_samples: 96}\n"
@@ -113,6 +117,13 @@ TEST(DataParallel, SubspaceAllReducesOnlyOmega) {
                        {std::string("dtype=") + dtype}, /*distributed=*/true);
     ASSERT_EQ(r.status, "completed");
     EXPECT_EQ(r.comm_bytes, 24 * (std::string(dtype) == "float64" ? 8 : 4)) << dtype;
+    // One layer in the subspace: omega plus the other layers' weights and biases.
+    auto one = train_run(std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
+                                                 "param: {omega_dim: 24, projection: sparse}\n"
+                                                 "layers: {fc2: {kind: subspace}}\n",
+                         {std::string("dtype=") + dtype}, /*distributed=*/true);
+    ASSERT_EQ(one.status, "completed");
+    EXPECT_EQ(one.comm_bytes, (24 + 32 * 48 + 48 + 48 * 10 + 10) * (std::string(dtype) == "float64" ? 8 : 4)) << dtype;
   }
 }
 

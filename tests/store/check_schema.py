@@ -18,7 +18,7 @@ ROOT_STR = ["run_id", "status", "error", "config", "name", "xpand_version", "git
             "mpi_version", "nccl_version", "hdf5_version", "hostname", "device", "start_time", "end_time",
             "dataset_source", "world_size", "seed", "dist_backend"]
 ROOT_INT = ["schema_version", "total_steps", "steps_per_epoch", "steps", "ranks_per_run", "world_ranks",
-            "resumed_from_step", "resumes"]
+            "resumed_from_step", "resumes", "trainable_params"]
 ROOT_LIST = ["hostnames", "devices"]
 TRAIN = ["step", "epoch", "samples", "loss", "lr", "grad_norm", "time_step", "time_compute", "time_comm",
          "time_comm_exposed", "comm_bytes", "mem_peak"]
@@ -110,6 +110,14 @@ def main():
                 ref = np.linalg.svd(m, compute_uv=False)
                 need(sv.shape == ref.shape and np.allclose(sv, ref, rtol=1e-5, atol=1e-6 * ref.max()),
                      f"{g}/singular_values differ from numpy's SVD of the weight")
+                # The layer's own bias, when the network has one, equals the trained tensor at the
+                # last snapshot (the checkpoint holds it in the training dtype).
+                if not a.live and "checkpoint" in f and f"params/{layer}_bias" in f["checkpoint"]:
+                    need(g + "/bias" in f, f"missing {g}/bias")
+                    if g + "/bias" in f and s == snaps[-1]:
+                        b = f[g + "/bias"][()]
+                        ref_b = f["checkpoint"][f"params/{layer}_bias"][()].astype(np.float64)
+                        need(b.dtype == np.float64 and np.array_equal(b, ref_b), f"{g}/bias differs from the checkpoint's")
                 ga = f[g].attrs
                 for k in ("numerical_rank", "effective_rank", "stable_rank"):
                     need(k in ga, f"{g} lacks attribute {k}")
