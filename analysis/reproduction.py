@@ -1,0 +1,177 @@
+#!/usr/bin/python3
+"""The numbers of docs/REPRODUCTION.md, from the presets' output directories.
+
+    /usr/bin/python3 analysis/reproduction.py [ROOT]       # ROOT defaults to out/
+
+Reads, where present, ROOT/<dir> for each preset's default output directory (docs/REPRODUCTION.md
+lists the commands that fill them): expansive-mnist, expansive-fmnist, expandnets-cnn, lowrank,
+omega, omega-notebook, nanogpt-char, lora. For each it prints a markdown section: test accuracy
+(or validation loss) mean ± sample std over seeds per sweep point, the comparison the seed claim
+makes, and the largest collapse error of the expanded runs. Directories that are missing are
+listed as not run. Exit 1 when none is present.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import xpand_h5 as xh  # noqa: E402
+
+
+def pct(m, s, n):
+    if not np.isfinite(m):
+        return "-"
+    return f"{100 * m:.2f} ± {100 * s:.2f} (n={n})"
+
+
+def collapse_max(runs):
+    errs = [float(np.nanmax(r.eval["collapse_error"])) for r in runs
+            if r.usable and "collapse_error" in r.eval and len(r.eval["collapse_error"])]
+    return max(errs) if errs else float("nan")
+
+
+def label_of(row, keys):
+    return ", ".join(f"{k}={xh.format_value(row[k])}" for k in keys)
+
+
+def accuracy_table(runs, keys, names=None):
+    rows = xh.group(runs, keys)
+    print("| point | test accuracy % (mean ± std) | train loss | steps | s per run |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        used = [r for r in row["runs"] if r.usable]
+        steps = sorted({r.steps for r in used})
+        wall = xh.mean_std([r.wall_seconds for r in used])[0] if used else float("nan")
+        name = names(row) if names else label_of(row, keys)
+        print(f"| {name} | {pct(row['test_acc_mean'], row['test_acc_std'], row['n'])} | "
+              f"{row['train_loss_mean']:.4f} | {','.join(map(str, steps))} | {wall:.1f} |")
+    return rows
+
+
+def expansive(root, name):
+    runs = xh.load_runs(os.path.join(root, name), errors="skip")
+    print(f"### {name}\n")
+    rows = accuracy_table(runs, ["depth"], lambda r: "baseline (dense)" if r["depth"] == 1 else f"{r['depth']} factors")
+    base = next(r for r in rows if r["depth"] == 1)
+    for r in rows:
+        if r["depth"] > 1:
+            diff = r["test_acc_mean"] - base["test_acc_mean"]
+            print(f"\n{r['depth']} factors - baseline: {100 * diff:+.2f} points "
+                  f"(baseline std {100 * base['test_acc_std']:.2f}, expanded std {100 * r['test_acc_std']:.2f})")
+    print(f"\nlargest collapse error (max |f_collapsed - f| / max |f|): {collapse_max(runs):.2e}\n")
+
+
+def expandnets(root):
+    runs = xh.load_runs(os.path.join(root, "expandnets-cnn"), errors="skip")
+    print("### expandnets-cnn\n")
+
+    def name(row):
+        conv, fc = str(row.get("layers.conv*", "")), str(row.get("layers.fc*", ""))
+        c = "CK" if "ck" in conv else "CL" if "cl" in conv else ""
+        f = "FC" if "expanded" in fc else ""
+        return "+".join(x for x in (c, f) if x) or "baseline"
+    rows = accuracy_table(runs, ["layers.conv*", "layers.fc*"], name)
+    order = sorted(rows, key=lambda r: -r["test_acc_mean"])
+    print("\nordering by mean test accuracy: " + " > ".join(name(r) for r in order))
+    print(f"\nlargest collapse error: {collapse_max(runs):.2e}\n")
+
+
+def lowrank(root):
+    runs = xh.load_runs(os.path.join(root, "lowrank"), errors="skip")
+    print("### lowrank\n")
+    rows = xh.group(runs, ["rank"])
+    print("| network | trainable params | test accuracy % (mean ± std) |")
+    print("|---|---:|---:|")
+    for row in rows:
+        used = [r for r in row["runs"] if r.usable]
+        params = sorted({int(r.attrs["trainable_params"]) for r in used if "trainable_params" in r.attrs})
+        ranks = "dense" if row["rank"] is None else f"rank ≥ {row['rank']}"
+        if used and row["rank"] is not None:
+            ranks = "ranks " + str([used[0].layer_config(f"fc{i}").get("rank") for i in (1, 2, 3, 4)])
+        print(f"| {ranks} | {','.join(f'{p:,}' for p in params)} | {pct(row['test_acc_mean'], row['test_acc_std'], row['n'])} |")
+    dense = [r for r in runs if r.usable and r.rank is None]
+    if dense:
+        print("\nnumerical rank (at float32 precision) and effective rank of the dense network's trained "
+              "weights, last snapshot, per seed:\n")
+        print("| layer | shape | min(dims) | numerical rank | effective rank |")
+        print("|---|---|---:|---|---|")
+        for layer in dense[0].layer_names:
+            snaps = [r.snapshot(layer) for r in dense]
+            shape = snaps[0].matrix_shape
+            nr = ", ".join(str(int(s.attrs.get("numerical_rank", -1))) for s in snaps)
+            er = ", ".join(f"{float(s.attrs.get('effective_rank', float('nan'))):.0f}" for s in snaps)
+            print(f"| {layer} | {shape[0]}×{shape[1]} | {min(shape)} | {nr} | {er} |")
+    print()
+
+
+def omega(root, name):
+    runs = xh.load_runs(os.path.join(root, name), errors="skip")
+    print(f"### {name}\n")
+    if name == "omega-notebook":
+        accuracy_table(runs, ["param.anchor", "d"])
+        print()
+        return
+    res = xh.d_int90(runs)
+    print(f"full space: {pct(res['full_mean'], res['full_std'], res['full_n'])}; 90% of it: {100 * res['target']:.2f}%\n")
+    print(f"| d ({res['projection']}) | test accuracy % | of full space |")
+    print("|---:|---:|---:|")
+    for row in res["table"]:
+        print(f"| {row['d']} | {pct(row['mean'], row['std'], row['n'])} | {row['fraction']:.3f} |")
+    for proj, table in res["others"].items():
+        for row in table:
+            print(f"| {row['d']} ({proj}) | {pct(row['mean'], row['std'], row['n'])} | {row['fraction']:.3f} |")
+    ratio = f", D/d = {res['ratio']:.0f}" if res["ratio"] else ""
+    print(f"\nd_int90 = {res['d_int90']} (D = {res['D']}{ratio})\n")
+
+
+def nanogpt(root):
+    runs = xh.load_runs(os.path.join(root, "nanogpt-char"), errors="skip")
+    print("### nanogpt-char\n")
+    print("| MLPs | steps | tokens/step | val loss by step | ms/step (median) |")
+    print("|---|---:|---:|---|---:|")
+    for r in runs:
+        if r.duplicate_of is not None:
+            continue
+        ev = r.eval
+        losses = ", ".join(f"{int(s)}: {v:.4f}" for s, v in zip(ev.get("step", []), ev.get("test_loss", [])))
+        t = r.train.get("time_step", np.array([]))
+        ms = 1e3 * float(np.median(t[len(t) // 10:])) if len(t) > 1 else float("nan")
+        tokens = int(r.config.get("data.batch_size")) * int(r.config.get("data.block_size"))
+        print(f"| {r.kind} | {r.steps} ({r.status}) | {tokens} | {losses} | {ms:.0f} |")
+    print()
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else "out"
+    sections = [("expansive-mnist", lambda: expansive(root, "expansive-mnist")),
+                ("expansive-fmnist", lambda: expansive(root, "expansive-fmnist")),
+                ("expandnets-cnn", lambda: expandnets(root)),
+                ("lowrank", lambda: lowrank(root)),
+                ("omega", lambda: omega(root, "omega")),
+                ("omega-notebook", lambda: omega(root, "omega-notebook")),
+                ("nanogpt-char", lambda: nanogpt(root))]
+    found = 0
+    for name, fn in sections:
+        if not os.path.isdir(os.path.join(root, name)):
+            print(f"### {name}\n\nnot run ({root}/{name} is missing)\n")
+            continue
+        found += 1
+        try:
+            fn()
+        except (xh.XpandError, StopIteration, KeyError) as e:
+            print(f"{name}: cannot summarise: {e}\n")
+    if os.path.isdir(os.path.join(root, "lora")):
+        found += 1
+        print("### lora\n")
+        sys.stdout.flush()
+        subprocess.call([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lora_table.py"),
+                         os.path.join(root, "lora")])
+    if not found:
+        sys.exit(f"reproduction: none of the presets' output directories is under {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,627 @@
+#!/usr/bin/python3
+"""Loaders for xpand's HDF5 results (docs/FORMAT.md), with numpy, h5py and PyYAML only.
+
+    import sys; sys.path.insert(0, "analysis")
+    import xpand_h5 as xh
+
+    runs = xh.load_runs("out/omega")                  # out/omega/runs/*.h5, one Run each
+    for r in runs:
+        print(r.run_id, r.status, r.axes, r.kind, r.depth, r.d, xh.final(r, "test_acc"))
+    r.config.get("train.lr"); r.train["loss"]; r.eval["test_acc"]; r.singular_values("fc1")
+    for row in xh.group(runs, ["kind", "d"]):         # mean/std over seeds of the final metrics
+        print(row["kind"], row["d"], row["n"], row["test_acc_mean"], row["test_acc_std"])
+    res = xh.d_int90(runs)                            # intrinsic dimension (threshold 0.9)
+    print(res["d_int90"], res["D"], res["ratio"], res["table"])
+
+`load_runs(OUT)` reads OUT/runs/*.h5 (not *.part or *.prev-N files); without OUT/runs it reads
+OUT/*/runs and OUT/*/*/runs (scaling studies: OUT/<mode>/r<ranks>/runs) and records the subdirectory
+as one more axis, `dir`. Runs are read once, in SWMR-read mode (live runs, killed runs and
+finished runs all open): root attributes, the metric tables (dicts of numpy arrays) and every
+snapshot's singular values and rank attributes. Weight matrices are read only on request
+(`Run.weight`), from the file again.
+
+Structural features come from the resolved config (`param.*` and the per-layer `layers.<pattern>.*`
+overrides, matched against the layer names with fnmatch):
+
+    kind    the parameterizations in use, e.g. dense, expanded, lowrank, subspace, expanded+lowrank
+    factor  the largest expansion factor over expanded layers (None when none is expanded)
+    depth   the largest depth over expanded layers (1 when none is expanded)
+    rank    the smallest rank over lowrank/lora layers (None when none)
+    d       param.omega_dim when the network trains in a subspace (None otherwise)
+    D       the dense network's parameter count (MLPs: from model.widths, counting only the subspace
+            layers when `layers.<name>.kind: subspace` selects some; otherwise a dense run's
+            trainable_params attribute or a dense or subspace run's checkpoint; None when unknown)
+
+Only `completed` runs that are not duplicates enter means (`Run.usable`). Two run files holding the
+same resolved configuration (an older binary hashed it to another run id) are duplicates: the
+completed one with the most steps and the latest end time is kept and the others point to it
+(`Run.duplicate_of`).
+"""
+import fnmatch
+import glob
+import math
+import os
+
+import h5py
+import numpy as np
+import yaml
+
+FEATURES = ("kind", "factor", "depth", "rank", "d", "D", "projection")
+EVAL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+# Config sections that do not change what a run computes (not part of the run id).
+_NOT_IN_ID = ("output", "device", "threads")
+
+
+class XpandError(Exception):
+    """A file or directory that cannot be read as xpand results; the message names it."""
+
+
+def _str(v):
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.ndarray):
+        return [_str(x) for x in v.tolist()]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+class Config(dict):
+    """The resolved configuration as a nested dict, with a dotted getter: `c.get("train.lr")`."""
+
+    def get(self, key, default=None):
+        parts = str(key).split(".")
+        node, i = self, 0
+        while i < len(parts):
+            if not isinstance(node, dict):
+                return default
+            for j in range(len(parts), i, -1):  # longest first: a dotted layer pattern is one key
+                k = ".".join(parts[i:j])
+                if k in node:
+                    node, i = dict.get(node, k), j
+                    break
+            else:
+                return default
+        return node
+
+
+def parse_value(v):
+    """An axis value as the config holds it: `'{kind: dense}'` -> {'kind': 'dense'}, numbers stay."""
+    if isinstance(v, str):
+        try:
+            return yaml.safe_load(v)
+        except yaml.YAMLError:
+            return v
+    return v
+
+
+def format_value(v):
+    """A short label of an axis value: '{kind: expanded, factor: 2}' -> 'expanded factor=2'."""
+    p = parse_value(v)
+    if isinstance(p, dict):
+        parts = []
+        for k, x in p.items():
+            parts.append(str(x) if k == "kind" else f"{k}={x}")
+        return " ".join(parts) if parts else "{}"
+    if isinstance(p, float):
+        return f"{p:g}"
+    return str(v)
+
+
+class Snapshot:
+    """One /snapshots/<step>/<layer>: singular values, rank attributes and the weight's shape."""
+
+    def __init__(self, step, layer, sv, attrs, shape, error=""):
+        self.step = step
+        self.layer = layer
+        self.singular_values = sv
+        self.numerical_rank = attrs.get("numerical_rank")
+        self.effective_rank = attrs.get("effective_rank")
+        self.stable_rank = attrs.get("stable_rank")
+        self.shape = tuple(shape) if shape is not None else None
+        self.error = error
+
+    @property
+    def matrix_shape(self):
+        """(m, n) of the weight viewed as a matrix (conv: (out, in*kh*kw))."""
+        if not self.shape:
+            return None
+        return int(self.shape[0]), int(np.prod(self.shape[1:])) if len(self.shape) > 1 else 1
+
+
+class Run:
+    """One run file. Attributes: path, run_id, name, status, error, axes (dict), axis_keys, config
+    (Config), attrs (root attributes), steps, total_steps, wall_seconds, ranks_per_run, train and
+    eval (dicts of numpy arrays), snapshots ({step: {layer: Snapshot}}), subdir (the directory
+    below the loaded root, for nested layouts), duplicate_of (run_id or None)."""
+
+    def __init__(self, path, root=None):
+        self.path = path
+        self.subdir = ""
+        if root is not None:
+            rel = os.path.relpath(os.path.dirname(os.path.dirname(os.path.abspath(path))), os.path.abspath(root))
+            self.subdir = "" if rel == "." else rel
+        self.duplicate_of = None
+        try:
+            with _open(path) as f:
+                self._read(f)
+        except XpandError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError) as e:
+            raise XpandError(f"{path}: {e}") from e
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self, f):
+        a = {k: _str(f.attrs[k]) for k in f.attrs.keys()}
+        if "run_id" not in a or "config" not in a:
+            raise XpandError(f"{self.path}: not an xpand run file (no run_id/config attribute)")
+        self.attrs = a
+        self.run_id = str(a["run_id"])
+        self.name = str(a.get("name", ""))
+        self.status = str(a.get("status", "?"))
+        self.error = str(a.get("error", ""))
+        cfg = yaml.safe_load(a["config"]) or {}
+        if not isinstance(cfg, dict):
+            raise XpandError(f"{self.path}: the config attribute is not a YAML mapping")
+        self.config = Config(cfg)
+        axes = a.get("axes", "")
+        if isinstance(axes, str):
+            axes = [axes] if axes else []
+        self.axis_keys = [str(k) for k in axes if k]
+        self.axes = {k: a.get(k, self.config.get(k)) for k in self.axis_keys}
+        if self.subdir:  # nested layouts (OUT/<mode>/r<ranks>/runs): the directory is one more axis
+            self.axis_keys.insert(0, "dir")
+            self.axes = {"dir": self.subdir, **self.axes}
+        self.total_steps = int(a.get("total_steps", 0) or 0)
+        self.wall_seconds = float(a["wall_seconds"]) if "wall_seconds" in a else float("nan")
+        self.ranks_per_run = int(a.get("ranks_per_run", int(a.get("world_size", "1") or 1)))
+        self.train = self._table(f, "metrics/train")
+        self.eval = self._table(f, "metrics/eval")
+        steps = a.get("steps")
+        n = len(self.train.get("step", []))
+        self.steps = int(steps) if steps is not None and self.status != "running" else (
+            int(self.train["step"][-1]) if n else 0)
+        self.snapshots = {}
+        if "snapshots" in f:
+            for name in sorted(f["snapshots"].keys()):
+                try:
+                    step = int(name)
+                except ValueError:
+                    continue
+                layers = {}
+                for layer, g in f["snapshots"][name].items():
+                    if not isinstance(g, h5py.Group):
+                        continue
+                    sv = g["singular_values"][:] if "singular_values" in g else None
+                    shape = g["weight"].shape if "weight" in g else None
+                    attrs = {k: _str(g.attrs[k]) for k in g.attrs.keys()}
+                    layers[layer] = Snapshot(step, layer, sv, attrs, shape, str(attrs.get("spectrum_error", "")))
+                if layers:
+                    self.snapshots[step] = layers
+        self._checkpoint_params = None
+        try:
+            if "checkpoint" in f and "params" in f["checkpoint"]:
+                self._checkpoint_params = sum(int(np.prod(d.shape)) for d in f["checkpoint/params"].values())
+        except (OSError, KeyError):  # a dangling external link
+            self._checkpoint_params = None
+        self._features = None
+
+    @staticmethod
+    def _table(f, name):
+        if name not in f:
+            return {}
+        g = f[name]
+        cols = {}
+        for k, d in g.items():
+            if isinstance(d, h5py.Dataset):
+                if f.swmr_mode:
+                    d.refresh()
+                cols[k] = d[:]
+        if cols:  # a live file may show one column a row ahead of another
+            n = min(len(v) for v in cols.values())
+            cols = {k: v[:n] for k, v in cols.items()}
+        return cols
+
+    # -- identity ------------------------------------------------------------------------------
+
+    @property
+    def seed(self):
+        return self.axes.get("seed", self.config.get("seed"))
+
+    @property
+    def point(self):
+        """The run's sweep point: ((axis, value), ...) over every axis but the seed."""
+        return tuple((k, self.axes[k]) for k in self.axis_keys if k != "seed")
+
+    @property
+    def identity(self):
+        """The resolved config without output.*, device and threads, as a canonical string."""
+        c = {k: v for k, v in self.config.items() if k not in _NOT_IN_ID}
+        return yaml.safe_dump(c, sort_keys=True)
+
+    @property
+    def usable(self):
+        """Completed and not a duplicate: the runs that enter means."""
+        return self.status == "completed" and self.duplicate_of is None
+
+    def value(self, key):
+        """A feature (kind, factor, depth, rank, d, D, projection), an axis, or a dotted config key."""
+        if key in FEATURES:
+            return self.features[key]
+        if key in self.axes:
+            return self.axes[key]
+        if key == "ranks_per_run":
+            return self.ranks_per_run
+        return self.config.get(key)
+
+    # -- structure -----------------------------------------------------------------------------
+
+    @property
+    def layer_names(self):
+        """Layer names: from the last snapshot, else from the MLP's widths (fc1..fcN)."""
+        if self.snapshots:
+            return list(self.snapshots[max(self.snapshots)].keys())
+        widths = self.config.get("model.widths")
+        if self.config.get("model.kind", "mlp") == "mlp" and isinstance(widths, list) and len(widths) > 1:
+            return [f"fc{i + 1}" for i in range(len(widths) - 1)]
+        return []
+
+    def layer_config(self, layer):
+        """The parameterization of one layer: param.* with every matching layers.<pattern> applied."""
+        param = dict(self.config.get("param") or {})
+        layers = self.config.get("layers") or {}
+        if isinstance(layers, dict):
+            for pattern, over in layers.items():
+                if isinstance(over, dict) and fnmatch.fnmatchcase(layer, str(pattern)):
+                    param.update(over)
+        return param
+
+    def _layer_configs(self):
+        names = self.layer_names
+        layers = self.config.get("layers") or {}
+        if not names:  # unknown layer names: the base parameterization and each override pattern
+            out = {"*": dict(self.config.get("param") or {})}
+            if isinstance(layers, dict):
+                for pattern, over in layers.items():
+                    if isinstance(over, dict):
+                        out[str(pattern)] = {**out["*"], **over}
+            return out
+        return {n: self.layer_config(n) for n in names}
+
+    @property
+    def features(self):
+        if self._features is None:
+            self._features = self._derive()
+        return self._features
+
+    def _derive(self):
+        param = self.config.get("param") or {}
+        per_layer = self._layer_configs()
+        subspace = param.get("kind") == "subspace" or any(c.get("kind") == "subspace" for c in per_layer.values())
+        kinds = sorted({c.get("kind", "dense") for c in per_layer.values()} - {"dense"} - {"subspace"})
+        if subspace:
+            kind = "+".join(["subspace"] + kinds)
+        else:
+            kind = "+".join(kinds) if kinds else "dense"
+        expanded = [c for c in per_layer.values() if c.get("kind") == "expanded"]
+        factor = max((float(c.get("factor", 4)) for c in expanded), default=None)
+        if factor is not None and factor == int(factor):
+            factor = int(factor)
+        depth = max((int(c.get("depth", 2)) for c in expanded), default=1)
+        ranks = [int(c.get("rank", 8)) for c in per_layer.values() if c.get("kind") in ("lowrank", "lora")]
+        rank = min(ranks) if ranks else None
+        d = int(param.get("omega_dim", 0)) if subspace else None
+        if subspace:
+            subs = [c for c in per_layer.values() if c.get("kind") == "subspace"]
+            d = int((subs[0] if subs else param).get("omega_dim", param.get("omega_dim", 0)))
+        projection = str(param.get("projection", "")) if subspace else None
+        only = None
+        if subspace and param.get("kind") != "subspace":  # selected layers share one subspace
+            only = [n for n, c in per_layer.items() if c.get("kind") == "subspace"]
+        return dict(kind=kind, factor=factor, depth=depth, rank=rank, d=d, D=self._full_params(kind, only),
+                    projection=projection)
+
+    def _full_params(self, kind, only=None):
+        """Dense parameters of the network (of the layers in `only`, when given)."""
+        widths = self.config.get("model.widths")
+        if self.config.get("model.kind", "mlp") == "mlp" and isinstance(widths, list) and len(widths) > 1:
+            bias = bool(self.config.get("model.bias", True))
+            sizes = {f"fc{i + 1}": int(a) * int(b) + (int(b) if bias else 0)
+                     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))}
+            return int(sum(v for k, v in sizes.items() if only is None or k in only))
+        if kind == "dense" and "trainable_params" in self.attrs and not self.config.get("train.freeze"):
+            return int(self.attrs["trainable_params"])
+        if kind in ("dense", "subspace") and only is None and self._checkpoint_params:
+            return self._checkpoint_params
+        return None
+
+    kind = property(lambda self: self.features["kind"])
+    factor = property(lambda self: self.features["factor"])
+    depth = property(lambda self: self.features["depth"])
+    rank = property(lambda self: self.features["rank"])
+    d = property(lambda self: self.features["d"])
+    D = property(lambda self: self.features["D"])
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    @property
+    def snapshot_steps(self):
+        return sorted(self.snapshots)
+
+    def snapshot(self, layer, step=None):
+        """The Snapshot of a layer at a step (default: the last snapshot); None when absent."""
+        if not self.snapshots:
+            return None
+        step = max(self.snapshots) if step is None else int(step)
+        return self.snapshots.get(step, {}).get(layer)
+
+    def singular_values(self, layer, step=None):
+        s = self.snapshot(layer, step)
+        return None if s is None else s.singular_values
+
+    def ranks(self, layer, step=None):
+        """{numerical_rank, effective_rank, stable_rank} of a layer's snapshot (attributes)."""
+        s = self.snapshot(layer, step)
+        if s is None:
+            return None
+        return dict(numerical_rank=s.numerical_rank, effective_rank=s.effective_rank, stable_rank=s.stable_rank)
+
+    def weight(self, layer, step=None):
+        """The collapsed weight of a snapshot, read from the file now."""
+        step = max(self.snapshots) if step is None else int(step)
+        with _open(self.path) as f:
+            return f[f"snapshots/{step:08d}/{layer}/weight"][:]
+
+    def __repr__(self):
+        return f"Run({self.run_id}, {self.status}, {self.axes})"
+
+
+def _open(path):
+    """SWMR-read mode (live and killed runs); the ordinary mode for files written without SWMR
+    (output.swmr: false), which SWMR-read refuses."""
+    try:
+        return h5py.File(path, "r", swmr=True)
+    except OSError as e:
+        try:
+            return h5py.File(path, "r")
+        except OSError:
+            raise e from None
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+def run_files(out_dir, nested=True):
+    """The run files of an output directory: out_dir/runs/*.h5 (not *.part, not .prev-*). With
+    nested, a directory without runs/ is searched one and two levels down (scaling studies:
+    OUT/<mode>/r<ranks>/runs/*.h5)."""
+    def listing(d):
+        return sorted(p for p in glob.glob(os.path.join(d, "runs", "*.h5"))
+                      if ".prev-" not in os.path.basename(p) and os.path.isfile(p))
+    files = listing(out_dir)
+    if not files and nested and not os.path.isdir(os.path.join(out_dir, "runs")):
+        for pattern in ("*", os.path.join("*", "*")):
+            for d in sorted(glob.glob(os.path.join(out_dir, pattern))):
+                if os.path.isdir(os.path.join(d, "runs")):
+                    files += listing(d)
+            if files:
+                break
+    return files
+
+
+def load_runs(out_dir, errors="raise", dedupe=True, nested=True):
+    """Every run of an output directory, as Run objects sorted by (subdir, point, seed, run_id).
+
+    errors: "raise" (XpandError naming the file), "skip" (leave unreadable files out) or a list,
+    to which (path, message) pairs are appended. Raises XpandError when the directory is missing.
+    """
+    if not os.path.isdir(out_dir):
+        raise XpandError(f"{out_dir}: no such directory")
+    runs = []
+    for path in run_files(out_dir, nested):
+        try:
+            runs.append(Run(path, out_dir))
+        except XpandError as e:
+            if errors == "raise":
+                raise
+            if isinstance(errors, list):
+                errors.append((path, str(e)))
+    if dedupe:
+        mark_duplicates(runs)
+    runs.sort(key=lambda r: (r.subdir, _sort_key(r.point), _sort_key(r.seed), r.run_id))
+    return runs
+
+
+def mark_duplicates(runs):
+    """Sets duplicate_of on every run whose resolved config another run of the same directory holds."""
+    by = {}
+    for r in runs:
+        by.setdefault((r.subdir, r.identity), []).append(r)
+    for same in by.values():
+        if len(same) < 2:
+            continue
+        same.sort(key=lambda r: (r.status == "completed", r.steps, str(r.attrs.get("end_time", "")),
+                                 str(r.attrs.get("start_time", ""))), reverse=True)
+        for r in same[1:]:
+            r.duplicate_of = same[0].run_id
+
+
+def _sort_key(v):
+    """Sorts mixed values: None, then numbers, then strings, then mappings (by kind, then their
+    entries in order, numbers as numbers); tuples element-wise."""
+    if isinstance(v, tuple):
+        return tuple(_sort_key(x) for x in v)
+    if v is None:
+        return (0, 0.0, "", ())
+    if isinstance(v, (bool, np.bool_, int, float, np.integer, np.floating)):
+        x = float(v)
+        return (1, x if not math.isnan(x) else math.inf, "", ())
+    p = parse_value(v)
+    if isinstance(p, dict):
+        return (3, 0.0, str(p.get("kind", "")), tuple((str(k), _sort_key(x)) for k, x in p.items() if k != "kind"))
+    if isinstance(p, (int, float)) and not isinstance(p, bool):
+        return (1, float(p), "", ())
+    return (2, 0.0, str(v), ())
+
+
+sort_key = _sort_key
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+def final(run, metric):
+    """The last value of a metric: an eval column (test_acc, ...), a train column (loss, ...) or a
+    numeric root attribute (wall_seconds, steps). NaN when the run has none."""
+    for table in (run.eval, run.train):
+        col = table.get(metric)
+        if col is not None:
+            return float(col[-1]) if len(col) else float("nan")
+    if metric == "steps":
+        return float(run.steps)
+    v = run.attrs.get(metric)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def mean_std(values):
+    """Mean and sample std (ddof 1; 0 for one value) of the finite values, and their count."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def group(runs, keys=None, metrics=EVAL_METRICS, only_usable=True):
+    """Rows of {key: value, ..., n, n_runs, runs, <metric>_mean, <metric>_std} over the runs sharing
+    the values of `keys` (default: the sweep point, every axis but the seed), sorted by the keys.
+    Means and stds are over the usable runs (completed, no duplicate) with a finite value; n counts
+    them, n_runs counts every run of the group."""
+    if keys is None:
+        keys = axis_keys(runs, seed=False)
+    groups = {}
+    for r in runs:
+        if r.duplicate_of is not None:
+            continue
+        groups.setdefault(tuple(r.value(k) for k in keys), []).append(r)
+    rows = []
+    for vals in sorted(groups, key=_sort_key):
+        members = groups[vals]
+        used = [r for r in members if r.usable or not only_usable]
+        row = dict(zip(keys, vals))
+        row["runs"] = members
+        row["n_runs"] = len(members)
+        for m in metrics:
+            mean, std, n = mean_std([final(r, m) for r in used])
+            row[m + "_mean"], row[m + "_std"] = mean, std
+            row["n"] = max(row.get("n", 0), n)
+        if not metrics:
+            row["n"] = len(used)
+        rows.append(row)
+    return rows
+
+
+def axis_keys(runs, seed=True):
+    """The union of the runs' axes, in the order they first appear."""
+    keys = []
+    for r in runs:
+        for k in r.axis_keys:
+            if k not in keys and (seed or k != "seed"):
+                keys.append(k)
+    return keys
+
+
+def context_axes(runs):
+    """The swept axes that set neither the parameterization nor its learning rate (model.activation,
+    data.name, ...): comparisons across kinds (d_int90, structure plots) are made within each
+    combination of their values."""
+    return [k for k in axis_keys(runs, seed=False)
+            if not (k == "param" or k.startswith("param.") or k.startswith("layers.") or k == "train.lr")]
+
+
+def split_context(runs, keys=None):
+    """[(((axis, value), ...), runs)] for every combination of the context axes' values."""
+    keys = context_axes(runs) if keys is None else keys
+    groups = {}
+    for r in runs:
+        groups.setdefault(tuple((k, r.axes.get(k)) for k in keys), []).append(r)
+    return [(k, groups[k]) for k in sorted(groups, key=_sort_key)]
+
+
+def varying(runs, key):
+    """The distinct values a key takes over the runs (sorted), when more than one; else []."""
+    vals = {r.value(key) for r in runs if r.duplicate_of is None}
+    return sorted(vals, key=_sort_key) if len(vals) > 1 else []
+
+
+# -- intrinsic dimension ------------------------------------------------------------------------
+
+def is_full_space(run):
+    """A run of the full parameter space: ordinary training, every layer dense."""
+    return run.kind == "dense"
+
+
+def d_int90(runs, threshold=0.9, metric="test_acc", projection=None):
+    """The intrinsic dimension: the smallest d whose mean `metric` over seeds reaches `threshold`
+    times the mean of the full-space runs (every layer dense, no subspace).
+
+    Subspace runs of one projection enter (default: the projection most runs use). Returns a dict:
+    full_mean, full_std, full_n, target, d_int90 (None when no d reaches the target), D (the
+    dense parameter count, when known), ratio (D / d_int90), projection, table (rows of d, mean,
+    std, n, fraction of the full mean), others ({projection: table} of the other projections).
+    Raises XpandError when there is no usable subspace or no usable full-space run."""
+    usable = [r for r in runs if r.usable]
+    sub = [r for r in usable if r.d is not None]
+    full = [r for r in usable if is_full_space(r)]
+    if not sub:
+        raise XpandError("no completed subspace runs (param.kind: subspace)")
+    if not full:
+        raise XpandError("no completed full-space run (every layer dense, no subspace) to compare with")
+    fm, fs, fn = mean_std([final(r, metric) for r in full])
+    target = threshold * fm
+    by_proj = {}
+    for r in sub:
+        by_proj.setdefault(r.features["projection"], []).append(r)
+    if projection is None:
+        projection = max(sorted(by_proj), key=lambda p: len(by_proj[p]))
+    if projection not in by_proj:
+        raise XpandError(f"no completed subspace runs with projection {projection}")
+
+    def table(rs):
+        rows = []
+        for d in sorted({r.d for r in rs}):
+            m, s, n = mean_std([final(r, metric) for r in rs if r.d == d])
+            rows.append(dict(d=d, mean=m, std=s, n=n, fraction=m / fm if fm else float("nan")))
+        return rows
+
+    rows = table(by_proj[projection])
+    hit = next((row["d"] for row in rows if np.isfinite(row["mean"]) and row["mean"] >= target), None)
+    D = next((r.D for r in sub + full if r.D), None)
+    return dict(metric=metric, threshold=threshold, full_mean=fm, full_std=fs, full_n=fn, target=target,
+                d_int90=hit, D=D, ratio=(D / hit) if (D and hit) else None, projection=projection,
+                table=rows, others={p: table(rs) for p, rs in sorted(by_proj.items()) if p != projection})
+
+
+# -- spectra ------------------------------------------------------------------------------------
+
+def spectrum_ranks(sv, shape, dtype="float32"):
+    """numerical, effective and stable rank from singular values, as xpand computes them."""
+    sv = np.asarray(sv, dtype=float)
+    if len(sv) == 0 or sv[0] == 0:
+        return dict(numerical_rank=0, effective_rank=0.0, stable_rank=0.0)
+    eps = np.finfo(np.float64 if dtype == "float64" else np.float32).eps
+    tol = max(shape) * eps * sv[0]
+    p = sv / sv.sum()
+    p = p[p > 0]
+    return dict(numerical_rank=int((sv > tol).sum()), effective_rank=float(np.exp(-(p * np.log(p)).sum())),
+                stable_rank=float((sv ** 2).sum() / sv[0] ** 2))
+
+
+def rank_r_error(sv):
+    """Relative Frobenius error of the best rank-r approximation, r = 0..len(sv):
+    sqrt(sum_{i>r} s_i^2 / sum s_i^2)."""
+    sq = np.asarray(sv, dtype=float) ** 2
+    total = sq.sum()
+    tail = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
+    return np.sqrt(np.maximum(tail, 0) / total) if total > 0 else np.zeros(len(sq) + 1)
