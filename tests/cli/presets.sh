@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
 
-presets=(quickstart expansive-mnist overparam-linear expandnets-cnn lowrank omega nanogpt-char scaling)
+presets=(quickstart expansive-mnist overparam-linear expandnets-cnn lowrank omega omega-notebook nanogpt-char scaling)
 for p in "${presets[@]}"; do
   f="$SRC/configs/$p.yaml"
   [ -f "$f" ] || fail "preset $f is missing"
