@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "core/blas.h"
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -71,6 +72,7 @@ std::string json_string(const std::string& s) {
 
 int main(int argc, char** argv) {
   using namespace xpand;
+  blas::select_kernels(argc, argv);  // may execute this program again with OPENBLAS_CORETYPE set
   log::set_rank(0, 1);
   CLI::App app{"xpand: linear over-parameterization of neural networks, from one core to many GPUs"};
   app.require_subcommand(1);

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "core/blas.h"
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -569,6 +570,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
                 {"mpi_version", dist::mpi_version()},
                 {"nccl_version", dist::nccl_version()},
                 {"hdf5_version", store::hdf5_version()},
+                {"blas_core", blas::core_name()},
                 {"hostname", hostname()},
                 {"device", device.str()},
                 {"dataset_source", ds.source},
