@@ -87,7 +87,7 @@ def lowrank(root):
     for row in rows:
         used = [r for r in row["runs"] if r.usable]
         params = sorted({int(r.attrs["trainable_params"]) for r in used if "trainable_params" in r.attrs})
-        ranks = "dense" if row["rank"] is None else f"rank ≥ {row['rank']}"
+        ranks = "dense"
         if used and row["rank"] is not None:
             ranks = "ranks " + str([used[0].layer_config(f"fc{i}").get("rank") for i in (1, 2, 3, 4)])
         print(f"| {ranks} | {','.join(f'{p:,}' for p in params)} | {pct(row['test_acc_mean'], row['test_acc_std'], row['n'])} |")
@@ -100,8 +100,8 @@ def lowrank(root):
         for layer in dense[0].layer_names:
             snaps = [r.snapshot(layer) for r in dense]
             shape = snaps[0].matrix_shape
-            nr = ", ".join(str(int(s.attrs.get("numerical_rank", -1))) for s in snaps)
-            er = ", ".join(f"{float(s.attrs.get('effective_rank', float('nan'))):.0f}" for s in snaps)
+            nr = ", ".join(str(int(s.numerical_rank)) for s in snaps)
+            er = ", ".join(f"{float(s.effective_rank):.0f}" for s in snaps)
             print(f"| {layer} | {shape[0]}×{shape[1]} | {min(shape)} | {nr} | {er} |")
     print()
 

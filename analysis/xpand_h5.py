@@ -52,6 +52,31 @@ EVAL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 _NOT_IN_ID = ("output", "device", "threads")
 
 
+class _MergingLoader(yaml.SafeLoader):
+    """A safe YAML loader that merges repeated mapping keys (run files written before xpand nested
+    each layer's section once held `layers: {fc1: {kind: ..}, fc2: .., fc1: {rank: ..}}`)."""
+
+
+def _merging_mapping(loader, node, deep=False):
+    out = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        value = loader.construct_object(value_node, deep=True)
+        if isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+_MergingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _merging_mapping)
+
+
+def load_config(text):
+    """The resolved config of a run file (its `config` attribute) as a nested dict."""
+    return yaml.load(text, Loader=_MergingLoader) or {}
+
+
 class XpandError(Exception):
     """A file or directory that cannot be read as xpand results; the message names it."""
 
@@ -161,7 +186,7 @@ class Run:
         self.name = str(a.get("name", ""))
         self.status = str(a.get("status", "?"))
         self.error = str(a.get("error", ""))
-        cfg = yaml.safe_load(a["config"]) or {}
+        cfg = load_config(a["config"])
         if not isinstance(cfg, dict):
             raise XpandError(f"{self.path}: the config attribute is not a YAML mapping")
         self.config = Config(cfg)

@@ -4,6 +4,7 @@
 #include "config/config.h"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -464,30 +465,42 @@ std::string Config::value_yaml(const std::string& key) const {
 }
 
 std::string Config::to_yaml(const std::string& skip_prefix) const {
-  // Keys in schema order, grouped by their dotted sections.
+  // Keys in schema order, then grouped by their dotted sections: every section appears once, where
+  // its first key would (layers.fc1.kind, layers.fc2.kind, layers.fc1.rank nest as fc1: {kind,
+  // rank}, fc2: {kind}; emitting them in plain schema order would repeat the key fc1).
   std::vector<std::string> keys;
   for (const auto& d : schema())
     for (const auto& k : order_)
       if (segment_match(d.key, k) && std::find(keys.begin(), keys.end(), k) == keys.end() &&
           (skip_prefix.empty() || k.compare(0, skip_prefix.size(), skip_prefix) != 0))
         keys.push_back(k);
-  YAML::Emitter out;
-  out << YAML::BeginMap;
-  std::vector<std::string> open;  // currently open section path
-  for (const auto& k : keys) {
-    auto parts = key_sections(k);
-    size_t common = 0;
-    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) ++common;
-    while (open.size() > common) out << YAML::EndMap, open.pop_back();
-    for (size_t i = common; i + 1 < parts.size(); ++i) {
-      out << YAML::Key << parts[i] << YAML::Value << YAML::BeginMap;
-      open.push_back(parts[i]);
+  struct Node {
+    std::vector<std::pair<std::string, Node>> children;  // sections and keys in first-seen order
+    const std::string* key = nullptr;                    // a leaf: the full key
+    Node& child(const std::string& name) {
+      for (auto& c : children)
+        if (c.first == name) return c.second;
+      children.emplace_back(name, Node{});
+      return children.back().second;
     }
-    out << YAML::Key << parts.back() << YAML::Value;
-    emit_value(out, values_.at(k).value);
+  };
+  Node root;
+  for (const auto& k : keys) {
+    Node* n = &root;
+    for (const auto& part : key_sections(k)) n = &n->child(part);
+    n->key = &k;
   }
-  while (!open.empty()) out << YAML::EndMap, open.pop_back();
-  out << YAML::EndMap;
+  YAML::Emitter out;
+  std::function<void(const Node&)> emit = [&](const Node& n) {
+    out << YAML::BeginMap;
+    for (const auto& [name, c] : n.children) {
+      out << YAML::Key << name << YAML::Value;
+      if (c.key) emit_value(out, values_.at(*c.key).value);
+      else emit(c);
+    }
+    out << YAML::EndMap;
+  };
+  emit(root);
   return std::string(out.c_str()) + "\n";
 }
 

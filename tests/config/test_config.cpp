@@ -64,6 +64,23 @@ TEST(Config, ResolvedYamlReloadsToTheSameConfig) {
   EXPECT_NE(a.hash(), f.hash());
 }
 
+// Several layers with several fields each (the lowrank preset's points): every layer's section
+// appears once in the resolved YAML, which reloads to the same keys and values.
+TEST(Config, ResolvedYamlNestsEachLayerOnce) {
+  auto a = Config::load_string("model: {widths: [784, 64, 32, 10]}\n"
+                               "layers: {fc1: {kind: lowrank, rank: 10}, fc2: {kind: lowrank, rank: 8}}\n",
+                               "a.yaml");
+  const std::string y = a.to_yaml();
+  EXPECT_NE(y.find("layers:\n  fc1:\n    kind: lowrank\n    rank: 10\n  fc2:\n    kind: lowrank\n    rank: 8\n"),
+            std::string::npos)
+      << y;
+  auto b = Config::load_string(y, "resolved.yaml");
+  EXPECT_EQ(a.keys(), b.keys());
+  EXPECT_EQ(b.get_string("layers.fc1.kind"), "lowrank");
+  EXPECT_EQ(b.get_int("layers.fc2.rank"), 8);
+  EXPECT_EQ(a.hash(), b.hash());
+}
+
 TEST(Config, UnknownKeysNameLineAndSuggestion) {
   expect_error("name: x\ntrain:\n  lrr: 0.1\n", {"test.yaml:3:", "train.lrr", "unknown key", "did you mean 'train.lr'"});
   expect_error("bogus: 1\n", {"test.yaml:1:", "bogus", "unknown key"});
