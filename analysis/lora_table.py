@@ -32,12 +32,18 @@ def read(path):
         if kind == "lora":
             p = cfg["param"]
             row["label"] += f" (r = {p.get('rank')}, alpha = {p.get('lora_alpha')})"
+        lr = (cfg.get("train") or {}).get("lr")
+        row["lr"] = lr
+        if lr is not None:
+            row["label"] += f", lr {lr:g}"
         ev = f["metrics/eval"] if "metrics/eval" in f else None
         if ev is None or "test_focus_acc" not in ev or len(ev["step"]) == 0:
             row.update(focus=np.nan, rest=np.nan, acc=np.nan, steps=0)
         else:
             row.update(focus=float(ev["test_focus_acc"][-1]), rest=float(ev["test_rest_acc"][-1]),
-                       acc=float(ev["test_acc"][-1]), steps=int(ev["step"][-1]))
+                       acc=float(ev["test_acc"][-1]), steps=int(ev["step"][-1]),
+                       curve=list(zip(ev["step"][:].tolist(), ev["test_focus_acc"][:].tolist(),
+                                      ev["test_rest_acc"][:].tolist())))
         tr = f["metrics/train"] if "metrics/train" in f else None
         if tr is not None and len(tr["step"]) > 1:
             t = tr["time_step"][:]
@@ -78,10 +84,14 @@ def main():
     print("| network | status | steps | acc. held-out digit | acc. other digits | test acc. | trainable params "
           "| peak memory (MiB) | ms/step |")
     print("|---|---|---|---|---|---|---|---|---|")
-    rows = [dict(before, label="pretrained (before fine-tuning)")] + sorted(fine, key=lambda r: r["label"])
+    rows = [dict(before, label="pretrained (before fine-tuning)", curve=None)] + sorted(fine, key=lambda r: r["label"])
     for r in rows:
         print(f"| {r['label']} | {r['status']} | {r['steps']} | {fmt(r['focus'], '.4f')} | {fmt(r['rest'], '.4f')} "
               f"| {fmt(r['acc'], '.4f')} | {fmt(r['trainable'], ',')} | {fmt(r['mem'], '.0f')} | {fmt(r['ms'], '.2f')} |")
+    print("\nheld-out digit / other digits by step:\n")
+    for r in rows[1:]:
+        if r.get("curve"):
+            print(f"- {r['label']}: " + ", ".join(f"{s}: {f:.3f} / {o:.3f}" for s, f, o in r["curve"]))
     return 0
 
 

@@ -29,11 +29,11 @@ def only(pattern):
 pre = only(f"{out}/pretrain/runs/*.h5")
 assert len(pre) == 1, pre
 fine = only(f"{out}/finetune/runs/*.h5")
-assert len(fine) == 2, fine
+assert len(fine) == 4, fine  # full and LoRA at two learning rates
 rows = [l for l in table.splitlines() if l.startswith("| ") and not l.startswith("| network")]
-def row(label):
-    r = [l for l in rows if l.startswith("| " + label)]
-    assert len(r) == 1, (label, rows)
+def row(label, lr=None):
+    r = [l for l in rows if l.startswith("| " + label) and (lr is None or f", lr {lr:g} |" in l)]
+    assert len(r) == 1, (label, lr, rows)
     return [c.strip() for c in r[0].strip("|").split("|")]
 with h5py.File(pre[0], "r") as p:
     ev = p["metrics/eval"]
@@ -49,10 +49,12 @@ for path in fine:
         cfg = yaml.safe_load(f.attrs["config"])
         kind = cfg["param"]["kind"]
         ev = f["metrics/eval"]
-        r = row("LoRA" if kind == "lora" else "full")
+        lr = cfg["train"]["lr"]
+        r = row("LoRA" if kind == "lora" else "full", lr)
         assert r[1] == "completed", r
         assert r[3] == f"{ev['test_focus_acc'][-1]:.4f}" and r[4] == f"{ev['test_rest_acc'][-1]:.4f}", r
-        assert ev["test_focus_acc"][-1] > 0.5, f"{kind}: digit 7 not learnt: {ev['test_focus_acc'][-1]}"
+        if lr >= 1e-3:
+            assert ev["test_focus_acc"][-1] > 0.5, f"{kind} lr {lr}: digit 7 not learnt: {ev['test_focus_acc'][-1]}"
         trainable = int(f.attrs["trainable_params"])
         assert r[6] == f"{trainable:,}", (r, trainable)
         ck = f["checkpoint"]
