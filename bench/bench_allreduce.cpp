@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <fstream>
 
+#include "core/blas.h"
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/timer.h"
@@ -45,6 +46,7 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
+  xpand::blas::select_kernels(argc, argv);  // the OpenBLAS kernels xpand trains with (core/blas.h)
   CLI::App app{"all-reduce bandwidth sweep (nccl-tests format) over xpand's communicators"};
   std::string min_s = "8", max_s = "256M", backend = "mpi", json;
   int warmup = 5;

@@ -46,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "core/blas.h"
 #include "param/dense.h"
 #include "param/expanded.h"
 #include "param/lowrank.h"
@@ -254,6 +255,7 @@ BENCHMARK(BM_nanogpt_mlp_dense)->ArgName("input_grad")->DenseRange(0, 1)->Unit(b
 }  // namespace
 
 int main(int argc, char** argv) {
+  xpand::blas::select_kernels(argc, argv);  // the OpenBLAS kernels xpand trains with (core/blas.h)
   torch::set_num_threads(2);
   benchmark::AddCustomContext("torch_num_threads", std::to_string(torch::get_num_threads()));
   // glibc malloc: serve every block from the heap (no mmap) and never give freed memory back to

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "core/blas.h"
 #include "config/config.h"
 #include "data/dataset.h"
 #include "model/network.h"
@@ -54,4 +55,11 @@ BENCHMARK(BM_gemm)->ArgNames({"m", "k", "n"})->Args({128, 784, 512})->Args({128,
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  xpand::blas::select_kernels(argc, argv);  // the OpenBLAS kernels xpand trains with (core/blas.h)
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -19,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include "core/blas.h"
 #include "config/config.h"
 #include "core/log.h"
 #include "store/run_file.h"
@@ -47,6 +48,7 @@ void fsync_path(const std::string& p) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  xpand::blas::select_kernels(argc, argv);  // the OpenBLAS kernels xpand trains with (core/blas.h)
   int rounds = 5, steps = 300, snapshots = 40;
   std::string dir = (fs::temp_directory_path() / fmt::format("xpand-bench-store-{}", ::getpid())).string();
   std::string config = std::string(XPAND_SOURCE_DIR) + "/configs/fmnist-mlp.yaml";

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "core/blas.h"
 #include "config/config.h"
 #include "core/timer.h"
 #include "data/dataset.h"
@@ -118,4 +119,11 @@ BENCHMARK(BM_setup)->Apply(projection_args)->Unit(benchmark::kMillisecond)->Iter
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  xpand::blas::select_kernels(argc, argv);  // the OpenBLAS kernels xpand trains with (core/blas.h)
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
