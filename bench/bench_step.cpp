@@ -5,8 +5,8 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "core/blas.h"
 #include "config/config.h"
+#include "core/blas.h"
 #include "data/dataset.h"
 #include "model/network.h"
 #include "train/optim.h"

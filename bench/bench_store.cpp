@@ -19,8 +19,8 @@
 
 #include <fmt/format.h>
 
-#include "core/blas.h"
 #include "config/config.h"
+#include "core/blas.h"
 #include "core/log.h"
 #include "store/run_file.h"
 #include "train/trainer.h"

@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "core/blas.h"
 #include "config/config.h"
+#include "core/blas.h"
 #include "core/timer.h"
 #include "data/dataset.h"
 #include "model/network.h"
