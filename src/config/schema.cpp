@@ -104,8 +104,8 @@ const std::vector<KeyDef>& schema() {
       range(key("data.batch_size", T::Int, "128", "global batch size (split over the ranks of a run)"), 1),
       range(key("data.eval_batch_size", T::Int, "2048", "batch size of evaluation passes"), 1),
       range(key("data.train_classes", T::IntList, "[]",
-                "train only on samples of these classes (their indices; [] = every class); evaluation keeps "
-                "both whole splits"),
+                "train only on samples of these classes (their indices; [] = every class); train_loss and "
+                "train_acc then cover these classes, the test split stays whole"),
             0),
       range(key("data.focus_classes", T::IntList, "[]",
                 "evaluation also reports test accuracy on these classes (test_focus_acc) and on the others "

@@ -20,12 +20,14 @@ const char* core_name() {
 
 void select_kernels(int argc, char** argv) {
   (void)argc;
+  (void)argv;
   if (std::getenv("OPENBLAS_CORETYPE")) return;  // the user's choice (or our own re-execution)
   const char* keep = std::getenv("XPAND_BLAS_KERNELS");
   if (keep && std::strcmp(keep, "keep") == 0) return;
   const std::string core = core_name();
   // The generic fallbacks of OpenBLAS's x86-64 dynamic builds.
   if (core != "Prescott" && core != "Core2" && core != "Nehalem" && core != "Sandybridge") return;
+#if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   const char* better = nullptr;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
@@ -41,6 +43,9 @@ void select_kernels(int argc, char** argv) {
   std::fprintf(stderr, "xpand: warning: OpenBLAS runs its %s kernels on a CPU with %s's instructions and "
                        "re-executing with OPENBLAS_CORETYPE=%s failed (%s); set it in the environment\n",
                core.c_str(), better, better, std::strerror(errno));
+#else
+  (void)argv;  // OpenBLAS's x86 fallbacks only
+#endif
 }
 
 }  // namespace xpand::blas

@@ -102,7 +102,7 @@ Lora::Lora(const Spec& spec, WeightShape shape, const Init& init)
     spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
   torch::Tensor w0 = torch::empty({out, in});
   if (!spec.init_from.empty())
-    w0 = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_);
+    w0 = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_).to(torch::kFloat32);
   else
     init_fill(w0, init);
   w0_ = register_buffer("w0", w0);

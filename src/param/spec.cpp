@@ -98,8 +98,10 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
     if (key != std::string("param.") + field)
       cfg.fail(key, fmt::format("every subspace layer shares one omega: set param.{}", field));
   }
-  if (s.init_from.empty() && cfg.has("model.init_from")) s.init_from = cfg.get_string("model.init_from");
-  if (s.init_step == 0 && cfg.has("model.init_step")) s.init_step = cfg.get_int("model.init_step");
+  if (s.init_from.empty() && cfg.has("model.init_from")) {  // the network-wide source, with its step
+    s.init_from = cfg.get_string("model.init_from");
+    s.init_step = cfg.get_int("model.init_step");
+  }
   if (cfg.get_string("param.kind") == "subspace" && s.kind != "subspace")
     cfg.fail(s.key_of("kind"), fmt::format("with param.kind: subspace every layer trains in the subspace; layer {} "
                                            "cannot be {}", layer, s.kind));

@@ -214,6 +214,7 @@ std::vector<PointCost> sweep_costs(const Spec& spec) {
     c.trainable = rep.trainable;
     for (const auto& l : rep.layers) c.memory_bytes += l.memory_bytes;
     c.comm_bytes = double(rep.cut) * (p.cfg.get_string("dtype") == "float64" ? 8 : 4);
+    train::freeze_parameters(p.cfg, *net);  // frozen tensors stay outside the subspace (as in training)
     if (auto split = train::subspace_split(p.cfg, *net); !split.theta.empty()) {  // omega trains instead of theta
       const std::string proj = p.cfg.get_string("param.projection");
       const double elem = p.cfg.get_string("dtype") == "float64" ? 8 : 4;

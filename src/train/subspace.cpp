@@ -57,6 +57,8 @@ void fwht_cpu(T* x, int64_t n) {
 // each an add and a subtract written into a second buffer (the buffers swap roles between stages).
 torch::Tensor fwht(torch::Tensor x) {
   const int64_t n = x.numel();
+  XPAND_CHECK(n > 0 && (n & (n - 1)) == 0 && x.dim() == 1,
+              "Hadamard transform of a 1-D power-of-two length, got {} dimension(s) and {} elements", x.dim(), n);
   if (x.device().is_cpu() && x.is_contiguous()) {
     if (x.scalar_type() == torch::kFloat) fwht_cpu(x.data_ptr<float>(), n);
     else if (x.scalar_type() == torch::kDouble) fwht_cpu(x.data_ptr<double>(), n);

@@ -185,7 +185,8 @@ std::vector<MetricSink::Tensor> snapshot_of(model::Network& net, bool factors) {
   return out;
 }
 
-// train.freeze: parameters whose names match a pattern stop requiring gradients.
+}  // namespace
+
 void freeze_parameters(const config::Config& cfg, model::Network& net) {
   for (const auto& pattern : cfg.get_strings("train.freeze")) {
     bool any = false;
@@ -201,6 +202,8 @@ void freeze_parameters(const config::Config& cfg, model::Network& net) {
   }
 }
 
+namespace {
+
 // model.init_from: every layer and its bias start from a run file's snapshot (fine-tuning). Dense
 // and subspace layers copy the weight; lora layers took it as W0 and lowrank layers with init: svd
 // factored it when they were built (param::Spec falls back to model.init_from).
@@ -215,6 +218,9 @@ void init_from_run(const config::Config& cfg, model::Network& net) {
       const param::Spec spec = param::spec_for(cfg, slot.name);
       if (spec.kind == "dense" || spec.kind == "subspace") {
         slot.param->named_parameters()["weight"].copy_(param::snapshot_weight(from, step, slot.name, slot.param->shape()));
+      } else if (spec.kind == "lora") {  // again, now in the training dtype (a float64 run keeps every digit)
+        slot.param->named_buffers()["w0"].copy_(
+            param::snapshot_weight(spec.init_from, spec.init_step, slot.name, slot.param->shape()));
       } else if (spec.kind == "lowrank" && spec.init != "svd") {
         spec.fail("init", "model.init_from starts a lowrank layer only with init: svd (the truncated SVD of the "
                           "snapshot's weight)");
@@ -466,6 +472,11 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   std::vector<torch::Tensor> subspace_rest;  // trained as usual next to omega
   NamedTensors extra;  // what checkpoints keep besides the network
   if (SubspaceSplit split = subspace_split(cfg, *net); !split.theta.empty()) {
+    // theta0 (and P, with anchor: column) come from the initial network: a resumed run rebuilds them,
+    // so they must not depend on which snapshot is the source run's last one at the time.
+    if (cfg.has("model.init_from") && !cfg.get_string("model.init_from").empty() && cfg.get_int("model.init_step") == 0)
+      cfg.fail("model.init_step", "subspace layers started from model.init_from need the snapshot step named "
+                                  "(model.init_step > 0): a resumed run rebuilds theta0 from it");
     subspace = std::make_unique<Subspace>(cfg, split.theta, seed);
     subspace_rest = split.rest;
     params = {subspace->omega()};

@@ -14,6 +14,10 @@
 
 namespace xpand::train {
 
+// train.freeze: parameters whose names match one of the glob patterns stop requiring gradients;
+// ConfigError naming train.freeze (and listing the parameters) for a pattern that matches none.
+void freeze_parameters(const config::Config& cfg, model::Network& net);
+
 struct RunOptions {
   bool write_file = true;   // false: no HDF5 output (tests)
   bool console = true;      // progress lines on stderr

@@ -13,6 +13,7 @@
 #include "data/dataset.h"
 #include "model/network.h"
 #include "param/lowrank.h"
+#include "param/spec.h"
 #include "store/run_file.h"
 #include "train/trainer.h"
 #include "../test_util.h"
@@ -138,4 +139,16 @@ TEST(Finetune, FreezePatternThatMatchesNothingIsRefused) {
   } catch (const xpand::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("fc1.weight"), std::string::npos) << e.what();
   }
+}
+
+// A layer with its own init_from keeps its own step; the others take model.init_from with model.init_step.
+TEST(Finetune, LayerInitFromKeepsItsOwnStep) {
+  auto cfg = Config::load_string(kBase, "f.yaml",
+                                 {"model.init_from=/b.h5", "model.init_step=200", "layers.fc1.kind=lora",
+                                  "layers.fc1.init_from=/a.h5"});
+  auto own = xpand::param::spec_for(cfg, "fc1"), shared = xpand::param::spec_for(cfg, "fc2");
+  EXPECT_EQ(own.init_from, "/a.h5");
+  EXPECT_EQ(own.init_step, 0);
+  EXPECT_EQ(shared.init_from, "/b.h5");
+  EXPECT_EQ(shared.init_step, 200);
 }
