@@ -115,6 +115,15 @@ void projection_args(benchmark::internal::Benchmark* b) {
     }
 }
 BENCHMARK(BM_omega_step)->Apply(projection_args)->Unit(benchmark::kMillisecond);
+
+// One in-place Hadamard transform of L = 2^18 floats (fastfood's length for this network; a step
+// runs four), against a copy of the same buffer (memory traffic of one pass).
+void BM_hadamard(benchmark::State& state) {
+  auto x = torch::randn({int64_t(1) << 18});
+  for (auto _ : state) benchmark::DoNotOptimize(xpand::train::hadamard_transform(x).data_ptr());
+  state.counters["GB/s_per_pass"] = benchmark::Counter(double(x.nbytes()) * 9 * 2, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_hadamard)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_setup)->Apply(projection_args)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 }  // namespace
