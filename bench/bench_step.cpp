@@ -6,10 +6,10 @@
 #include <torch/torch.h>
 
 #include "config/config.h"
-#include "core/blas.h"
 #include "data/dataset.h"
 #include "model/network.h"
 #include "train/optim.h"
+#include "bench_main.h"
 
 namespace {
 
@@ -55,11 +55,4 @@ BENCHMARK(BM_gemm)->ArgNames({"m", "k", "n"})->Args({128, 784, 512})->Args({128,
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  xpand::blas::select_kernels(argc, argv);  // the OpenBLAS kernels xpand trains with (core/blas.h)
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+XPAND_BENCHMARK_MAIN()

@@ -10,12 +10,12 @@
 #include <torch/torch.h>
 
 #include "config/config.h"
-#include "core/blas.h"
 #include "core/timer.h"
 #include "data/dataset.h"
 #include "model/network.h"
 #include "train/optim.h"
 #include "train/subspace.h"
+#include "bench_main.h"
 
 namespace {
 
@@ -128,11 +128,4 @@ BENCHMARK(BM_setup)->Apply(projection_args)->Unit(benchmark::kMillisecond)->Iter
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  xpand::blas::select_kernels(argc, argv);  // the OpenBLAS kernels xpand trains with (core/blas.h)
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+XPAND_BENCHMARK_MAIN()

@@ -34,6 +34,22 @@ Config cfg_with(const std::string& projection, int64_t d, double max_bytes = 1e9
        "param.max_projection_bytes=" + std::to_string(max_bytes)});
 }
 
+// The network a run of `cfg` starts from (same seed, same init), in float64.
+xpand::model::NetworkPtr initial_network(const Config& cfg) {
+  auto ds = xpand::data::dataset_load(cfg, torch::kCPU);
+  torch::manual_seed(cfg.get_int("seed"));
+  auto net = xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg));
+  net->to(torch::kFloat64);
+  return net;
+}
+
+// Every trainable number of a network, flattened in parameter order.
+torch::Tensor flat_parameters(xpand::model::Network& net) {
+  std::vector<torch::Tensor> flat;
+  for (auto& t : net.parameters()) flat.push_back(t.detach().reshape(-1));
+  return torch::cat(flat);
+}
+
 // The explicit D x d matrix of a projection, column j = forward(e_j).
 torch::Tensor explicit_matrix(Projection& p, int64_t D, int64_t d) {
   auto m = torch::zeros({D, d}, torch::kFloat64);
@@ -158,14 +174,7 @@ TEST(Subspace, TrainingMovesOnlyOmegaAndLearns) {
   EXPECT_LT(r.losses.back(), 0.8 * r.losses.front());
   // theta - theta0 lies in span(P): rebuild theta0 (same seed, same init) and P, and project.
   auto cfg = Config::load_string(yaml, "s.yaml");
-  auto ds = xpand::data::dataset_load(cfg, torch::kCPU);
-  torch::manual_seed(cfg.get_int("seed"));
-  auto init = xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg));
-  init->to(torch::kFloat64);
-  std::vector<torch::Tensor> a, b;
-  for (auto& p : init->parameters()) a.push_back(p.detach().reshape(-1));
-  for (auto& p : r.network->parameters()) b.push_back(p.detach().reshape(-1));
-  auto delta = torch::cat(b) - torch::cat(a);
+  auto delta = flat_parameters(*r.network) - flat_parameters(*initial_network(cfg));
   ASSERT_GT(delta.norm().item<double>(), 1e-3);
   auto p = projection_make(cfg, "dense", delta.numel(), 40, projection_seed(uint64_t(cfg.get_int("seed"))),
                            torch::kFloat64, torch::kCPU);
@@ -226,10 +235,7 @@ TEST(Subspace, SelectedLayersMoveInTheSubspaceOthersTrainAsUsual) {
       "layers: {fc1: {kind: subspace}}\n"
       "train: {epochs: 0, max_steps: 60, lr: 0.05}\n";
   auto cfg = Config::load_string(yaml, "s.yaml");
-  auto ds = xpand::data::dataset_load(cfg, torch::kCPU);
-  torch::manual_seed(cfg.get_int("seed"));
-  auto init = xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg));
-  init->to(torch::kFloat64);
+  auto init = initial_network(cfg);
   auto split = subspace_split(cfg, *init);
   ASSERT_EQ(split.theta_names, (std::vector<std::string>{"fc1_bias", "fc1.weight"}));  // the network's order
   EXPECT_EQ(split.theta_numel(), 8 * 32 + 32);
@@ -273,22 +279,15 @@ TEST(Subspace, ColumnAnchorHoldsTheInitialisation) {
       "param: {kind: subspace, omega_dim: 40, projection: dense-qr, anchor: column}\n"
       "train: {epochs: 0, max_steps: 60, lr: 0.05}\n";
   auto c = Config::load_string(yaml, "s.yaml");
-  auto ds = xpand::data::dataset_load(c, torch::kCPU);
-  torch::manual_seed(c.get_int("seed"));
-  auto init = xpand::model::network_build(c, ds, xpand::param::factory_from_config(c));
-  init->to(torch::kFloat64);
-  std::vector<torch::Tensor> flat;
-  for (auto& t : init->parameters()) flat.push_back(t.detach().reshape(-1));
-  auto theta_init = torch::cat(flat);
+  auto init = initial_network(c);
+  auto theta_init = flat_parameters(*init);
   std::vector<torch::Tensor> tensors;
   for (auto& t : init->parameters()) tensors.push_back(t);
   Subspace s(c, tensors, uint64_t(c.get_int("seed")));
   EXPECT_NEAR(s.omega()[0].item<double>(), theta_init.norm().item<double>(), 1e-9);
   EXPECT_LT(s.omega().narrow(0, 1, 39).abs().max().item<double>(), 1e-9);
   s.push();  // theta = P omega0 reproduces theta_init
-  flat.clear();
-  for (auto& t : init->parameters()) flat.push_back(t.detach().reshape(-1));
-  EXPECT_LT((torch::cat(flat) - theta_init).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((flat_parameters(*init) - theta_init).abs().max().item<double>(), 1e-12);
 
   RunOptions o;
   o.console = false;
@@ -296,9 +295,7 @@ TEST(Subspace, ColumnAnchorHoldsTheInitialisation) {
   auto r = run_train(c, o);
   ASSERT_EQ(r.status, "completed");
   EXPECT_LT(r.losses.back(), 0.8 * r.losses.front());
-  flat.clear();
-  for (auto& t : r.network->parameters()) flat.push_back(t.detach().reshape(-1));
-  auto theta = torch::cat(flat);
+  auto theta = flat_parameters(*r.network);
   auto pr = projection_make(c, "dense-qr", theta.numel(), 40, projection_seed(uint64_t(c.get_int("seed"))),
                             torch::kFloat64, torch::kCPU, theta_init);
   auto Q = explicit_matrix(*pr, theta.numel(), 40);
