@@ -154,8 +154,8 @@ class FastfoodProjection final : public Projection {
   }
   torch::Tensor forward(const torch::Tensor& w) override {
     auto x = torch::zeros({L_}, w.options());
-    x.narrow(0, 0, d_).copy_(w);
-    x.mul_(b_);
+    auto head = x.narrow(0, 0, d_);
+    torch::mul_out(head, w, b_.narrow(0, 0, d_));  // B on ω zero-padded: only d entries
     x = fwht(std::move(x)).index_select(0, perm_);
     x.mul_(g_);
     return fwht(std::move(x)).narrow(0, 0, D_);
@@ -167,8 +167,7 @@ class FastfoodProjection final : public Projection {
     x = fwht(std::move(x));
     x.mul_(g_);
     x = fwht(x.index_select(0, inv_));
-    x.mul_(b_);
-    return x.narrow(0, 0, d_);
+    return x.narrow(0, 0, d_) * b_.narrow(0, 0, d_);  // B, then the first d entries: only d products
   }
   double bytes() const override { return double(L_) * (3 * double(b_.element_size()) + 16); }
 
@@ -271,10 +270,11 @@ void Subspace::pull_grad() {
 
 void Subspace::push() {
   torch::NoGradGuard ng;
-  auto theta = theta0_ + proj_->forward(omega_.detach());
+  auto pw = proj_->forward(omega_.detach());
   int64_t at = 0;
-  for (auto& t : theta_) {
-    t.copy_(theta.narrow(0, at, t.numel()).view_as(t));
+  for (auto& t : theta_) {  // θ0 + Pω written straight into each tensor (one pass)
+    auto out = t.view({-1});
+    torch::add_out(out, theta0_.narrow(0, at, t.numel()), pw.narrow(0, at, t.numel()));
     at += t.numel();
   }
 }
