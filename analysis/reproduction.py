@@ -129,9 +129,9 @@ def omega(root, name):
 def nanogpt(root):
     runs = xh.load_runs(os.path.join(root, "nanogpt-char"), errors="skip")
     print("### nanogpt-char\n")
-    print("| MLPs | steps | tokens/step | val loss by step | ms/step (median) |")
-    print("|---|---:|---:|---|---:|")
-    for r in runs:
+    print("| MLPs | seed | steps | tokens/step | val loss by step | ms/step (median) |")
+    print("|---|---:|---:|---:|---|---:|")
+    for r in sorted(runs, key=lambda r: (r.kind, r.seed or 0)):
         if r.duplicate_of is not None:
             continue
         ev = r.eval
@@ -139,7 +139,11 @@ def nanogpt(root):
         t = r.train.get("time_step", np.array([]))
         ms = 1e3 * float(np.median(t[len(t) // 10:])) if len(t) > 1 else float("nan")
         tokens = int(r.config.get("data.batch_size")) * int(r.config.get("data.block_size"))
-        print(f"| {r.kind} | {r.steps} ({r.status}) | {tokens} | {losses} | {ms:.0f} |")
+        print(f"| {r.kind} | {r.seed} | {r.steps} ({r.status}) | {tokens} | {losses} | {ms:.0f} |")
+    rows = xh.group([r for r in runs if r.usable], ["kind"], metrics=("test_loss",))
+    if any(row["n"] > 1 for row in rows):
+        print("\nfinal validation loss, mean ± std over seeds: " + "; ".join(
+            f"{row['kind']} {row['test_loss_mean']:.4f} ± {row['test_loss_std']:.4f} (n={row['n']})" for row in rows))
     print()
 
 
