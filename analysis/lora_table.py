@@ -9,61 +9,45 @@ and on the other classes, trainable parameters, peak resident memory during trai
 time per step (the first 10% of steps left out as warm-up). Exit 1 when OUT holds no completed
 pretraining run or no fine-tuning run; runs that did not complete are listed with their status.
 """
-import glob
 import os
 import sys
 
-import h5py
 import numpy as np
-import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import xpand_h5 as xh  # noqa: E402
 
 
-def attr(f, name, default=None):
-    v = f.attrs.get(name, default)
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def read(path):
-    with h5py.File(path, "r", swmr=True) as f:
-        cfg = yaml.safe_load(attr(f, "config", "") or "{}") or {}
-        row = dict(path=path, status=str(attr(f, "status", "?")), trainable=attr(f, "trainable_params"))
-        kind = (cfg.get("param") or {}).get("kind", "?")
-        row["label"] = {"dense": "full fine-tuning", "lora": "LoRA"}.get(kind, kind)
-        if kind == "lora":
-            p = cfg["param"]
-            row["label"] += f" (r = {p.get('rank')}, alpha = {p.get('lora_alpha')})"
-        lr = (cfg.get("train") or {}).get("lr")
-        row["lr"] = lr
-        if lr is not None:
-            row["label"] += f", lr {lr:g}"
-        ev = f["metrics/eval"] if "metrics/eval" in f else None
-        if ev is None or "test_focus_acc" not in ev or len(ev["step"]) == 0:
-            row.update(focus=np.nan, rest=np.nan, acc=np.nan, steps=0)
-        else:
-            row.update(focus=float(ev["test_focus_acc"][-1]), rest=float(ev["test_rest_acc"][-1]),
-                       acc=float(ev["test_acc"][-1]), steps=int(ev["step"][-1]),
-                       curve=list(zip(ev["step"][:].tolist(), ev["test_focus_acc"][:].tolist(),
-                                      ev["test_rest_acc"][:].tolist())))
-        tr = f["metrics/train"] if "metrics/train" in f else None
-        if tr is not None and len(tr["step"]) > 1:
-            t = tr["time_step"][:]
-            skip = max(1, len(t) // 10)
-            row["ms"] = 1e3 * float(np.median(t[skip:]))
-            row["mem"] = float(np.max(tr["mem_peak"][:])) / 2**20
-        else:
-            row["ms"] = row["mem"] = np.nan
-        return row
+def read(run):
+    """One table row from a run (xpand_h5.Run)."""
+    kind = run.config.get("param.kind", "?")
+    row = dict(path=run.path, status=run.status, trainable=run.attrs.get("trainable_params"))
+    row["label"] = {"dense": "full fine-tuning", "lora": "LoRA"}.get(kind, kind)
+    if kind == "lora":
+        row["label"] += f" (r = {run.config.get('param.rank')}, alpha = {run.config.get('param.lora_alpha')})"
+    lr = run.config.get("train.lr")
+    if lr is not None:
+        row["label"] += f", lr {lr:g}"
+    ev = run.eval
+    if "test_focus_acc" not in ev or len(ev["step"]) == 0:
+        row.update(focus=np.nan, rest=np.nan, acc=np.nan, steps=0)
+    else:
+        row.update(focus=float(ev["test_focus_acc"][-1]), rest=float(ev["test_rest_acc"][-1]),
+                   acc=float(ev["test_acc"][-1]), steps=int(ev["step"][-1]),
+                   curve=list(zip(ev["step"].tolist(), ev["test_focus_acc"].tolist(), ev["test_rest_acc"].tolist())))
+    t = run.train.get("time_step", np.array([]))
+    if len(t) > 1:
+        row["ms"] = 1e3 * float(np.median(t[max(1, len(t) // 10):]))
+        row["mem"] = float(np.max(run.train["mem_peak"])) / 2**20
+    else:
+        row["ms"] = row["mem"] = np.nan
+    return row
 
 
 def runs(d):
-    files = sorted(p for p in glob.glob(os.path.join(d, "runs", "*.h5")))
-    out = []
-    for p in files:
-        try:
-            out.append(read(p))
-        except (OSError, KeyError) as e:
-            print(f"lora_table: cannot read {p}: {e}", file=sys.stderr)
-    return out
+    if not os.path.isdir(os.path.join(d, "runs")):
+        return []
+    return [read(r) for r in xh.load_runs(d, errors="skip", nested=False)]
 
 
 def fmt(x, spec):

@@ -144,7 +144,7 @@ EvalResult evaluate(model::Network& net, const data::Dataset& ds, const std::vec
     acc[1] += correct.sum().item<double>();
     acc[2] += n;
     if (focus.defined()) {
-      auto in = focus.to(b.y.device()).index_select(0, b.y.reshape(-1)).view_as(b.y);
+      auto in = focus.index_select(0, b.y.reshape(-1)).view_as(b.y);
       acc[3] += correct.logical_and(in).sum().item<double>();
       acc[4] += in.sum().item<double>();
       acc[5] += correct.logical_and(in.logical_not()).sum().item<double>();
@@ -599,6 +599,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   if (info.focus) {
     focus = torch::zeros({ds.num_classes}, torch::kBool);
     for (int64_t c : cfg.get_ints("data.focus_classes")) focus[c] = true;
+    focus = focus.to(device);  // where the labels are, once
   }
   auto do_eval = [&](int64_t step) {
     EvalMetrics e;
