@@ -1,5 +1,7 @@
 // Training-step throughput of the base networks next to the GEMM rate of the same shapes, so the
-// fraction of the machine's matmul speed a step achieves is read off one run:
+// fraction of the machine's matmul speed a step achieves is read off one run (BM_mlp_step's FLOP/s
+// over BM_mlp_gemms' at the same width and batch), with the step split into forward+backward and
+// optimizer (BM_mlp_part):
 //   build/bench/bench_step --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
@@ -15,7 +17,10 @@ namespace {
 
 using xpand::config::Config;
 
-// One Adam step of a 784-W-W-10 MLP at batch B on random data already in memory.
+// One Adam step of a 784-W-W-10 MLP at batch B, the way `xpand train` runs it: a fresh batch of the
+// synthetic teacher's data (in memory) each step. Repeating one batch would let the network memorise
+// it within a few dozen steps; its gradients then fall into the denormal range, where the GEMMs run
+// several times slower than in real training.
 void BM_mlp_step(benchmark::State& state) {
   int64_t width = state.range(0), batch = state.range(1);
   auto cfg = Config::load_string(
@@ -23,16 +28,14 @@ void BM_mlp_step(benchmark::State& state) {
                   "model: {{kind: mlp, widths: [784, {}, {}, 10]}}\n", batch, width, width),
       "<bench>");
   torch::manual_seed(0);
-  xpand::data::Dataset ds;
-  ds.sample_shape = {784};
-  ds.num_classes = 10;
+  auto ds = xpand::data::dataset_load(cfg, torch::kCPU);
   auto net = xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg));
   auto opt = xpand::train::optimizer_build(cfg, net->parameters());
-  auto x = torch::randn({batch, 784});
-  auto y = torch::randint(0, 10, {batch}, torch::kInt64);
+  int64_t step = 0;
   for (auto _ : state) {
-    opt->zero_grad();
-    auto loss = torch::cross_entropy_loss(net->forward(x), y);
+    auto b = ds.train_batch(0, step++, batch);
+    for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();  // as the trainer does
+    auto loss = torch::cross_entropy_loss(net->forward(b.x), b.y);
     loss.backward();
     opt->step();
     benchmark::DoNotOptimize(loss.data_ptr());
@@ -41,6 +44,60 @@ void BM_mlp_step(benchmark::State& state) {
   state.counters["FLOP/s"] = benchmark::Counter(rep.flops, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_mlp_step)->ArgNames({"width", "batch"})->Args({512, 128})->Args({1024, 128})->Args({512, 1024})
+    ->Unit(benchmark::kMillisecond);
+
+// Where a step's time goes: forward+backward alone and the optimizer alone (the same net and data).
+void BM_mlp_part(benchmark::State& state) {
+  int64_t width = state.range(0), batch = state.range(1), part = state.range(2);
+  auto cfg = Config::load_string(
+      fmt::format("data: {{name: teacher, teacher_inputs: 784, batch_size: {}}}\n"
+                  "model: {{kind: mlp, widths: [784, {}, {}, 10]}}\n", batch, width, width),
+      "<bench>");
+  torch::manual_seed(0);
+  auto ds = xpand::data::dataset_load(cfg, torch::kCPU);
+  auto net = xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg));
+  auto opt = xpand::train::optimizer_build(cfg, net->parameters());
+  auto b = ds.train_batch(0, 0, batch);
+  torch::cross_entropy_loss(net->forward(b.x), b.y).backward();
+  int64_t step = 0;
+  for (auto _ : state) {
+    if (part == 0) {
+      b = ds.train_batch(0, step++, batch);
+      for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
+      torch::cross_entropy_loss(net->forward(b.x), b.y).backward();
+    } else {
+      opt->step();
+    }
+  }
+}
+BENCHMARK(BM_mlp_part)->ArgNames({"width", "batch", "part"})->Args({512, 128, 0})->Args({512, 128, 1})
+    ->Unit(benchmark::kMillisecond);
+
+// The GEMMs a step of the 784-W-W-10 MLP performs, alone, with libtorch's own calls and layouts:
+// forward addmm(b, x, Wᵀ) per layer, backward dX = dY·W (not for the input layer) and dW = dYᵀ·X.
+// Its FLOP/s is the rate this machine reaches on the step's matrix shapes: the denominator of the
+// step's efficiency (BM_mlp_step's FLOP/s over this one's, same width and batch).
+void BM_mlp_gemms(benchmark::State& state) {
+  int64_t width = state.range(0), batch = state.range(1);
+  std::vector<int64_t> dims = {784, width, width, 10};
+  std::vector<torch::Tensor> w, bias, x, dy;
+  double flops = 0;
+  for (size_t l = 0; l + 1 < dims.size(); ++l) {
+    w.push_back(torch::randn({dims[l + 1], dims[l]}));
+    bias.push_back(torch::randn({dims[l + 1]}));
+    x.push_back(torch::randn({batch, dims[l]}));
+    dy.push_back(torch::randn({batch, dims[l + 1]}));
+    flops += 2.0 * batch * dims[l] * dims[l + 1] * (l == 0 ? 2 : 3);
+  }
+  for (auto _ : state)
+    for (size_t l = 0; l < w.size(); ++l) {
+      benchmark::DoNotOptimize(torch::addmm(bias[l], x[l], w[l].t()));
+      if (l > 0) benchmark::DoNotOptimize(torch::mm(dy[l], w[l]));
+      benchmark::DoNotOptimize(torch::mm(dy[l].t(), x[l]));
+    }
+  state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_mlp_gemms)->ArgNames({"width", "batch"})->Args({512, 128})->Args({1024, 128})->Args({512, 1024})
     ->Unit(benchmark::kMillisecond);
 
 // torch::mm at the step's largest shape: (B x K) · (K x N).

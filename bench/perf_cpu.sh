@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The CPU measurements of docs/PERFORMANCE.md in one run (an idle machine, about 15 minutes on 2
+# The CPU measurements of docs/PERFORMANCE.md in one run (an idle machine, about 20 minutes on 2
 # cores): xpand against PyTorch on every workload (bench/compare.py), the training step's FLOP/s
-# against torch::mm at the same shapes (bench_step), expanded/dense step ratios at the issue's
-# batches, and one rank with 2 threads against 2 ranks with 1 thread each.
+# against the same GEMMs alone (bench_step), expanded/dense step ratios at the issue's batches, one
+# epoch end to end against a torchvision DataLoader (bench/epoch_compare.py), and one rank with 2
+# threads against 2 ranks with 1 thread each. Needs python3-torch and python3-torchvision
+# (scripts/setup.sh --bench).
 # Usage: bench/perf_cpu.sh [BUILD_DIR] > docs/results/perf_cpu.txt
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,9 +33,21 @@ PY
 echo; echo "## bench/compare.py (threads 2)"
 "$py" "$root/bench/compare.py" --xpand "$xpand" --rounds 3 --steps 30 --threads 2 --gpt-steps 3 2>/dev/null
 
-echo; echo "## bench_step: training step FLOP/s vs torch::mm (threads 2)"
-"$build/bench/bench_step" --benchmark_counters_tabular=true --benchmark_repetitions=3 \
-  --benchmark_report_aggregates_only=true 2>/dev/null | grep -E "median|Benchmark"
+echo; echo "## bench_step: training step FLOP/s vs the GEMMs of the same step alone (threads 2)"
+# 7 repetitions of every row in random order, medians: this VM's speed drifts by +-20% over seconds.
+efficiency=$(cat <<'PY'
+import json, sys
+rows = {b["run_name"]: b for b in json.load(sys.stdin)["benchmarks"] if b.get("aggregate_name") == "median"}
+for name, b in rows.items():
+    rate = "%8.1f GFLOP/s" % (b["FLOP/s"] / 1e9) if "FLOP/s" in b else ""
+    print("%-45s %8.2f ms %s" % (name, b["real_time"], rate))
+for shape in ("width:512/batch:128", "width:1024/batch:128", "width:512/batch:1024"):
+    step, gemms = rows["BM_mlp_step/" + shape], rows["BM_mlp_gemms/" + shape]
+    print("step efficiency %s: %.2f of the GEMM rate at the step's shapes" % (shape, step["FLOP/s"] / gemms["FLOP/s"]))
+PY
+)
+XPAND_BENCH_THREADS=2 "$build/bench/bench_step" --benchmark_repetitions=7 --benchmark_enable_random_interleaving=true \
+  --benchmark_report_aggregates_only=true --benchmark_format=json 2>/dev/null | "$py" -c "$efficiency"
 
 echo; echo "## expanded / dense step (threads 2, ms)"
 em=(configs/nets/expansive-mnist.yaml --set threads=2)
@@ -51,6 +65,9 @@ gx=(--set "layers.h*.mlp.*.kind=expanded" --set "layers.h*.mlp.*.factor=1.30209"
 gd=$(step_ms gd 3 "$root/${g[0]}" "${g[@]:1}")
 ge=$(step_ms ge 3 "$root/${g[0]}" "${g[@]:1}" "${gx[@]}")
 echo "char GPT at the nanoGPT batch (64 x 256 tokens): dense $gd ms, expanded (c_fc, c_proj through 2000) $ge ms, ratio $("$py" -c "print(f'{$ge/$gd:.2f}')")"
+
+echo; echo "## one epoch end to end: xpand train vs a torchvision Dataset + DataLoader (bench/epoch_compare.py)"
+"$py" "$root/bench/epoch_compare.py" --xpand "$xpand" --rounds 2 --threads 2 --workers 0,2
 
 echo; echo "## threads: 1 rank x 2 threads vs 2 ranks x 1 thread (fmnist MLP, batch 128 global, ms/step)"
 one=$(step_ms t1 200 "$root/configs/fmnist-mlp.yaml" --set threads=2)

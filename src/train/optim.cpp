@@ -15,16 +15,16 @@ std::unique_ptr<torch::optim::Optimizer> optimizer_build(const config::Config& c
     double momentum = cfg.get_float("train.momentum");
     bool nesterov = cfg.get_bool("train.nesterov");
     if (nesterov && momentum <= 0) cfg.fail("train.nesterov", "Nesterov momentum needs train.momentum > 0");
-    return std::make_unique<torch::optim::SGD>(
+    return std::make_unique<FusedSGD>(
         params, torch::optim::SGDOptions(lr).momentum(momentum).nesterov(nesterov).weight_decay(wd));
   }
   auto betas = std::make_tuple(cfg.get_float("train.beta1"), cfg.get_float("train.beta2"));
   double eps = cfg.get_float("train.eps");
   if (kind == "adam")
-    return std::make_unique<torch::optim::Adam>(
+    return std::make_unique<FusedAdam>(
         params, torch::optim::AdamOptions(lr).betas(betas).eps(eps).weight_decay(wd));
   if (kind == "adamw")
-    return std::make_unique<torch::optim::AdamW>(
+    return std::make_unique<FusedAdamW>(
         params, torch::optim::AdamWOptions(lr).betas(betas).eps(eps).weight_decay(wd));
   cfg.fail("train.optimizer", "unknown optimizer " + kind);
 }

@@ -1,5 +1,7 @@
-// Optimizers (SGD with momentum/Nesterov, Adam, AdamW: libtorch's implementations) and the
-// learning-rate schedule (linear warmup, then constant, step or cosine), built from the config.
+// Optimizers (SGD with momentum/Nesterov, Adam, AdamW) and the learning-rate schedule (linear
+// warmup, then constant, step or cosine), built from the config. The optimizers are libtorch's, with
+// step() replaced on CPU tensors by one pass over each tensor (fused_optim.cpp); their state, options
+// and serialisation are libtorch's own.
 #pragma once
 #include <memory>
 #include <vector>
@@ -9,6 +11,32 @@
 #include "config/config.h"
 
 namespace xpand::train {
+
+// libtorch's SGD / Adam / AdamW with a single-pass update of CPU float and double tensors; anything
+// else (CUDA tensors, sparse gradients, amsgrad, a closure) goes through libtorch's step().
+class FusedSGD : public torch::optim::SGD {
+ public:
+  using torch::optim::SGD::SGD;
+  torch::Tensor step(LossClosure closure = nullptr) override;
+};
+
+class FusedAdam : public torch::optim::Adam {
+ public:
+  using torch::optim::Adam::Adam;
+  torch::Tensor step(LossClosure closure = nullptr) override;
+
+ private:
+  bool options_amsgrad() const;
+};
+
+class FusedAdamW : public torch::optim::AdamW {
+ public:
+  using torch::optim::AdamW::AdamW;
+  torch::Tensor step(LossClosure closure = nullptr) override;
+
+ private:
+  bool options_amsgrad() const;
+};
 
 std::unique_ptr<torch::optim::Optimizer> optimizer_build(const config::Config& cfg,
                                                          const std::vector<torch::Tensor>& params);

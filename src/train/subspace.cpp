@@ -116,6 +116,7 @@ class DenseProjection final : public Projection {
   DenseProjection(torch::Tensor p) : p_(std::move(p)) {}
   torch::Tensor forward(const torch::Tensor& w) override { return torch::mv(p_, w); }
   torch::Tensor transpose(const torch::Tensor& g) override { return torch::mv(p_.t(), g); }
+  int64_t input_length() const override { return p_.size(0); }
   double bytes() const override { return double(p_.numel()) * double(p_.element_size()); }
 
  private:
@@ -132,6 +133,7 @@ class SparseProjection final : public Projection {
   torch::Tensor transpose(const torch::Tensor& g) override {
     return torch::zeros({d_}, g.options()).index_add_(0, cols_, vals_ * g.index_select(0, rows_));
   }
+  int64_t input_length() const override { return D_; }
   double bytes() const override { return double(vals_.numel()) * (8 + 8 + double(vals_.element_size())); }
 
  private:
@@ -139,46 +141,93 @@ class SparseProjection final : public Projection {
   int64_t D_, d_;
 };
 
+// Fastfood's random parts for length L (a power of two): the signs B, the permutation Π and the
+// Gaussian scaling G (normalised so every column of H G Π H B has unit norm), drawn in this order.
+struct FastfoodDraws {
+  torch::Tensor b, perm, g;
+};
+
+FastfoodDraws fastfood_draws(int64_t L, at::Generator& gen) {
+  auto cpu = torch::TensorOptions().dtype(torch::kFloat64);
+  FastfoodDraws r;
+  r.b = torch::randint(0, 2, {L}, gen, cpu) * 2 - 1;
+  r.perm = torch::randperm(L, gen, torch::TensorOptions().dtype(torch::kLong));
+  auto g = torch::randn({L}, gen, cpu);
+  // Every column of H G Π H B has squared norm L·ΣG²: scale to unit columns.
+  r.g = g / std::sqrt(double(L) * g.pow(2).sum().item<double>());
+  return r;
+}
+
+int64_t pow2_at_least(int64_t n) {
+  int64_t p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+// P ω = first D entries of H G Π H B ω̃ (ω̃: ω zero-padded to L). Only the first d entries of B ω̃ are
+// non-zero, and the Walsh–Hadamard transform of a vector supported on the first M entries (M a power
+// of two) is the M-point transform repeated L/M times: (H_L x)[i] = (H_M x)[i mod M]. So the first H
+// costs an M-point transform, and Π of the repeated vector is a gather through perm(j) mod M. The
+// transpose mirrors it: of the last H only the first d outputs are needed, and those are the M-point
+// transform of the sum of the L/M blocks, which Πᵀ turns into a sum over j into bucket perm(j) mod M.
+// One L-point transform each way instead of two.
 class FastfoodProjection final : public Projection {
  public:
-  FastfoodProjection(int64_t D, int64_t d, at::Generator& gen, torch::TensorOptions opt) : D_(D), d_(d) {
-    L_ = 1;
-    while (L_ < std::max(D, d)) L_ *= 2;
-    auto cpu = torch::TensorOptions().dtype(torch::kFloat64);
-    b_ = (torch::randint(0, 2, {L_}, gen, cpu) * 2 - 1).to(opt);
-    perm_ = torch::randperm(L_, gen, torch::TensorOptions().dtype(torch::kLong)).to(opt.device());
-    inv_ = torch::argsort(perm_);
-    auto g = torch::randn({L_}, gen, cpu);
-    // Every column of H G Π H B has squared norm L·ΣG²: scale to unit columns.
-    g_ = (g / std::sqrt(double(L_) * g.pow(2).sum().item<double>())).to(opt);
+  FastfoodProjection(int64_t D, int64_t d, at::Generator& gen, torch::TensorOptions opt)
+      : D_(D), d_(d), L_(pow2_at_least(std::max(D, d))), M_(pow2_at_least(d)) {
+    auto r = fastfood_draws(L_, gen);
+    b_ = r.b.narrow(0, 0, d_).to(opt);
+    low_ = r.perm.bitwise_and(M_ - 1).to(opt.device());
+    g_ = r.g.to(opt);
   }
   torch::Tensor forward(const torch::Tensor& w) override {
-    auto x = torch::zeros({L_}, w.options());
-    auto head = x.narrow(0, 0, d_);
-    torch::mul_out(head, w, b_.narrow(0, 0, d_));  // B on ω zero-padded: only d entries
-    x = fwht(std::move(x)).index_select(0, perm_);
+    auto h = torch::zeros({M_}, w.options());
+    auto head = h.narrow(0, 0, d_);
+    torch::mul_out(head, w, b_);
+    h = fwht(std::move(h));              // H B ω̃, one period of it
+    auto x = h.index_select(0, low_);    // Π: entry j is (H B ω̃)[perm(j)] = h[perm(j) mod M]
     x.mul_(g_);
     return fwht(std::move(x)).narrow(0, 0, D_);
   }
   torch::Tensor transpose(const torch::Tensor& gr) override {
-    // (H G Π H B)ᵀ = B H Πᵀ G H (H, G, B symmetric).
-    auto x = torch::zeros({L_}, gr.options());
-    x.narrow(0, 0, D_).copy_(gr);
+    // (H G Π H B)ᵀ = B H Πᵀ G H (H, G, B symmetric). gr has D entries, or L with zeros after D
+    // (Subspace::pull_grad's buffer, transformed in place).
+    torch::Tensor x;
+    if (gr.numel() == L_ && gr.is_contiguous()) {
+      x = gr;
+    } else {
+      x = torch::zeros({L_}, gr.options());
+      x.narrow(0, 0, D_).copy_(gr);
+    }
     x = fwht(std::move(x));
     x.mul_(g_);
-    x = fwht(x.index_select(0, inv_));
-    return x.narrow(0, 0, d_) * b_.narrow(0, 0, d_);  // B, then the first d entries: only d products
+    auto s = torch::zeros({M_}, x.options()).index_add_(0, low_, x);  // Πᵀ, then the L/M blocks summed
+    s = fwht(std::move(s));
+    return s.narrow(0, 0, d_) * b_;  // the first d entries of H (...), then B
   }
-  double bytes() const override { return double(L_) * (3 * double(b_.element_size()) + 16); }
+  int64_t input_length() const override { return L_; }
+  double bytes() const override { return double(L_) * (double(g_.element_size()) + 8) + double(d_) * b_.element_size(); }
 
  private:
-  int64_t D_, d_, L_ = 1;
-  torch::Tensor b_, g_, perm_, inv_;
+  int64_t D_, d_, L_, M_;
+  torch::Tensor b_, g_, low_;  // B's first d signs, G, perm(j) mod M
 };
 
 }  // namespace
 
 torch::Tensor hadamard_transform(torch::Tensor x) { return fwht(std::move(x)); }
+
+torch::Tensor fastfood_reference_matrix(int64_t D, int64_t d, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  const int64_t L = pow2_at_least(std::max(D, d));
+  auto r = fastfood_draws(L, gen);
+  auto h = torch::ones({1, 1}, torch::kFloat64);  // Sylvester: H_2n = [[H, H], [H, -H]]
+  while (h.size(0) < L) h = torch::cat({torch::cat({h, h}, 1), torch::cat({h, -h}, 1)}, 0);
+  auto pi = torch::zeros({L, L}, torch::kFloat64);  // (Π x)[j] = x[perm(j)]
+  pi.index_put_({torch::arange(L), r.perm}, 1.0);
+  auto full = h.mm(torch::diag(r.g)).mm(pi).mm(h).mm(torch::diag(r.b));
+  return full.narrow(0, 0, D).narrow(1, 0, d).clone();
+}
 
 std::unique_ptr<Projection> projection_make(const config::Config& cfg, const std::string& kind, int64_t D, int64_t d,
                                             uint64_t seed, torch::Dtype dtype, torch::Device device,
@@ -261,9 +310,18 @@ Subspace::Subspace(const config::Config& cfg, std::vector<torch::Tensor> theta, 
 
 void Subspace::pull_grad() {
   torch::NoGradGuard ng;
-  std::vector<torch::Tensor> flat;
-  for (auto& t : theta_) flat.push_back(t.grad().defined() ? t.grad().reshape(-1) : torch::zeros({t.numel()}, t.options()));
-  auto g = proj_->transpose(torch::cat(flat));
+  // θ's gradients copied once, straight into the buffer the projection transforms (zeros after D).
+  const int64_t n = proj_->input_length();
+  auto flat = torch::empty({n}, theta0_.options());
+  int64_t at = 0;
+  for (auto& t : theta_) {
+    auto dst = flat.narrow(0, at, t.numel());
+    if (t.grad().defined()) dst.view(t.sizes()).copy_(t.grad());
+    else dst.zero_();
+    at += t.numel();
+  }
+  if (n > at) flat.narrow(0, at, n - at).zero_();
+  auto g = proj_->transpose(flat);
   if (omega_.grad().defined()) omega_.mutable_grad().copy_(g);
   else omega_.mutable_grad() = g.clone();  // not a view of the projection's buffer (zero_grad detaches it)
 }

@@ -38,6 +38,8 @@ class Projection {
   virtual ~Projection() = default;
   virtual torch::Tensor forward(const torch::Tensor& omega) = 0;  // P·ω, length D
   virtual torch::Tensor transpose(const torch::Tensor& g) = 0;     // Pᵀ·g, length d
+  // transpose() also takes g with this many entries, zeros after D, and may overwrite it.
+  virtual int64_t input_length() const = 0;
   virtual double bytes() const = 0;                                // memory it holds
 };
 
@@ -55,6 +57,11 @@ std::unique_ptr<Projection> projection_make(const config::Config& cfg, const std
 // The in-place fast Walsh–Hadamard transform (unnormalised, natural order) of a contiguous 1-D
 // tensor whose length is a power of two; returns the transformed tensor (x itself on the CPU).
 torch::Tensor hadamard_transform(torch::Tensor x);
+
+// Fastfood's P for (D, d, seed) as the textbook product of explicit L x L matrices (Sylvester H,
+// diagonal G and B, permutation Π), its first D rows and d columns, in float64: the reference the
+// fast forward/transpose are tested against (small D only: L² memory).
+torch::Tensor fastfood_reference_matrix(int64_t D, int64_t d, uint64_t seed);
 
 // Which trainable tensors of `net` move in the subspace (theta) and which train as usual (rest), in
 // the network's parameter order. theta is empty when no layer is a subspace layer.

@@ -65,7 +65,7 @@ torch::Tensor explicit_matrix(Projection& p, int64_t D, int64_t d) {
 
 TEST(Subspace, ProjectionsAreAdjointAndNormalised) {
   for (const std::string kind : {"dense", "dense-qr", "sparse", "fastfood"}) {
-    for (auto [D, d] : std::vector<std::pair<int64_t, int64_t>>{{300, 7}, {512, 40}, {97, 97}}) {
+    for (auto [D, d] : std::vector<std::pair<int64_t, int64_t>>{{300, 7}, {512, 40}, {97, 97}, {200, 128}, {64, 1}}) {
       SCOPED_TRACE(kind + " D=" + std::to_string(D) + " d=" + std::to_string(d));
       auto cfg = cfg_with(kind, d);
       auto p = projection_make(cfg, kind, D, d, 1234, torch::kFloat64, torch::kCPU);
@@ -76,6 +76,12 @@ TEST(Subspace, ProjectionsAreAdjointAndNormalised) {
       EXPECT_TRUE(torch::allclose(p->transpose(g), torch::mv(m.t(), g), 1e-12, 1e-12));
       auto norms = m.norm(2, {0});
       if (kind == "fastfood") {
+        // the fast transforms against the textbook product of explicit matrices, same draws
+        EXPECT_TRUE(torch::allclose(m, fastfood_reference_matrix(D, d, 1234), 1e-12, 1e-12));
+        // transpose() on a buffer padded to the projection's input length, as pull_grad passes it
+        auto padded = torch::zeros({p->input_length()}, torch::kFloat64);
+        padded.narrow(0, 0, D).copy_(g);
+        EXPECT_TRUE(torch::allclose(p->transpose(padded), torch::mv(m.t(), g), 1e-12, 1e-12));
         EXPECT_LE(norms.max().item<double>(), 1 + 1e-12);  // unit before truncation to D rows
         if ((D & (D - 1)) == 0) EXPECT_TRUE(torch::allclose(norms, torch::ones_like(norms), 0, 1e-12));
       } else {
