@@ -4,8 +4,14 @@
 // BM_theta_step: one ordinary step. BM_omega_step/<projection>/<d>: the same forward and backward,
 // then ω's gradient Pᵀ∂L/∂θ, Adam on ω and θ = θ0 + Pω (what the trainer does). The counter
 // vs_theta is the step time over BM_theta_step's, measured earlier in the same process.
+// BM_alternating/<projection>/<d>: θ and ω steps alternating in one loop, the ratio of their
+// medians (the number to quote: it is immune to the machine's drift between rows).
 // BM_setup/<projection>/<d>: building P (for dense-qr the QR factorisation).
 #include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -51,15 +57,15 @@ Problem make_problem(const Config& cfg) {
   return p;
 }
 
-void BM_theta_step(benchmark::State& state) {
-  auto cfg = Config::load_string(
+// One θ-space training step (fresh batch, Adam over every tensor).
+struct ThetaStep {
+  Config cfg = Config::load_string(
       "data: {name: teacher, teacher_inputs: 784, batch_size: 256}\n"
       "model: {kind: mlp, widths: [784, 200, 200, 10], bias: true}\n",
       "<bench>");
-  auto p = make_problem(cfg);
-  auto opt = xpand::train::optimizer_build(cfg, p.net->parameters());
-  xpand::Timer t;
-  for (auto _ : state) {
+  Problem p = make_problem(cfg);
+  std::unique_ptr<torch::optim::Optimizer> opt = xpand::train::optimizer_build(cfg, p.net->parameters());
+  void operator()() {
     auto b = p.next();
     for (auto& t : p.net->parameters()) t.mutable_grad() = torch::Tensor();  // as the trainer does
     auto loss = torch::cross_entropy_loss(p.net->forward(b.x), b.y);
@@ -67,6 +73,37 @@ void BM_theta_step(benchmark::State& state) {
     opt->step();
     benchmark::DoNotOptimize(loss.data_ptr());
   }
+};
+
+// One ω-space step: the same forward and backward, ω's gradient Pᵀ∂L/∂θ, Adam on ω, θ = θ0 + Pω.
+struct OmegaStep {
+  OmegaStep(const std::string& kind, int64_t d) : cfg(omega_cfg(kind, d)), p(make_problem(cfg)) {
+    std::vector<torch::Tensor> theta;
+    for (auto& t : p.net->parameters()) theta.push_back(t);
+    sub = std::make_unique<xpand::train::Subspace>(cfg, theta, 0);
+    opt = xpand::train::optimizer_build(cfg, {sub->omega()});
+  }
+  void operator()() {
+    auto b = p.next();
+    sub->omega().mutable_grad() = torch::Tensor();
+    p.net->zero_grad(/*set_to_none=*/true);
+    auto loss = torch::cross_entropy_loss(p.net->forward(b.x), b.y);
+    loss.backward();
+    sub->pull_grad();
+    opt->step();
+    sub->push();
+    benchmark::DoNotOptimize(loss.data_ptr());
+  }
+  Config cfg;
+  Problem p;
+  std::unique_ptr<xpand::train::Subspace> sub;
+  std::unique_ptr<torch::optim::Optimizer> opt;
+};
+
+void BM_theta_step(benchmark::State& state) {
+  ThetaStep step;
+  xpand::Timer t;
+  for (auto _ : state) step();
   g_theta_seconds = t.seconds() / double(state.iterations());
 }
 BENCHMARK(BM_theta_step)->Unit(benchmark::kMillisecond);
@@ -74,29 +111,43 @@ BENCHMARK(BM_theta_step)->Unit(benchmark::kMillisecond);
 void BM_omega_step(benchmark::State& state) {
   const std::string kind = kProjections[state.range(0)];
   const int64_t d = state.range(1);
-  auto cfg = omega_cfg(kind, d);
-  auto p = make_problem(cfg);
-  std::vector<torch::Tensor> theta;
-  for (auto& t : p.net->parameters()) theta.push_back(t);
-  xpand::train::Subspace sub(cfg, theta, 0);
-  auto opt = xpand::train::optimizer_build(cfg, {sub.omega()});
+  OmegaStep step(kind, d);
   xpand::Timer t;
-  for (auto _ : state) {
-    auto b = p.next();
-    sub.omega().mutable_grad() = torch::Tensor();
-    p.net->zero_grad(/*set_to_none=*/true);
-    auto loss = torch::cross_entropy_loss(p.net->forward(b.x), b.y);
-    loss.backward();
-    sub.pull_grad();
-    opt->step();
-    sub.push();
-    benchmark::DoNotOptimize(loss.data_ptr());
-  }
-  const double step = t.seconds() / double(state.iterations());
+  for (auto _ : state) step();
+  const double seconds = t.seconds() / double(state.iterations());
   state.SetLabel(fmt::format("{} d={}", kind, d));
-  if (g_theta_seconds > 0) state.counters["vs_theta"] = step / g_theta_seconds;
-  state.counters["P_MB"] = sub.projection_bytes() / 1e6;
+  if (g_theta_seconds > 0) state.counters["vs_theta"] = seconds / g_theta_seconds;
+  state.counters["P_MB"] = step.sub->projection_bytes() / 1e6;
 }
+
+// A θ-space step and an ω-space step alternating in one loop, each timed: the ratio of their
+// medians. The vs_theta counters above compare steps measured seconds apart, and this machine's
+// speed drifts by ±20% over seconds; alternating cancels the drift. The time reported is the pair's.
+void BM_alternating(benchmark::State& state) {
+  const std::string kind = kProjections[state.range(0)];
+  const int64_t d = state.range(1);
+  ThetaStep theta;
+  OmegaStep omega(kind, d);
+  std::vector<double> tt, to;
+  for (auto _ : state) {
+    xpand::Timer a;
+    theta();
+    tt.push_back(a.seconds());
+    xpand::Timer b;
+    omega();
+    to.push_back(b.seconds());
+  }
+  auto median = [](std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  state.SetLabel(fmt::format("{} d={}", kind, d));
+  state.counters["theta_ms"] = 1e3 * median(tt);
+  state.counters["omega_ms"] = 1e3 * median(to);
+  state.counters["ratio"] = median(to) / median(tt);
+}
+BENCHMARK(BM_alternating)->ArgNames({"projection", "d"})->Args({3, 1000})->Args({3, 100})->Args({1, 100})
+    ->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 void BM_setup(benchmark::State& state) {
   const std::string kind = kProjections[state.range(0)];

@@ -198,6 +198,10 @@ const std::vector<KeyDef>& schema() {
       key("train.freeze", T::StringList, "[]",
           "parameters kept fixed: glob patterns over their names (fc1.weight, fc1_bias, ...; `xpand plan` lists them)"),
       range(key("train.grad_clip", T::Float, "0", "clip the global gradient norm to this (0 = off)"), 0),
+      choices(key("train.precision", T::String, "fp32",
+                  "forward-pass precision: bf16 runs the training forward under bfloat16 autocast (matmuls and "
+                  "convolutions in bf16; weights, gradients, optimizer state and evaluation stay float32)"),
+              {"fp32", "bf16"}),
       range(key("train.epochs", T::Float, "1", "passes over the training set (fractions allowed)"), 0),
       range(key("train.max_steps", T::Int, "0", "stop after this many steps (0 = no limit; with epochs, the earlier)"),
             0),

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "store/run_file.h"
+#include "train/optim.h"
 
 namespace xpand::train {
 
@@ -22,7 +23,7 @@ namespace {
 
 constexpr int64_t kCheckpointSchema = 1;
 
-std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+std::string state_key(const torch::Tensor& p) { return optimizer_state_key(p); }
 
 void write_tensor(store::RunWriter& w, const std::string& path, const torch::Tensor& t0) {
   auto t = t0.detach().cpu().contiguous();

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "train/optim.h"
 
 namespace xpand::train {
 
@@ -49,7 +50,7 @@ bool ExpandSchedule::before_step(int64_t step, torch::optim::Optimizer& opt) {
   // their gradients, which have the old shapes.
   for (auto* m : {&from, &to})
     for (auto& p : m->parameters()) {
-      opt.state().erase(c10::guts::to_string(p.unsafeGetTensorImpl()));
+      opt.state().erase(optimizer_state_key(p));
       p.mutable_grad() = torch::Tensor();
     }
   log::debug("step {}: expanded layer {} -> {}", step, layers_[cur_].first, layers_[next].first);

@@ -40,8 +40,6 @@ bool fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups) {
   return true;
 }
 
-std::string key_of(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
-
 template <typename Options, typename State>
 torch::Tensor adam_step(torch::optim::Optimizer& opt, bool decoupled) {
   torch::NoGradGuard no_grad;
@@ -51,13 +49,13 @@ torch::Tensor adam_step(torch::optim::Optimizer& opt, bool decoupled) {
     const double lr = o.lr(), wd = o.weight_decay(), b1 = std::get<0>(o.betas()), b2 = std::get<1>(o.betas());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      auto it = states.find(key_of(p));
+      auto it = states.find(optimizer_state_key(p));
       if (it == states.end()) {
         auto s = std::make_unique<State>();
         s->step(0);
         s->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
         s->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        it = states.emplace(key_of(p), std::move(s)).first;
+        it = states.emplace(optimizer_state_key(p), std::move(s)).first;
       }
       auto& s = static_cast<State&>(*it->second);
       s.step(s.step() + 1);
@@ -122,11 +120,11 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
       torch::Tensor buf;
       bool first = false;
       if (mu != 0) {
-        auto it = state_.find(key_of(p));
+        auto it = state_.find(optimizer_state_key(p));
         if (it == state_.end()) {  // libtorch starts the buffer at the first step's d (no dampening)
           auto s = std::make_unique<torch::optim::SGDParamState>();
           s->momentum_buffer(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
-          it = state_.emplace(key_of(p), std::move(s)).first;
+          it = state_.emplace(optimizer_state_key(p), std::move(s)).first;
           first = true;
         }
         buf = static_cast<torch::optim::SGDParamState&>(*it->second).momentum_buffer();

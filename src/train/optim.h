@@ -42,6 +42,10 @@ std::unique_ptr<torch::optim::Optimizer> optimizer_build(const config::Config& c
                                                          const std::vector<torch::Tensor>& params);
 void optimizer_set_lr(torch::optim::Optimizer& opt, double lr);
 
+// The key libtorch's optimizers file a tensor's state under in `state()`: its TensorImpl's address as
+// text (libtorch writes it with c10::guts::to_string, an ostream of the pointer, as c10::str does).
+inline std::string optimizer_state_key(const torch::Tensor& p) { return c10::str(p.unsafeGetTensorImpl()); }
+
 // lr(step) for step = 0, 1, ... (the step about to be taken).
 struct Schedule {
   std::string kind = "constant";  // constant | step | cosine

@@ -38,6 +38,7 @@
 #include "param/spec.h"
 #include "store/index.h"
 #include "store/run_file.h"
+#include "train/autocast.h"
 #include "train/checkpoint.h"
 #include "train/subspace.h"
 #include "train/expand_schedule.h"
@@ -409,6 +410,12 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   torch::manual_seed(seed);
   torch::Device device = device_from_config(cfg);
   auto dtype = cfg.get_string("dtype") == "float64" ? torch::kFloat64 : torch::kFloat32;
+  const bool bf16 = cfg.get_string("train.precision") == "bf16";
+  if (bf16 && dtype != torch::kFloat32)
+    cfg.fail("train.precision", "bf16 autocast lowers float32 work to bfloat16: it needs dtype: float32");
+  if (bf16 && device.is_cpu())
+    log::warn("train.precision: bf16 on the CPU runs libtorch's bfloat16 CPU kernels, usually slower than float32 "
+              "without AMX/AVX512-BF16 hardware; it is meant for GPUs");
 
   data::Dataset ds = data::dataset_load(cfg, device);
   if (ds.task == data::Task::Classification) {
@@ -651,7 +658,11 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
         const int64_t lo = m * rows / accum, hi = (m + 1) * rows / accum;
         if (m == accum - 1 && world > 1 && !subspace) reducer.arm(reduced_tensors(*net, cut));
         auto xs = b.x.narrow(0, lo, hi - lo), ys = b.y.narrow(0, lo, hi - lo);
-        torch::Tensor loss = loss_of(ds, net->forward(xs), ys) * (double(hi - lo) / double(batch));
+        torch::Tensor loss;
+        {
+          Autocast autocast(bf16, device);  // the forward and the loss; backward runs outside, as in PyTorch
+          loss = loss_of(ds, net->forward(xs), ys) * (double(hi - lo) / double(batch));
+        }
         loss.backward();
         loss_local += loss.item<double>();
       }
