@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include "core/blas.h"
+#include "core/log.h"
 
 namespace xpand::bench {
 
@@ -29,6 +30,7 @@ inline void use_threads() {
   int main(int argc, char** argv) {                                      \
     xpand::blas::select_kernels(argc, argv);                             \
     xpand::bench::use_threads();                                         \
+    xpand::log::set_level("warn"); /* no set-up lines among the rows */  \
     benchmark::Initialize(&argc, argv);                                  \
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;    \
     benchmark::RunSpecifiedBenchmarks();                                 \

@@ -65,6 +65,10 @@ gx=(--set "layers.h*.mlp.*.kind=expanded" --set "layers.h*.mlp.*.factor=1.30209"
 gd=$(step_ms gd 3 "$root/${g[0]}" "${g[@]:1}")
 ge=$(step_ms ge 3 "$root/${g[0]}" "${g[@]:1}" "${gx[@]}")
 echo "char GPT at the nanoGPT batch (64 x 256 tokens): dense $gd ms, expanded (c_fc, c_proj through 2000) $ge ms, ratio $("$py" -c "print(f'{$ge/$gd:.2f}')")"
+read -r gf _ < <(flops "$root/${g[0]}" "${g[@]:1}")
+echo "char GPT dense step: $("$py" -c "print(f'{$gf / ($gd / 1e3) / 1e9:.1f}')") GFLOP/s (planner FLOPs over the step time); its GEMMs alone:"
+OPENBLAS_CORETYPE=$(OPENBLAS_VERBOSE=2 "$xpand" --version 2>&1 | sed -n 's/^Core: //p' | tail -n 1) \
+  "$py" "$root/bench/gpt_gemm_rate.py" --threads 2
 
 echo; echo "## one epoch end to end: xpand train vs a torchvision Dataset + DataLoader (bench/epoch_compare.py)"
 "$py" "$root/bench/epoch_compare.py" --xpand "$xpand" --rounds 2 --threads 2 --workers 0,2
