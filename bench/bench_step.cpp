@@ -17,57 +17,62 @@ namespace {
 
 using xpand::config::Config;
 
-// One Adam step of a 784-W-W-10 MLP at batch B, the way `xpand train` runs it: a fresh batch of the
-// synthetic teacher's data (in memory) each step. Repeating one batch would let the network memorise
-// it within a few dozen steps; its gradients then fall into the denormal range, where the GEMMs run
-// several times slower than in real training.
-void BM_mlp_step(benchmark::State& state) {
-  int64_t width = state.range(0), batch = state.range(1);
-  auto cfg = Config::load_string(
-      fmt::format("data: {{name: teacher, teacher_inputs: 784, batch_size: {}}}\n"
-                  "model: {{kind: mlp, widths: [784, {}, {}, 10]}}\n", batch, width, width),
-      "<bench>");
-  torch::manual_seed(0);
-  auto ds = xpand::data::dataset_load(cfg, torch::kCPU);
-  auto net = xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg));
-  auto opt = xpand::train::optimizer_build(cfg, net->parameters());
-  int64_t step = 0;
-  for (auto _ : state) {
+// A 784-W-W-10 MLP with Adam on the synthetic teacher's data (in memory), trained the way `xpand
+// train` does it: a fresh batch each step, gradients reset to none. Repeating one batch would let
+// the network memorise it within a few dozen steps; its gradients then fall into the denormal range,
+// where the GEMMs run several times slower than in real training.
+struct Mlp {
+  static xpand::data::Dataset seeded(const Config& cfg) {  // the seed set before data and init
+    torch::manual_seed(0);
+    return xpand::data::dataset_load(cfg, torch::kCPU);
+  }
+  Mlp(int64_t width, int64_t batch)
+      : batch(batch),
+        cfg(Config::load_string(fmt::format("data: {{name: teacher, teacher_inputs: 784, batch_size: {}}}\n"
+                                            "model: {{kind: mlp, widths: [784, {}, {}, 10]}}\n",
+                                            batch, width, width),
+                                "<bench>")),
+        ds(seeded(cfg)),
+        net(xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg))),
+        opt(xpand::train::optimizer_build(cfg, net->parameters())) {}
+  torch::Tensor forward_backward() {
     auto b = ds.train_batch(0, step++, batch);
     for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();  // as the trainer does
     auto loss = torch::cross_entropy_loss(net->forward(b.x), b.y);
     loss.backward();
-    opt->step();
+    return loss;
+  }
+  int64_t batch, step = 0;
+  Config cfg;
+  xpand::data::Dataset ds;
+  xpand::model::NetworkPtr net;
+  std::unique_ptr<torch::optim::Optimizer> opt;
+};
+
+// One training step.
+void BM_mlp_step(benchmark::State& state) {
+  Mlp m(state.range(0), state.range(1));
+  for (auto _ : state) {
+    auto loss = m.forward_backward();
+    m.opt->step();
     benchmark::DoNotOptimize(loss.data_ptr());
   }
-  auto rep = xpand::model::network_report(*net, batch);
+  auto rep = xpand::model::network_report(*m.net, m.batch);
   state.counters["FLOP/s"] = benchmark::Counter(rep.flops, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_mlp_step)->ArgNames({"width", "batch"})->Args({512, 128})->Args({1024, 128})->Args({512, 1024})
     ->Unit(benchmark::kMillisecond);
 
-// Where a step's time goes: forward+backward alone and the optimizer alone (the same net and data).
+// Where a step's time goes: forward+backward alone (part 0) and the optimizer alone (part 1).
 void BM_mlp_part(benchmark::State& state) {
-  int64_t width = state.range(0), batch = state.range(1), part = state.range(2);
-  auto cfg = Config::load_string(
-      fmt::format("data: {{name: teacher, teacher_inputs: 784, batch_size: {}}}\n"
-                  "model: {{kind: mlp, widths: [784, {}, {}, 10]}}\n", batch, width, width),
-      "<bench>");
-  torch::manual_seed(0);
-  auto ds = xpand::data::dataset_load(cfg, torch::kCPU);
-  auto net = xpand::model::network_build(cfg, ds, xpand::param::factory_from_config(cfg));
-  auto opt = xpand::train::optimizer_build(cfg, net->parameters());
-  auto b = ds.train_batch(0, 0, batch);
-  torch::cross_entropy_loss(net->forward(b.x), b.y).backward();
-  int64_t step = 0;
+  Mlp m(state.range(0), state.range(1));
+  const bool optimizer = state.range(2) == 1;
+  m.forward_backward();
   for (auto _ : state) {
-    if (part == 0) {
-      b = ds.train_batch(0, step++, batch);
-      for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
-      torch::cross_entropy_loss(net->forward(b.x), b.y).backward();
-    } else {
-      opt->step();
-    }
+    if (optimizer)
+      m.opt->step();
+    else
+      benchmark::DoNotOptimize(m.forward_backward().data_ptr());
   }
 }
 BENCHMARK(BM_mlp_part)->ArgNames({"width", "batch", "part"})->Args({512, 128, 0})->Args({512, 128, 1})

@@ -84,28 +84,26 @@ torch::Tensor adam_step(torch::optim::Optimizer& opt, bool decoupled) {
   return {};
 }
 
+// Adam and AdamW fuse without amsgrad (its running maximum is left to libtorch).
+template <typename Options>
+bool adam_fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups) {
+  for (auto& group : groups)
+    if (static_cast<const Options&>(group.options()).amsgrad()) return false;
+  return fusable(groups);
+}
+
 }  // namespace
 
 torch::Tensor FusedAdam::step(LossClosure closure) {
-  if (closure != nullptr || options_amsgrad() || !fusable(param_groups())) return torch::optim::Adam::step(closure);
+  if (closure != nullptr || !adam_fusable<torch::optim::AdamOptions>(param_groups()))
+    return torch::optim::Adam::step(closure);
   return adam_step<torch::optim::AdamOptions, torch::optim::AdamParamState>(*this, false);
 }
 
-bool FusedAdam::options_amsgrad() const {
-  for (auto& group : param_groups())
-    if (static_cast<const torch::optim::AdamOptions&>(group.options()).amsgrad()) return true;
-  return false;
-}
-
 torch::Tensor FusedAdamW::step(LossClosure closure) {
-  if (closure != nullptr || options_amsgrad() || !fusable(param_groups())) return torch::optim::AdamW::step(closure);
+  if (closure != nullptr || !adam_fusable<torch::optim::AdamWOptions>(param_groups()))
+    return torch::optim::AdamW::step(closure);
   return adam_step<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(*this, true);
-}
-
-bool FusedAdamW::options_amsgrad() const {
-  for (auto& group : param_groups())
-    if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad()) return true;
-  return false;
 }
 
 torch::Tensor FusedSGD::step(LossClosure closure) {

@@ -24,18 +24,12 @@ class FusedAdam : public torch::optim::Adam {
  public:
   using torch::optim::Adam::Adam;
   torch::Tensor step(LossClosure closure = nullptr) override;
-
- private:
-  bool options_amsgrad() const;
 };
 
 class FusedAdamW : public torch::optim::AdamW {
  public:
   using torch::optim::AdamW::AdamW;
   torch::Tensor step(LossClosure closure = nullptr) override;
-
- private:
-  bool options_amsgrad() const;
 };
 
 std::unique_ptr<torch::optim::Optimizer> optimizer_build(const config::Config& cfg,
