@@ -45,6 +45,12 @@ mpirun=$usr/bin/mpirun.openmpi
 say "machine: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 say "python: $(python3 -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())' 2>&1)"
 torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+# Debian's yaml-cpp, spdlog, fmt and GoogleTest use the C++11 string ABI; a libtorch built with the
+# old one (pip wheels before PyTorch 2.7) cannot link with them.
+if [[ "$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')" != 1 ]]; then
+  say "this PyTorch's libtorch uses the pre-C++11 string ABI: Debian's libraries cannot link with it"
+  exit 2
+fi
 nccl_home=${NCCL_HOME:-}
 if [[ -z "$nccl_home" && ! -e "${CUDA_HOME:-/usr/local/cuda}/include/nccl.h" ]]; then
   nccl_home=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null || true)

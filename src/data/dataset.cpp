@@ -244,13 +244,15 @@ Batch Dataset::train_batch(uint64_t seed, int64_t step, int64_t global_batch, in
   int64_t epoch = step / spe, within = step % spe;
   torch::Tensor perm;
   {
+    if (!epoch_order) epoch_order = std::make_shared<EpochOrder>();  // a moved-from dataset
     std::lock_guard<std::mutex> lock(epoch_order->m);
     auto& o = *epoch_order;
-    const void* split = train_x.unsafeGetTensorImpl();
-    if (o.seed != seed || o.epoch != epoch || o.split != split || o.perm.size(0) != train_size()) {
+    // The permutation is a function of (seed, epoch, size) alone; it is kept on the split's device.
+    if (!o.perm.defined() || o.seed != seed || o.epoch != epoch || o.perm.size(0) != train_size() ||
+        o.perm.device() != dev) {
       auto gen = generator(seed, kStreamEpoch, static_cast<uint64_t>(epoch));
       o.perm = torch::randperm(train_size(), gen, torch::kInt64).to(dev);
-      o.seed = seed, o.epoch = epoch, o.split = split;
+      o.seed = seed, o.epoch = epoch;
     }
     perm = o.perm;
   }

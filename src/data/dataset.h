@@ -47,15 +47,14 @@ struct Dataset {
 
   // The permutation of the epoch drawn last, so the steps of an epoch slice it instead of drawing
   // it again (randperm of 60,000 rows cost more than the optimizer step of a small MLP). Keyed by
-  // everything it depends on, the training split included, so copies of a dataset can share it.
+  // what it depends on (seed, epoch, size) and its device, so copies of a dataset can share it.
   struct EpochOrder {
     std::mutex m;
     uint64_t seed = 0;
     int64_t epoch = -1;
-    const void* split = nullptr;
     torch::Tensor perm;  // on the split's device
   };
-  std::shared_ptr<EpochOrder> epoch_order = std::make_shared<EpochOrder>();
+  mutable std::shared_ptr<EpochOrder> epoch_order = std::make_shared<EpochOrder>();
 };
 
 // Builds the dataset named by data.name, on `device`. Throws DataError / ConfigError.

@@ -26,14 +26,21 @@ void chunked(int64_t n, F&& f) {
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { f(b, e - b); });
 }
 
+// Writes through data pointers bypass the version counters that in-place tensor ops bump; bump them
+// as libtorch's update would, so autograd still sees a saved tensor that the step changed.
+void bump_versions(std::initializer_list<torch::Tensor> ts) {
+  for (const auto& t : ts)
+    if (t.defined()) t.unsafeGetTensorImpl()->bump_version();
+}
+
 // The fused loops take CPU tensors of float or double, densely stored, with gradients of the same dtype.
 bool fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups) {
   for (auto& group : groups)
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       const auto& g = p.grad();
-      if (!p.device().is_cpu() || !p.is_contiguous() || g.is_sparse() || g.scalar_type() != p.scalar_type() ||
-          !g.device().is_cpu())
+      if (!p.device().is_cpu() || !p.is_contiguous() || g.layout() != torch::kStrided ||
+          g.scalar_type() != p.scalar_type() || !g.device().is_cpu())
         return false;
       if (p.scalar_type() != torch::kFloat32 && p.scalar_type() != torch::kFloat64) return false;
     }
@@ -79,6 +86,7 @@ torch::Tensor adam_step(torch::optim::Optimizer& opt, bool decoupled) {
         const scalar_t* gp = g.data_ptr<scalar_t>();
         chunked(p.numel(), [&](int64_t b, int64_t n) { kernels::adam(pp + b, gp + b, mp + b, vp + b, n, c); });
       });
+      bump_versions({p, m, v});
     }
   }
   return {};
@@ -93,6 +101,13 @@ bool adam_fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups) 
 }
 
 }  // namespace
+
+bool optimizer_fuses(const torch::optim::Optimizer& opt) {
+  if (dynamic_cast<const FusedAdam*>(&opt)) return adam_fusable<torch::optim::AdamOptions>(opt.param_groups());
+  if (dynamic_cast<const FusedAdamW*>(&opt)) return adam_fusable<torch::optim::AdamWOptions>(opt.param_groups());
+  if (dynamic_cast<const FusedSGD*>(&opt)) return fusable(opt.param_groups());
+  return false;
+}
 
 torch::Tensor FusedAdam::step(LossClosure closure) {
   if (closure != nullptr || !adam_fusable<torch::optim::AdamOptions>(param_groups()))
@@ -146,6 +161,7 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
         else
           chunked(p.numel(), [&](int64_t b, int64_t n) { kernels::sgd_momentum(false, pp + b, gp + b, bp + b, n, c); });
       });
+      bump_versions({p, buf});
     }
   }
   return {};

@@ -32,6 +32,10 @@ class FusedAdamW : public torch::optim::AdamW {
   torch::Tensor step(LossClosure closure = nullptr) override;
 };
 
+// Whether opt's next step() takes the single-pass path (every tensor with a gradient on the CPU,
+// float or double, densely stored; no amsgrad), given the gradients it holds now.
+bool optimizer_fuses(const torch::optim::Optimizer& opt);
+
 std::unique_ptr<torch::optim::Optimizer> optimizer_build(const config::Config& cfg,
                                                          const std::vector<torch::Tensor>& params);
 void optimizer_set_lr(torch::optim::Optimizer& opt, double lr);

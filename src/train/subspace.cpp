@@ -178,6 +178,7 @@ class FastfoodProjection final : public Projection {
     auto r = fastfood_draws(L_, gen);
     b_ = r.b.narrow(0, 0, d_).to(opt);
     low_ = r.perm.bitwise_and(M_ - 1).to(opt.device());
+    if (!opt.device().is_cpu()) inv_ = torch::argsort(r.perm).to(opt.device());
     g_ = r.g.to(opt);
   }
   torch::Tensor forward(const torch::Tensor& w) override {
@@ -190,27 +191,31 @@ class FastfoodProjection final : public Projection {
     return fwht(std::move(x)).narrow(0, 0, D_);
   }
   torch::Tensor transpose(const torch::Tensor& gr) override {
-    // (H G Π H B)ᵀ = B H Πᵀ G H (H, G, B symmetric). gr has D entries, or L with zeros after D
-    // (Subspace::pull_grad's buffer, transformed in place).
-    torch::Tensor x;
-    if (gr.numel() == L_ && gr.is_contiguous()) {
-      x = gr;
-    } else {
-      x = torch::zeros({L_}, gr.options());
-      x.narrow(0, 0, D_).copy_(gr);
-    }
+    auto x = torch::zeros({L_}, gr.options());
+    x.narrow(0, 0, D_).copy_(gr.reshape(-1).narrow(0, 0, D_));
+    return transpose_consume(std::move(x));
+  }
+  torch::Tensor transpose_consume(torch::Tensor x) override {
+    // (H G Π H B)ᵀ = B H Πᵀ G H (H, G, B symmetric); x: L entries, zeros after D, transformed in place.
+    XPAND_CHECK(x.numel() == L_ && x.is_contiguous(), "fastfood transpose: needs a contiguous buffer of {}", L_);
     x = fwht(std::move(x));
     x.mul_(g_);
-    auto s = torch::zeros({M_}, x.options()).index_add_(0, low_, x);  // Πᵀ, then the L/M blocks summed
+    torch::Tensor s;  // Πᵀ, then the L/M blocks summed
+    if (x.is_cpu())
+      s = torch::zeros({M_}, x.options()).index_add_(0, low_, x);  // serial on the CPU: deterministic
+    else
+      s = x.index_select(0, inv_).view({L_ / M_, M_}).sum(0);  // no atomics: bitwise reproducible on GPUs
     s = fwht(std::move(s));
     return s.narrow(0, 0, d_) * b_;  // the first d entries of H (...), then B
   }
   int64_t input_length() const override { return L_; }
-  double bytes() const override { return double(L_) * (double(g_.element_size()) + 8) + double(d_) * b_.element_size(); }
+  double bytes() const override {
+    return double(L_) * (double(g_.element_size()) + (inv_.defined() ? 16 : 8)) + double(d_) * b_.element_size();
+  }
 
  private:
   int64_t D_, d_, L_, M_;
-  torch::Tensor b_, g_, low_;  // B's first d signs, G, perm(j) mod M
+  torch::Tensor b_, g_, low_, inv_;  // B's first d signs, G, perm(j) mod M, perm⁻¹ (GPUs only)
 };
 
 }  // namespace
@@ -321,7 +326,7 @@ void Subspace::pull_grad() {
     at += t.numel();
   }
   if (n > at) flat.narrow(0, at, n - at).zero_();
-  auto g = proj_->transpose(flat);
+  auto g = proj_->transpose_consume(std::move(flat));
   if (omega_.grad().defined()) omega_.mutable_grad().copy_(g);
   else omega_.mutable_grad() = g.clone();  // not a view of the projection's buffer (zero_grad detaches it)
 }

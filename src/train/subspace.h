@@ -37,8 +37,10 @@ class Projection {
  public:
   virtual ~Projection() = default;
   virtual torch::Tensor forward(const torch::Tensor& omega) = 0;  // P·ω, length D
-  virtual torch::Tensor transpose(const torch::Tensor& g) = 0;     // Pᵀ·g, length d
-  // transpose() also takes g with this many entries, zeros after D, and may overwrite it.
+  virtual torch::Tensor transpose(const torch::Tensor& g) = 0;     // Pᵀ·g, length d; g is left as it was
+  // Pᵀ·g for g handed over in a buffer of input_length() entries (zeros after D) that the
+  // projection may transform in place (Subspace::pull_grad's buffer): no copy.
+  virtual torch::Tensor transpose_consume(torch::Tensor padded) { return transpose(padded); }
   virtual int64_t input_length() const = 0;
   virtual double bytes() const = 0;                                // memory it holds
 };

@@ -697,6 +697,10 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       if (cut)
         for (auto& slot : net->slots()) slot.param->cut_finish();  // cut gradients -> raw tensors
       double loss_v = world > 1 ? comm->allreduce_scalar(loss_local, dist::ReduceOp::Sum, "step loss") : loss_local;
+      // A tensor no gradient reached in this step gets zeros, as the reducer gives it on N ranks: the
+      // optimizer steps it either way (weight decay, momentum), on one rank as on many.
+      for (auto& p : params)
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
       double grad_norm = torch::nn::utils::clip_grad_norm_(params, clip > 0 ? clip : INFINITY);
       if (!std::isfinite(loss_v) || !std::isfinite(grad_norm)) {
         status = "diverged";

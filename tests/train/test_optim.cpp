@@ -209,6 +209,7 @@ TEST(Optim, FusedUpdatesEqualLibtorchs) {
           for (auto& p : *pair) p.mutable_grad() = torch::Tensor();
         fused_step_grads(ref);
         fused_step_grads(fused);
+        ASSERT_TRUE(optimizer_fuses(*opt_fused));  // the single-pass loops, not libtorch's fallback
         opt_ref->step();
         opt_fused->step();
         if (opt_resumed) {
@@ -221,4 +222,11 @@ TEST(Optim, FusedUpdatesEqualLibtorchs) {
       }
       EXPECT_LT(max_rel_diff(resumed, ref), tol);
     }
+  // What the loops do not take goes to libtorch's step(): amsgrad, gradients of another dtype.
+  auto ps = fused_params(torch::kFloat32);
+  fused_step_grads(ps);
+  EXPECT_FALSE(optimizer_fuses(FusedAdam(ps, torch::optim::AdamOptions(0.01).amsgrad(true))));
+  EXPECT_TRUE(optimizer_fuses(FusedAdam(ps, torch::optim::AdamOptions(0.01))));
+  ps[1].mutable_grad() = ps[1].grad().to(torch::kFloat64);
+  EXPECT_FALSE(optimizer_fuses(FusedSGD(ps, torch::optim::SGDOptions(0.01))));
 }

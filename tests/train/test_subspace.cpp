@@ -81,7 +81,10 @@ TEST(Subspace, ProjectionsAreAdjointAndNormalised) {
         // transpose() on a buffer padded to the projection's input length, as pull_grad passes it
         auto padded = torch::zeros({p->input_length()}, torch::kFloat64);
         padded.narrow(0, 0, D).copy_(g);
-        EXPECT_TRUE(torch::allclose(p->transpose(padded), torch::mv(m.t(), g), 1e-12, 1e-12));
+        EXPECT_TRUE(torch::allclose(p->transpose_consume(padded.clone()), torch::mv(m.t(), g), 1e-12, 1e-12));
+        auto before = padded.clone();  // transpose() leaves its argument alone, padded or not
+        p->transpose(padded);
+        EXPECT_TRUE(torch::equal(padded, before));
         EXPECT_LE(norms.max().item<double>(), 1 + 1e-12);  // unit before truncation to D rows
         if ((D & (D - 1)) == 0) EXPECT_TRUE(torch::allclose(norms, torch::ones_like(norms), 0, 1e-12));
       } else {
