@@ -63,19 +63,24 @@ void BM_mlp_step(benchmark::State& state) {
 BENCHMARK(BM_mlp_step)->ArgNames({"width", "batch"})->Args({512, 128})->Args({1024, 128})->Args({512, 1024})
     ->Unit(benchmark::kMillisecond);
 
-// Where a step's time goes: forward+backward alone (part 0) and the optimizer alone (part 1).
+// Where a step's time goes: forward+backward alone (part 0), the optimizer alone (part 1: xpand's
+// single-pass Adam), and libtorch's own Adam on the same tensors and gradients (part 2).
 void BM_mlp_part(benchmark::State& state) {
   Mlp m(state.range(0), state.range(1));
-  const bool optimizer = state.range(2) == 1;
+  const int64_t part = state.range(2);
   m.forward_backward();
+  torch::optim::Adam libtorch_adam(m.net->parameters(), torch::optim::AdamOptions(1e-3));
   for (auto _ : state) {
-    if (optimizer)
+    if (part == 0)
+      benchmark::DoNotOptimize(m.forward_backward().data_ptr());
+    else if (part == 1)
       m.opt->step();
     else
-      benchmark::DoNotOptimize(m.forward_backward().data_ptr());
+      libtorch_adam.step();
   }
 }
 BENCHMARK(BM_mlp_part)->ArgNames({"width", "batch", "part"})->Args({512, 128, 0})->Args({512, 128, 1})
+    ->Args({512, 128, 2})
     ->Unit(benchmark::kMillisecond);
 
 // The GEMMs a step of the 784-W-W-10 MLP performs, alone, with libtorch's own calls and layouts:

@@ -17,6 +17,7 @@ temporary torchvision root.
 import argparse
 import glob
 import gzip
+import json
 import os
 import re
 import shutil
@@ -90,14 +91,13 @@ def run_torch(root, threads, workers, env):
     wall = time.perf_counter() - t
     if out.returncode != 0:
         sys.exit(f"epoch_compare: the PyTorch epoch failed:\n{out.stderr[-2000:]}")
-    import json
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return wall, r["train_s"], r["test_acc"]
 
 
 def run_xpand(xpand, out_dir, threads):
-    import h5py
-    import numpy as np
+    sys.path.insert(0, os.path.join(ROOT, "analysis"))
+    import xpand_h5
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = [xpand, "train", os.path.join(ROOT, "configs/fmnist-mlp.yaml"), "--set", "train.epochs=1",
            "--set", f"threads={threads}", "--out", out_dir, "--force"]
@@ -106,10 +106,8 @@ def run_xpand(xpand, out_dir, threads):
     wall = time.perf_counter() - t
     if out.returncode != 0:
         sys.exit(f"epoch_compare: {' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
-    with h5py.File(glob.glob(os.path.join(out_dir, "runs", "*.h5"))[0], "r") as f:
-        train_s = float(np.sum(f["metrics/train/time_step"][:]))
-        acc = float(f["metrics/eval/test_acc"][-1])
-    return wall, train_s, acc
+    run = xpand_h5.load_runs(out_dir)[0]
+    return wall, float(sum(run.train["time_step"])), float(run.eval["test_acc"][-1])
 
 
 def main():

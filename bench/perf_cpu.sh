@@ -14,20 +14,22 @@ py=/usr/bin/python3
 work=$(mktemp -d /tmp/xpand-perf-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-echo "# OpenBLAS kernels: $(OPENBLAS_VERBOSE=2 "$xpand" --version 2>&1 | sed -n 's/^Core: //p' | tail -n 1)"
+core=$(OPENBLAS_VERBOSE=2 "$xpand" --version 2>&1 | sed -n 's/^Core: //p' | tail -n 1)  # the kernels xpand runs
+echo "# OpenBLAS kernels: $core"
 
-# Median ms/step of `xpand train` (warm-up rows left out) with extra --set arguments.
+# Median ms/step of the run in DIR (the first fifth, warm-up, left out), read with analysis/xpand_h5.
+median_ms() {
+  PYTHONPATH="$root/analysis" "$py" -c 'import sys, numpy as np, xpand_h5
+t = xpand_h5.load_runs(sys.argv[1])[0].train["time_step"]
+print(f"{1e3 * np.median(t[max(1, len(t) // 5):]):.2f}")' "$1"
+}
+# `xpand train` with extra --set arguments (LAUNCHER: e.g. mpirun, or empty); prints median_ms.
 step_ms() {
   local name=$1 steps=$2; shift 2
   rm -rf "$work/$name"
-  "$xpand" train "$@" --set train.epochs=0 --set "train.max_steps=$steps" --set data.eval_max_samples=64 \
+  ${LAUNCHER:-} "$xpand" train "$@" --set train.epochs=0 --set "train.max_steps=$steps" --set data.eval_max_samples=64 \
     --set output.snapshot_every=0 --out "$work/$name" --force >/dev/null 2>&1
-  "$py" - "$work/$name" <<'PY'
-import glob, sys, h5py, numpy as np
-f = h5py.File(glob.glob(sys.argv[1] + "/runs/*.h5")[0], "r")
-t = f["metrics/train/time_step"][:]
-print(f"{1e3 * np.median(t[max(1, len(t) // 5):]):.2f}")
-PY
+  median_ms "$work/$name"
 }
 
 echo; echo "## bench/compare.py (threads 2)"
@@ -60,6 +62,7 @@ for b in 64 1024; do
   read -r fe fa < <(flops "$root/${em[0]}" "${ex[@]}" --set data.batch_size=$b)
   "$py" -c "print(f'Expansive MNIST net, 20 factors, batch $b: baseline $base ms, expanded $exp ms, measured ratio {$exp/$base:.2f}; FLOP ratio planned {$fe/$fb:.2f}, activation-first {$fa/$fb:.2f}')"
 done
+OPENBLAS_CORETYPE=$core "$py" "$root/bench/chain_threads.py" --batch 1024
 g=(configs/nets/gpt-char.yaml --set threads=2 --set train.warmup_steps=0 --set data.eval_batches=1)
 gx=(--set "layers.h*.mlp.*.kind=expanded" --set "layers.h*.mlp.*.factor=1.30209" --set "layers.h*.mlp.*.depth=2")
 gd=$(step_ms gd 3 "$root/${g[0]}" "${g[@]:1}")
@@ -67,8 +70,7 @@ ge=$(step_ms ge 3 "$root/${g[0]}" "${g[@]:1}" "${gx[@]}")
 echo "char GPT at the nanoGPT batch (64 x 256 tokens): dense $gd ms, expanded (c_fc, c_proj through 2000) $ge ms, ratio $("$py" -c "print(f'{$ge/$gd:.2f}')")"
 read -r gf _ < <(flops "$root/${g[0]}" "${g[@]:1}")
 echo "char GPT dense step: $("$py" -c "print(f'{$gf / ($gd / 1e3) / 1e9:.1f}')") GFLOP/s (planner FLOPs over the step time); its GEMMs alone:"
-OPENBLAS_CORETYPE=$(OPENBLAS_VERBOSE=2 "$xpand" --version 2>&1 | sed -n 's/^Core: //p' | tail -n 1) \
-  "$py" "$root/bench/gpt_gemm_rate.py" --threads 2
+OPENBLAS_CORETYPE=$core "$py" "$root/bench/gpt_gemm_rate.py" --threads 2
 
 echo; echo "## one epoch end to end: xpand train vs a torchvision Dataset + DataLoader (bench/epoch_compare.py)"
 "$py" "$root/bench/epoch_compare.py" --xpand "$xpand" --rounds 2 --threads 2 --workers 0,2
@@ -77,14 +79,5 @@ echo; echo "## threads: 1 rank x 2 threads vs 2 ranks x 1 thread (fmnist MLP, ba
 one=$(step_ms t1 200 "$root/configs/fmnist-mlp.yaml" --set threads=2)
 mpi=(mpirun -np 2 --oversubscribe)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
-rm -rf "$work/t2"
-"${mpi[@]}" "$xpand" train "$root/configs/fmnist-mlp.yaml" --set threads=1 --set train.epochs=0 --set train.max_steps=200 \
-  --set data.eval_max_samples=64 --set output.snapshot_every=0 --out "$work/t2" --force >/dev/null 2>&1
-two=$("$py" - "$work/t2" <<'PY'
-import glob, sys, h5py, numpy as np
-f = h5py.File(glob.glob(sys.argv[1] + "/runs/*.h5")[0], "r")
-t = f["metrics/train/time_step"][:]
-print(f"{1e3 * np.median(t[len(t) // 5:]):.2f}")
-PY
-)
+two=$(LAUNCHER="${mpi[*]}" step_ms t2 200 "$root/configs/fmnist-mlp.yaml" --set threads=1)
 echo "1 rank x 2 threads: $one ms/step; 2 ranks x 1 thread: $two ms/step"

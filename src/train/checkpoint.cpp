@@ -23,8 +23,6 @@ namespace {
 
 constexpr int64_t kCheckpointSchema = 1;
 
-std::string state_key(const torch::Tensor& p) { return optimizer_state_key(p); }
-
 void write_tensor(store::RunWriter& w, const std::string& path, const torch::Tensor& t0) {
   auto t = t0.detach().cpu().contiguous();
   std::vector<int64_t> shape = t.sizes().vec();
@@ -127,7 +125,7 @@ void checkpoint_save(const std::string& path, const CheckpointInfo& info, model:
     w.create_group("/optimizer");
     auto& state = opt.state();
     for (size_t i = 0; i < params.size(); ++i) {
-      auto it = state.find(state_key(params[i]));
+      auto it = state.find(optimizer_state_key(params[i]));
       if (it == state.end()) continue;  // no step taken for it yet
       const std::string g = fmt::format("/optimizer/{}", i);
       w.create_group(g);
@@ -196,13 +194,13 @@ CheckpointInfo checkpoint_load(const std::string& path, model::Network& net, con
     const std::string g = fmt::format("/optimizer/{}", i);
     if (!r.has_object(g)) continue;
     const auto& p = params[i];
-    if (kind == "adamw") state[state_key(p)] = read_adam_state<torch::optim::AdamWParamState>(r, g, p);
-    else if (kind == "adam") state[state_key(p)] = read_adam_state<torch::optim::AdamParamState>(r, g, p);
+    if (kind == "adamw") state[optimizer_state_key(p)] = read_adam_state<torch::optim::AdamWParamState>(r, g, p);
+    else if (kind == "adam") state[optimizer_state_key(p)] = read_adam_state<torch::optim::AdamParamState>(r, g, p);
     else if (kind == "sgd") {
       auto s = std::make_unique<torch::optim::SGDParamState>();
       if (r.has_object(g + "/momentum_buffer"))
         s->momentum_buffer(read_tensor(r, g + "/momentum_buffer", p.scalar_type()).to(p.device()));
-      state[state_key(p)] = std::move(s);
+      state[optimizer_state_key(p)] = std::move(s);
     }
   }
 
