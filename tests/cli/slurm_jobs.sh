@@ -30,20 +30,34 @@ export XPAND="$XPAND" XPAND_ROOT="$SRC" PROGRESS_SECONDS=5
 unset SLURM_JOB_ID SLURM_NTASKS SLURM_ARRAY_JOB_ID SLURM_ARRAY_TASK_ID
 
 job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
-# wait_job ID SECONDS: until the job has ended (COMPLETED, FAILED, ...), releasing a requeued job's
-# begin-time hold (Slurm delays a requeued job by ~2 minutes) so the test does not sit it out.
+# wait_job ID SECONDS: until the job has ended (COMPLETED, FAILED, ...). A requeued job waits for its
+# begin time (Slurm sets it ~2 minutes ahead); the test brings that forward to 5 s from now, once, so
+# it does not sit the delay out. Not to "now": the node revokes the old run's credential when it ends
+# it, and a new run whose credential is from the same second is refused ("Job credential revoked")
+# and ends FAILED.
 wait_job() {
-  local id=$1 limit=$2 t=0 s
+  local id=$1 limit=$2 t=0 s begin
   while :; do
     s=$(job_state "$id")
     case "$s" in
       COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE) echo "$s"; return 0 ;;
-      PENDING) scontrol update JobId="$id" StartTime=now >/dev/null 2>&1 || true ;;
+      PENDING)
+        begin=$(scontrol show job "$id" 2>/dev/null | grep -o ' StartTime=[0-9T:-]*' | cut -d= -f2)
+        if [ -n "$begin" ] && [ "$(date -d "$begin" +%s 2>/dev/null || echo 0)" -gt $(($(date +%s) + 10)) ]; then
+          scontrol update JobId="$id" StartTime=now+5 >/dev/null 2>&1 || true
+        fi ;;
     esac
     sleep 1
     t=$((t + 1))
     [ "$t" -lt "$limit" ] || { echo "TIMEOUT_WAITING($s)"; return 1; }
   done
+}
+# ended_wrongly ID OUTFILE WHAT: the job's output and the controller's log lines about it, then fails.
+ended_wrongly() {
+  show "$2"
+  echo "    slurmctld.log on job $1:" >&2
+  grep -E "JobId=$1([^0-9]|$)" "$XPAND_SLURM_DIR/slurmctld.log" | sed 's/^/    | /' >&2 || true
+  fail "$3"
 }
 
 cat >"$WORK/base.yaml" <<YAML
@@ -120,7 +134,7 @@ id=$(SWEEP="$WORK/sweep.yaml" OUT="$WORK/out1" sbatch --parsable --ntasks=2 --ou
   "$SRC/jobs/sweep.sbatch")
 echo "    job $id"
 s=$(wait_job "$id" 300) || true
-[ "$s" = COMPLETED ] || { show "$WORK/job1-$id.out"; fail "sweep job ended $s"; }
+[ "$s" = COMPLETED ] || ended_wrongly "$id" "$WORK/job1-$id.out" "sweep job ended $s"
 grep -q "xpand sweep exited 0" "$WORK/job1-$id.out" || { show "$WORK/job1-$id.out"; fail "no clean exit"; }
 [ "$(grep -c ": point " "$WORK/job1-$id.out")" -eq 4 ] || { show "$WORK/job1-$id.out"; fail "expected 4 point starts"; }
 [ "$(grep -o "group [01]: point" "$WORK/job1-$id.out" | sort -u | wc -l)" -eq 2 ] ||
@@ -142,7 +156,7 @@ interrupted() {
   $how "$ID"
   echo "    interrupted ($how) at $(date +%T)"
   s=$(wait_job "$ID" 400) || true
-  [ "$s" = COMPLETED ] || { show "$OUTFILE"; fail "interrupted job ended $s"; }
+  [ "$s" = COMPLETED ] || ended_wrongly "$ID" "$OUTFILE" "interrupted job ended $s"
   grep -q "restart 1," "$OUTFILE" || { show "$OUTFILE"; fail "the job did not restart"; }
   grep -q "resuming from the checkpoint at step" "$OUTFILE" || { show "$OUTFILE"; fail "nothing resumed from a checkpoint"; }
   [ "$(scontrol show job "$ID" | grep -o 'Restarts=[0-9]*')" = "Restarts=1" ] || fail "Restarts != 1"
@@ -169,7 +183,7 @@ id=$(SWEEP="$WORK/long.yaml" OUT="$WORK/out4" sbatch --parsable --array=0-1 --ou
 echo "    array job $id"
 for t in 0 1; do
   s=$(wait_job "${id}_$t" 400) || true
-  [ "$s" = COMPLETED ] || { show "$WORK/job4-${id}_$t.out"; fail "array task $t ended $s"; }
+  [ "$s" = COMPLETED ] || ended_wrongly "$id" "$WORK/job4-${id}_$t.out" "array task $t ended $s"
 done
 check_points "$WORK/out4" 4 || { cat "$WORK"/job4-*.out >&2; fail "points of the array"; }
 trained_once "$WORK"/job4-*.out || fail "a point trained twice across the array"
@@ -187,7 +201,7 @@ YAML
 id=$(SWEEP="$WORK/scale.yaml" OUT="$WORK/out5" STEPS=60 sbatch --parsable --ntasks=2 --output="$WORK/job5-%j.out" \
   "$SRC/jobs/scaling.sbatch")
 s=$(wait_job "$id" 300) || true
-[ "$s" = COMPLETED ] || { show "$WORK/job5-$id.out"; fail "scaling job ended $s"; }
+[ "$s" = COMPLETED ] || ended_wrongly "$id" "$WORK/job5-$id.out" "scaling job ended $s"
 cat "$WORK/out5/scaling.md"
 "$PYTHON" - "$WORK/out5/scaling.md" <<'PY' || fail "scaling table"
 import re, sys
