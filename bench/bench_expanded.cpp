@@ -29,6 +29,9 @@
 //                                     order coded as above; input_grad:1 = the MLP input requires
 //                                     grad (as in a block), 0 = it does not (a first layer)
 //   BM_nanogpt_mlp_dense/input_grad:i the same pair with two dense layers
+//   BM_independent_products/mode:m/dim:D
+//                                     19 independent D×D×D products, one after another on all
+//                                     threads (0) or one per thread via at::parallel_for (1)
 //
 // Counters: FLOP/s from plan(rows, input_grad).flops of the order the row uses (forward+backward,
 // multiply-add = 2) as an iteration-invariant rate; GFLOP is the same count per iteration.
@@ -37,6 +40,7 @@
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
+#include <ATen/Parallel.h>
 
 #include <malloc.h>
 
@@ -160,6 +164,38 @@ void expanded_rows(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_expanded)
     ->ArgNames({"factor", "depth", "batch", "order"})
     ->Apply(expanded_rows)
+    ->Unit(benchmark::kMillisecond);
+
+// --- independent small products: one after another on all threads, or one per thread -------
+
+// The 19 independent products of dim×dim matrices that an expanded layer's backward could run side
+// by side (its factor gradients S_k·P_{k−1}ᵀ): mode 0 = one after another, each GEMM on all
+// intra-op threads (what autograd does); mode 1 = at::parallel_for over the products, each GEMM on
+// its calling thread. Whether mode 1 beats mode 0 decides whether running a chain's products side
+// by side can pay (docs/PERFORMANCE.md).
+void BM_independent_products(benchmark::State& state) {
+  const int64_t mode = state.range(0), dim = state.range(1), n = 19;
+  torch::manual_seed(0);
+  std::vector<torch::Tensor> a, out;
+  for (int64_t i = 0; i <= n; ++i) a.push_back(torch::randn({dim, dim}));
+  for (int64_t i = 0; i < n; ++i) out.push_back(torch::empty({dim, dim}));
+  auto one = [&](int64_t i) { at::mm_out(out[i], a[i], a[i + 1]); };
+  for (auto _ : state) {
+    if (mode == 0) {
+      for (int64_t i = 0; i < n; ++i) one(i);
+    } else {
+      at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) one(i);
+      });
+    }
+    benchmark::ClobberMemory();
+  }
+  set_flops(state, 2.0 * double(n) * double(dim) * double(dim) * double(dim));
+  state.SetLabel(mode == 0 ? "serial, all threads per product" : "one product per thread");
+}
+BENCHMARK(BM_independent_products)
+    ->ArgNames({"mode", "dim"})
+    ->ArgsProduct({{0, 1}, {128, 512}})
     ->Unit(benchmark::kMillisecond);
 
 // --- collapse: W_eff = W_d ⋯ W_1 ----------------------------------------------------------
