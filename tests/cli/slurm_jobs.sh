@@ -31,20 +31,24 @@ unset SLURM_JOB_ID SLURM_NTASKS SLURM_ARRAY_JOB_ID SLURM_ARRAY_TASK_ID
 
 job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
 # wait_job ID SECONDS: until the job has ended (COMPLETED, FAILED, ...). A requeued job waits for its
-# begin time (Slurm sets it ~2 minutes ahead); the test brings that forward to 5 s from now, once, so
-# it does not sit the delay out. Not to "now": the node revokes the old run's credential when it ends
-# it, and a new run whose credential is from the same second is refused ("Job credential revoked")
-# and ends FAILED.
+# begin time (Slurm sets it ~2 minutes ahead); so that the test does not sit that out, it moves the
+# begin time to 5 s from now, and once that has passed, to now (an update makes the controller
+# schedule at once instead of at its next periodic pass). Not straight to now: the node revokes the
+# old run's credential when it ends it, and a new run whose credential is from the same second is
+# refused ("Job credential revoked") and the job ends FAILED.
 wait_job() {
-  local id=$1 limit=$2 t=0 s begin
+  local id=$1 limit=$2 t=0 s begin moved=0
   while :; do
     s=$(job_state "$id")
     case "$s" in
       COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE) echo "$s"; return 0 ;;
       PENDING)
         begin=$(scontrol show job "$id" 2>/dev/null | grep -o ' StartTime=[0-9T:-]*' | cut -d= -f2)
-        if [ -n "$begin" ] && [ "$(date -d "$begin" +%s 2>/dev/null || echo 0)" -gt $(($(date +%s) + 10)) ]; then
-          scontrol update JobId="$id" StartTime=now+5 >/dev/null 2>&1 || true
+        begin=$(date -d "${begin:-x}" +%s 2>/dev/null || echo 0)
+        if [ "$begin" -gt $(($(date +%s) + 10)) ]; then
+          scontrol update JobId="$id" StartTime=now+5 >/dev/null 2>&1 && moved=1
+        elif [ "$moved" = 1 ] && [ "$begin" -le "$(date +%s)" ]; then
+          scontrol update JobId="$id" StartTime=now >/dev/null 2>&1 && moved=0
         fi ;;
     esac
     sleep 1
