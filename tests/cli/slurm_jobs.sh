@@ -28,26 +28,29 @@ ok "cluster up"
 # Jobs read these (jobs/sweep-step.sh).
 export XPAND="$XPAND" XPAND_ROOT="$SRC" PROGRESS_SECONDS=5
 unset SLURM_JOB_ID SLURM_NTASKS SLURM_ARRAY_JOB_ID SLURM_ARRAY_TASK_ID
+unset SLURM_TIME_FORMAT  # wait_job reads scontrol's ISO times
 
 job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
 # wait_job ID SECONDS: until the job has ended (COMPLETED, FAILED, ...). A requeued job waits for its
-# begin time (Slurm sets it ~2 minutes ahead); so that the test does not sit that out, it moves the
-# begin time to 5 s from now, and once that has passed, to now (an update makes the controller
-# schedule at once instead of at its next periodic pass). Not straight to now: the node revokes the
-# old run's credential when it ends it, and a new run whose credential is from the same second is
-# refused ("Job credential revoked") and the job ends FAILED.
+# begin time (Slurm sets it ~2 minutes ahead; scontrol shows Reason=BeginTime and the time as
+# EligibleTime). So that the test does not sit that out, it moves the begin time to 5 s from now,
+# and once that has passed, to now (an update makes the controller schedule at once instead of at
+# its next periodic pass). Not straight to now: the controller revokes the old run's credential as
+# it ends it, and a new run whose credential is from the same second is refused ("Job credential
+# revoked") and the job ends FAILED.
 wait_job() {
-  local id=$1 limit=$2 t=0 s begin moved=0
+  local id=$1 limit=$2 t=0 s info begin moved=0
   while :; do
     s=$(job_state "$id")
     case "$s" in
       COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE) echo "$s"; return 0 ;;
       PENDING)
-        begin=$(scontrol show job "$id" 2>/dev/null | grep -o ' StartTime=[0-9T:-]*' | cut -d= -f2)
-        begin=$(date -d "${begin:-x}" +%s 2>/dev/null || echo 0)
-        if [ "$begin" -gt $(($(date +%s) + 10)) ]; then
+        info=$(scontrol show job "$id" 2>/dev/null || true)
+        begin=$(grep -o ' EligibleTime=[0-9]\{4\}-[0-9T:-]*' <<<"$info" | cut -d= -f2 || true)
+        [ -n "$begin" ] && begin=$(date -d "$begin" +%s 2>/dev/null) || begin=0
+        if [ "$moved" = 0 ] && grep -q 'Reason=BeginTime' <<<"$info" && [ "$begin" -gt $(($(date +%s) + 10)) ]; then
           scontrol update JobId="$id" StartTime=now+5 >/dev/null 2>&1 && moved=1
-        elif [ "$moved" = 1 ] && [ "$begin" -le "$(date +%s)" ]; then
+        elif [ "$moved" = 1 ] && [ "$begin" -gt 0 ] && [ "$begin" -le "$(date +%s)" ]; then
           scontrol update JobId="$id" StartTime=now >/dev/null 2>&1 && moved=0
         fi ;;
     esac
@@ -58,7 +61,7 @@ wait_job() {
 }
 # ended_wrongly ID OUTFILE WHAT: the job's output and the controller's log lines about it, then fails.
 ended_wrongly() {
-  show "$2"
+  if [ -f "$2" ]; then show "$2"; else echo "    (no output file $2)" >&2; fi
   echo "    slurmctld.log on job $1:" >&2
   grep -E "JobId=$1([^0-9]|$)" "$XPAND_SLURM_DIR/slurmctld.log" | sed 's/^/    | /' >&2 || true
   fail "$3"
