@@ -242,21 +242,14 @@ Batch Dataset::train_batch(uint64_t seed, int64_t step, int64_t global_batch, in
   int64_t spe = steps_per_epoch(global_batch);
   XPAND_CHECK(spe > 0, "global batch {} exceeds the training set ({} samples)", global_batch, train_size());
   int64_t epoch = step / spe, within = step % spe;
-  torch::Tensor perm;
-  {
-    if (!epoch_order) epoch_order = std::make_shared<EpochOrder>();  // a moved-from dataset
-    std::lock_guard<std::mutex> lock(epoch_order->m);
-    auto& o = *epoch_order;
-    // The permutation is a function of (seed, epoch, size) alone; it is kept on the split's device.
-    if (!o.perm.defined() || o.seed != seed || o.epoch != epoch || o.perm.size(0) != train_size() ||
-        o.perm.device() != dev) {
-      auto gen = generator(seed, kStreamEpoch, static_cast<uint64_t>(epoch));
-      o.perm = torch::randperm(train_size(), gen, torch::kInt64).to(dev);
-      o.seed = seed, o.epoch = epoch;
-    }
-    perm = o.perm;
+  auto& o = epoch_order;
+  if (!o.perm.defined() || o.seed != seed || o.epoch != epoch || o.perm.size(0) != train_size() ||
+      o.perm.device() != dev) {
+    auto gen = generator(seed, kStreamEpoch, static_cast<uint64_t>(epoch));
+    o.perm = torch::randperm(train_size(), gen, torch::kInt64).to(dev);
+    o.seed = seed, o.epoch = epoch;
   }
-  auto idx = perm.slice(0, within * global_batch + lo, within * global_batch + lo + local);
+  auto idx = o.perm.slice(0, within * global_batch + lo, within * global_batch + lo + local);
   return {train_x.index_select(0, idx), train_y.index_select(0, idx)};
 }
 

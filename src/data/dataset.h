@@ -5,7 +5,6 @@
 #pragma once
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -46,15 +45,15 @@ struct Dataset {
                                   int64_t lm_batches) const;
 
   // The permutation of the epoch drawn last, so the steps of an epoch slice it instead of drawing
-  // it again (randperm of 60,000 rows cost more than the optimizer step of a small MLP). Keyed by
-  // what it depends on (seed, epoch, size) and its device, so copies of a dataset can share it.
+  // it again (randperm of 60,000 rows cost more than the optimizer step of a small MLP). Drawn again
+  // when what it depends on changes: seed, epoch, the split's size or its device. train_batch is
+  // called from one thread.
   struct EpochOrder {
-    std::mutex m;
     uint64_t seed = 0;
     int64_t epoch = -1;
     torch::Tensor perm;  // on the split's device
   };
-  mutable std::shared_ptr<EpochOrder> epoch_order = std::make_shared<EpochOrder>();
+  mutable EpochOrder epoch_order;
 };
 
 // Builds the dataset named by data.name, on `device`. Throws DataError / ConfigError.

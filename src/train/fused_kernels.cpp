@@ -3,12 +3,12 @@
 // so each loop compiles to AVX-512, AVX2 or SSE2 code picked when the program loads.
 #include "train/fused_kernels.h"
 
+#include "core/vector_loops.h"
+
 #include <cmath>
 
 namespace xpand::train::kernels {
 namespace {
-
-#define XPAND_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 template <typename T>
 XPAND_VECTOR_CLONES void adam_loop(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,

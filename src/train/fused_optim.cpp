@@ -14,17 +14,16 @@
 
 #include <ATen/Parallel.h>
 
+#include "core/vector_loops.h"
 #include "train/fused_kernels.h"
 #include "train/optim.h"
 
 namespace xpand::train {
 namespace {
 
-constexpr int64_t kGrain = 16384;  // elements per task: well above at::parallel_for's dispatch cost
-
 template <typename F>
 void chunked(int64_t n, F&& f) {
-  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { f(b, e - b); });
+  at::parallel_for(0, n, kElementGrain, [&](int64_t b, int64_t e) { f(b, e - b); });
 }
 
 // Writes through data pointers bypass the version counters that in-place tensor ops bump; bump them
@@ -157,10 +156,8 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
           return;
         }
         scalar_t* bp = buf.data_ptr<scalar_t>();
-        if (o.nesterov())
-          chunked(p.numel(), [&](int64_t b, int64_t n) { kernels::sgd_momentum(true, pp + b, gp + b, bp + b, n, c); });
-        else
-          chunked(p.numel(), [&](int64_t b, int64_t n) { kernels::sgd_momentum(false, pp + b, gp + b, bp + b, n, c); });
+        const bool nesterov = o.nesterov();
+        chunked(p.numel(), [&](int64_t b, int64_t n) { kernels::sgd_momentum(nesterov, pp + b, gp + b, bp + b, n, c); });
       });
       bump_versions({p, buf});
     }

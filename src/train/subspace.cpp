@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/timer.h"
+#include "core/vector_loops.h"
 #include "param/spec.h"
 
 namespace xpand::train {
@@ -24,9 +25,7 @@ namespace {
 // unit-stride over non-overlapping rows (restrict) and compiled for the CPU's vector width; each
 // pass is split over the intra-op threads (by groups, or within a group once groups are few).
 template <typename T>
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+XPAND_VECTOR_CLONES
 void butterfly4(T* __restrict__ p0, T* __restrict__ p1, T* __restrict__ p2, T* __restrict__ p3, int64_t len) {
   for (int64_t j = 0; j < len; ++j) {
     const T a0 = p0[j] + p1[j], a1 = p0[j] - p1[j], a2 = p2[j] + p3[j], a3 = p2[j] - p3[j];
@@ -35,9 +34,7 @@ void butterfly4(T* __restrict__ p0, T* __restrict__ p1, T* __restrict__ p2, T* _
 }
 
 template <typename T>
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+XPAND_VECTOR_CLONES
 void butterfly2(T* __restrict__ p0, T* __restrict__ p1, int64_t len) {
   for (int64_t j = 0; j < len; ++j) {
     const T a = p0[j], b = p1[j];
@@ -47,7 +44,7 @@ void butterfly2(T* __restrict__ p0, T* __restrict__ p1, int64_t len) {
 
 template <typename T>
 void fwht_cpu(T* x, int64_t n) {
-  constexpr int64_t kGrain = 1 << 14;  // elements per task
+  constexpr int64_t kGrain = kElementGrain;  // elements per task
   int64_t h = 1;
   if (n >= 8) {
     at::parallel_for(0, n / 8, kGrain / 8, [&](int64_t b, int64_t e) {
