@@ -196,7 +196,7 @@ class Report:
         return f"<figure><img src='{esc(name)}' alt='{esc(caption)}'><figcaption class='note'>{esc(caption)}</figcaption></figure>"
 
     def write_csv(self, name, header, rows):
-        with open(os.path.join(self.out, name), "w", newline="") as f:
+        with open(os.path.join(self.out, name), "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(header)
             for row in rows:

@@ -14,17 +14,19 @@ import os
 import re
 import sys
 
-import h5py
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import xpand_h5 as xh  # noqa: E402
 
 
 def attr(f, name, default=None):
     v = f.attrs.get(name, default)
-    return v.decode() if isinstance(v, bytes) else v
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
 
 
 def measure(path):
-    with h5py.File(path, "r", swmr=True) as f:
+    with xh.open_swmr(path) as f:  # capped metadata read attempts: a damaged file fails fast
         status = str(attr(f, "status", "?"))
         ranks = int(attr(f, "ranks_per_run", int(attr(f, "world_size", "1"))))
         m = f["metrics/train"] if "metrics/train" in f else None

@@ -16,9 +16,11 @@
 `load_runs(OUT)` reads OUT/runs/*.h5 (not *.part or *.prev-N files); without OUT/runs it reads
 OUT/*/runs and OUT/*/*/runs (scaling studies: OUT/<mode>/r<ranks>/runs) and records the subdirectory
 as one more axis, `dir`. Runs are read once, in SWMR-read mode (live runs, killed runs and
-finished runs all open): root attributes, the metric tables (dicts of numpy arrays) and every
-snapshot's singular values and rank attributes. Weight matrices are read only on request
-(`Run.weight`), from the file again.
+finished runs all open; `open_swmr` caps HDF5's metadata read attempts as xpand does, so a file
+with damaged metadata fails within a second instead of minutes): root attributes, the metric
+tables (dicts of numpy arrays) and every snapshot's singular values and rank attributes. Strings
+and names are decoded with errors="replace": invalid UTF-8 in a file becomes U+FFFD. Weight
+matrices are read only on request (`Run.weight`), from the file again.
 
 Structural features come from the resolved config (`param.*` and the per-layer `layers.<pattern>.*`
 overrides, matched against the layer names with fnmatch):
@@ -37,6 +39,8 @@ same resolved configuration (an older binary hashed it to another run id) are du
 completed one with the most steps and the latest end time is kept and the others point to it
 (`Run.duplicate_of`).
 """
+import ctypes
+import ctypes.util
 import fnmatch
 import glob
 import math
@@ -77,17 +81,39 @@ def load_config(text):
     return yaml.load(text, Loader=_MergingLoader) or {}
 
 
+# A metric column larger than this must have about its size on disk: a damaged file can declare a
+# billion rows it never wrote, which reading would turn into gigabytes of fill values.
+_UNWRITTEN_CHECK_BYTES = 64 << 20
+
+
 class XpandError(Exception):
     """A file or directory that cannot be read as xpand results; the message names it."""
 
 
+def _text(s):
+    """A string or name from h5py as valid UTF-8: h5py decodes variable-length strings with
+    surrogateescape, so invalid bytes in a file arrive as lone surrogates (names that do not decode
+    arrive as bytes); they become U+FFFD, like bytes decoded with errors="replace"."""
+    if isinstance(s, bytes):
+        return s.decode("utf-8", "replace")
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return s.encode("utf-8", "replace").decode("utf-8")
+
+
 def _str(v):
+    """An attribute value as Python data: strings (bytes, str, arrays of them) as valid str."""
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
+    if isinstance(v, str):
+        return _text(v)
     if isinstance(v, np.ndarray):
         return [_str(x) for x in v.tolist()]
     if isinstance(v, np.generic):
-        return v.item()
+        return _str(v.item())
+    if isinstance(v, (list, tuple)):
+        return [_str(x) for x in v]
     return v
 
 
@@ -174,13 +200,17 @@ class Run:
             raise
         except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError) as e:
             raise XpandError(f"{path}: {e}") from e
+        except (RuntimeError, AttributeError) as e:  # h5py on damaged metadata; a dataset where a group belongs
+            raise XpandError(f"{path}: {type(e).__name__}: {e}") from e
 
     # -- reading -------------------------------------------------------------------------------
 
     def _read(self, f):
-        a = {k: _str(f.attrs[k]) for k in f.attrs.keys()}
+        a = {_text(k): _str(f.attrs[k]) for k in f.attrs.keys()}
         if "run_id" not in a or "config" not in a:
             raise XpandError(f"{self.path}: not an xpand run file (no run_id/config attribute)")
+        if not isinstance(a["config"], str):
+            raise XpandError(f"{self.path}: the config attribute is not a string")
         self.attrs = a
         self.run_id = str(a["run_id"])
         self.name = str(a.get("name", ""))
@@ -220,7 +250,8 @@ class Run:
                         continue
                     sv = g["singular_values"][:] if "singular_values" in g else None
                     shape = g["weight"].shape if "weight" in g else None
-                    attrs = {k: _str(g.attrs[k]) for k in g.attrs.keys()}
+                    attrs = {_text(k): _str(g.attrs[k]) for k in g.attrs.keys()}
+                    layer = _text(layer)  # a name that is not UTF-8 is shown with U+FFFD
                     layers[layer] = Snapshot(step, layer, sv, attrs, shape, str(attrs.get("spectrum_error", "")))
                 if layers:
                     self.snapshots[step] = layers
@@ -242,7 +273,11 @@ class Run:
             if isinstance(d, h5py.Dataset):
                 if f.swmr_mode:
                     d.refresh()
-                cols[k] = d[:]
+                nbytes = d.size * d.dtype.itemsize
+                if nbytes > _UNWRITTEN_CHECK_BYTES and d.id.get_storage_size() < nbytes // 2:
+                    raise XpandError(f"{f.filename}: /{name}/{_text(k)} declares {d.shape} rows but holds "
+                                     f"{d.id.get_storage_size()} bytes (a damaged file)")
+                cols[_text(k)] = d[:]
         if cols:  # a live file may show one column a row ahead of another
             n = min(len(v) for v in cols.values())
             cols = {k: v[:n] for k, v in cols.items()}
@@ -402,11 +437,73 @@ class Run:
         return f"Run({self.run_id}, {self.status}, {self.axes})"
 
 
-def _open(path):
-    """SWMR-read mode (live and killed runs); the ordinary mode for files written without SWMR
-    (output.swmr: false), which SWMR-read refuses."""
-    try:
+# SWMR readers re-read metadata whose checksum fails, in case a writer is half-way through updating
+# it. HDF5's default is 100 attempts with growing sleeps, so one damaged header byte makes opening a
+# file take minutes; a live writer's metadata settles within a few attempts. xpand's own reader
+# uses the same cap (kSwmrReadAttempts in src/store/run_file.cpp).
+SWMR_READ_ATTEMPTS = 6
+
+
+def _hdf5_library():
+    """The HDF5 shared library that h5py uses (ctypes), or None. Older h5py (3.7) has no binding of
+    H5Pset_metadata_read_attempts; the library h5py loaded is found in this process's memory map."""
+    global _HDF5_LIB
+    if _HDF5_LIB is False:
+        _HDF5_LIB = None
+        paths = []
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    fields = line.split(None, 5)
+                    path = fields[5].strip() if len(fields) == 6 else ""
+                    name = os.path.basename(path)
+                    if name.startswith("libhdf5") and "hl" not in name and path not in paths:
+                        paths.append(path)
+        except OSError:
+            pass
+        found = (ctypes.util.find_library("hdf5_serial"), ctypes.util.find_library("hdf5"))
+        for path in paths + [p for p in found if p]:
+            try:
+                lib = ctypes.CDLL(path)
+                fn = lib.H5Pset_metadata_read_attempts
+            except (OSError, AttributeError):
+                continue
+            fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+            _HDF5_LIB = lib
+            break
+    return _HDF5_LIB
+
+
+_HDF5_LIB = False
+
+
+def swmr_fapl(attempts=SWMR_READ_ATTEMPTS):
+    """A file access property list for SWMR reading with at most `attempts` metadata reads."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)  # h5py's default
+    if hasattr(fapl, "set_metadata_read_attempts"):
+        fapl.set_metadata_read_attempts(attempts)
+    else:
+        lib = _hdf5_library()
+        if lib is None or lib.H5Pset_metadata_read_attempts(fapl.id, attempts) < 0:
+            return None  # HDF5's default then; still correct, only slow on damaged files
+    return fapl
+
+
+def open_swmr(path, attempts=SWMR_READ_ATTEMPTS):
+    """h5py.File(path, "r", swmr=True) with the metadata read attempts capped."""
+    fapl = swmr_fapl(attempts)
+    if fapl is None:
         return h5py.File(path, "r", swmr=True)
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
+    return h5py.File(fid)
+
+
+def _open(path):
+    """SWMR-read mode (live and killed runs) with capped metadata read attempts (open_swmr); the
+    ordinary mode for files written without SWMR (output.swmr: false), which SWMR-read refuses."""
+    try:
+        return open_swmr(path)
     except OSError as e:
         try:
             return h5py.File(path, "r")

@@ -24,8 +24,11 @@ Runner index_command(CLI::App& app) {
       throw ConfigError(fmt::format("{}: not an xpand output directory (no runs/ inside)", *dir));
     store::IndexResult res;
     try {
-      ReadWatchdog wd(*dir, unsigned(30 + 20 * store::run_files(*dir).size()));
-      res = store::index_rebuild(*dir);
+      ReadWatchdog wd(*dir, unsigned(150 + 20 * store::run_files(*dir).size()));
+      store::IndexOptions io;
+      io.incremental = false;  // the explicit command reads every run file again
+      io.lock_seconds = 120;
+      res = store::index_rebuild(*dir, io);
     } catch (const store::StoreError& e) {
       throw Error(e.what());
     }

@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/watchdog.h"
 #include "core/error.h"
+#include "core/utf8.h"
 #include "store/index.h"
 #include "store/run_file.h"
 
@@ -27,8 +28,13 @@ constexpr unsigned kReadSeconds = 20;
 
 std::string num(double v, const char* f = "{:.4f}") { return std::isfinite(v) ? fmt::format(f, v) : "-"; }
 
-std::string csv_cell(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+// Text from files is valid UTF-8 already (store::RunReader sanitises it); a terminal table also shows
+// control characters as \xNN.
+std::string text(const std::string& s) { return utf8::printable(s); }
+
+std::string csv_cell(const std::string& raw) {
+  const std::string s = utf8::sanitize(raw);
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
   std::string q = "\"";
   for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
   return q + "\"";
@@ -83,13 +89,13 @@ int print_runs(const std::vector<std::string>& files, const std::string& where, 
     fmt::print("]}}\n");
   } else if (csv) {
     std::vector<std::string> head = {"run_id", "status"};
-    for (const auto& a : axes) head.push_back(a);
+    for (const auto& a : axes) head.push_back(csv_cell(a));
     for (const char* c : {"steps", "total_steps", "train_loss", "train_acc", "test_loss", "test_acc", "wall_seconds",
                           "error"})
       head.push_back(c);
     fmt::print("{}\n", fmt::join(head, ","));
     for (const auto& s : runs) {
-      std::vector<std::string> row = {csv_cell(s.run_id), s.status};
+      std::vector<std::string> row = {csv_cell(s.run_id), csv_cell(s.status)};
       for (const auto& a : axes) row.push_back(csv_cell(axis(s, a)));
       for (double v : {double(s.steps), double(s.total_steps)}) row.push_back(fmt::format("{}", v));
       for (double v : {s.train_loss, s.train_acc, s.test_loss, s.test_acc, s.wall_seconds})
@@ -99,22 +105,22 @@ int print_runs(const std::vector<std::string>& files, const std::string& where, 
     }
   } else {
     size_t idw = 6;
-    for (const auto& s : runs) idw = std::max(idw, s.run_id.size());
+    for (const auto& s : runs) idw = std::max(idw, text(s.run_id).size());
     std::vector<size_t> aw;
     for (const auto& a : axes) {
       size_t w = a.size();
-      for (const auto& s : runs) w = std::max(w, axis(s, a).size());
+      for (const auto& s : runs) w = std::max(w, text(axis(s, a)).size());
       aw.push_back(w);
     }
     std::string head = fmt::format("{:<{}}  {:<10}", "run_id", idw, "status");
-    for (size_t i = 0; i < axes.size(); ++i) head += fmt::format("  {:>{}}", axes[i], aw[i]);
+    for (size_t i = 0; i < axes.size(); ++i) head += fmt::format("  {:>{}}", text(axes[i]), aw[i]);
     head += fmt::format("  {:>20}  {:>10} {:>9} {:>10} {:>9} {:>8}", "progress", "train_loss", "train_acc", "test_loss",
                         "test_acc", "time_s");
-    fmt::print("# {}: {} run(s)\n{}\n", where, runs.size(), head);
+    fmt::print("# {}: {} run(s)\n{}\n", text(where), runs.size(), head);
     int done = 0, running = 0;
     for (const auto& s : runs) {
-      std::string line = fmt::format("{:<{}}  {:<10}", s.run_id, idw, s.status);
-      for (size_t i = 0; i < axes.size(); ++i) line += fmt::format("  {:>{}}", axis(s, axes[i]), aw[i]);
+      std::string line = fmt::format("{:<{}}  {:<10}", text(s.run_id), idw, text(s.status));
+      for (size_t i = 0; i < axes.size(); ++i) line += fmt::format("  {:>{}}", text(axis(s, axes[i])), aw[i]);
       line += fmt::format("  {:>20}  {:>10} {:>9} {:>10} {:>9} {:>8}", progress(s), num(s.train_loss), num(s.train_acc),
                           num(s.test_loss), num(s.test_acc), num(s.wall_seconds, "{:.1f}"));
       fmt::print("{}\n", line);
@@ -124,9 +130,9 @@ int print_runs(const std::vector<std::string>& files, const std::string& where, 
     fmt::print("# {} completed, {} running or interrupted, {} other\n", done, running,
                runs.size() - size_t(done) - size_t(running));
     for (const auto& s : runs)
-      if (!s.error.empty()) fmt::print("# {}: {}\n", s.run_id, s.error);
+      if (!s.error.empty()) fmt::print("# {}: {}\n", text(s.run_id), text(s.error));
   }
-  for (const auto& b : bad) std::cerr << "xpand: unreadable run file: " << b << "\n";
+  for (const auto& b : bad) std::cerr << "xpand: unreadable run file: " << text(b) << "\n";
   return bad.empty() ? kExitOk : kExitFailure;
 }
 
@@ -165,7 +171,7 @@ void print_table_text(const std::string& title, const Table& t, size_t tail) {
   fmt::print("\n## {} ({} rows{})\n", title, n, first > 0 ? fmt::format(", last {}", tail) : "");
   if (t.columns.empty()) return;
   std::string head;
-  for (const auto& c : t.columns) head += fmt::format("{:>{}} ", c, std::max<size_t>(10, c.size()));
+  for (const auto& c : t.columns) head += fmt::format("{:>{}} ", text(c), std::max<size_t>(10, c.size()));
   fmt::print("{}\n", head);
   for (size_t r = first; r < n; ++r) {
     std::string line;
@@ -216,7 +222,7 @@ int print_run(const std::string& file, size_t tail, bool csv, bool json) {
       const size_t n = t->rows(), first = n > tail ? n - tail : 0;
       for (size_t row = first; row < n; ++row)
         for (size_t c = 0; c < t->columns.size(); ++c)
-          fmt::print("{},{},{},{}\n", name, row, t->columns[c], cell(t->data[c][row]));
+          fmt::print("{},{},{},{}\n", name, row, csv_cell(t->columns[c]), cell(t->data[c][row]));
     }
     return kExitOk;
   }
@@ -233,12 +239,12 @@ int print_run(const std::string& file, size_t tail, bool csv, bool json) {
     fmt::print("]}}\n");
     return kExitOk;
   }
-  fmt::print("# {}{}\n", file, s.live ? " (status running: the run is in progress, or its process was killed; `xpand train` resumes it)" : "");
-  fmt::print("run {}: status {}, {} steps{}\n", s.run_id, s.status, progress(s),
-             s.error.empty() ? "" : ", error: " + s.error);
+  fmt::print("# {}{}\n", text(file), s.live ? " (status running: the run is in progress, or its process was killed; `xpand train` resumes it)" : "");
+  fmt::print("run {}: status {}, {} steps{}\n", text(s.run_id), text(s.status), progress(s),
+             s.error.empty() ? "" : ", error: " + text(s.error));
   for (const auto& a : names)
-    if (a != "config") fmt::print("  {:<18} {}\n", a, attr_text(r, a));
-  fmt::print("\n## config\n{}", r.has_attr("config") ? r.attr_string("config") : "(none)\n");
+    if (a != "config") fmt::print("  {:<18} {}\n", text(a), text(attr_text(r, a)));
+  fmt::print("\n## config\n{}", r.has_attr("config") ? utf8::printable(attr_text(r, "config"), true) : "(none)\n");
   print_table_text("metrics/eval", eval, tail);
   print_table_text("metrics/train", train, tail);
   fmt::print("\n## snapshots ({}): {}\n", snaps.size(), store::snapshot_steps_str(snaps));
@@ -255,7 +261,7 @@ int print_run(const std::string& file, size_t tail, bool csv, bool json) {
         shape_s = fmt::format("{}", fmt::join(shape, "x"));
       }
       auto a = [&](const char* n, const char* f) { return r.has_attr_at(g, n) ? num(r.attr_double_at(g, n), f) : "-"; };
-      fmt::print("{:<24} {:>14} {:>8} {:>9} {:>9}\n", layer, shape_s, a("numerical_rank", "{:.0f}"),
+      fmt::print("{:<24} {:>14} {:>8} {:>9} {:>9}\n", text(layer), shape_s, a("numerical_rank", "{:.0f}"),
                  a("effective_rank", "{:.2f}"), a("stable_rank", "{:.2f}"));
     }
   }

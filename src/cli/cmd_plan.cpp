@@ -73,6 +73,7 @@ Runner plan_command(CLI::App& app) {
     auto cfg = config::Config::load_file(args->path, args->overrides);
     torch::manual_seed(cfg.get_int("seed"));
     auto ds = data::dataset_load(cfg, torch::kCPU);
+    model::network_check(cfg, ds, 1);  // options and size from shapes, before the weights are allocated
     auto net = model::network_build(cfg, ds, param::factory_from_config(cfg));
     int64_t batch = cfg.get_int("data.batch_size");
     auto rep = model::network_report(*net, batch);

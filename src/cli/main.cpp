@@ -2,6 +2,7 @@
 // runs it, and maps failures to exit codes (2: bad input, 1: runtime failure, 3: diverged).
 #include <torch/version.h>
 
+#include <cstring>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -11,6 +12,8 @@
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/signals.h"
+#include "core/utf8.h"
 #include "dist/context.h"
 
 namespace xpand::cli {
@@ -30,22 +33,12 @@ store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, c
                                 store::snapshot_steps_str(snaps)));
 }
 
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when the bytes there are not one.
-size_t utf8_length(const std::string& s, size_t i) {
-  const unsigned char c = s[i];
-  size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-  if (n == 0 || i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k)
-    if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return 0;
-  return n;
-}
-
 std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (size_t i = 0; i < s.size(); ++i) {
     const unsigned char c = s[i];
-    if (c >= 0x80) {  // multi-byte UTF-8 passes through; invalid bytes (damaged files) become U+FFFD
-      const size_t n = utf8_length(s, i);
+    if (c >= 0x80) {  // well-formed multi-byte UTF-8 passes through; anything else becomes U+FFFD
+      const size_t n = utf8::sequence_length(s, i);
       if (n == 0) {
         out += "\\ufffd";
       } else {
@@ -67,6 +60,27 @@ std::string json_string(const std::string& s) {
   }
   return out + "\"";
 }
+
+// train and sweep turn stop signals into a checkpoint and exit 4 (Slurm scripts requeue on 4). Their
+// handlers go in before anything else runs: from the executable's .preinit_array, which the dynamic
+// loader calls before the initialisers of the shared libraries (libtorch's take most of a second),
+// so that a signal during start-up is not the default action's 143 or 138. Only sigaction is
+// called here; the handler itself is async-signal-safe (core/signals.cpp).
+void install_early_handlers(int argc, char** argv, char**) {
+  for (int i = 1; i < argc && argv != nullptr && argv[i] != nullptr; ++i) {
+    const char* a = argv[i];
+    if (std::strcmp(a, "--log-level") == 0) {  // a global option's value
+      ++i;
+      continue;
+    }
+    if (a[0] == '-') continue;
+    if (std::strcmp(a, "train") == 0 || std::strcmp(a, "sweep") == 0) signals::install_preemption_handlers();
+    return;  // the subcommand
+  }
+}
+
+__attribute__((section(".preinit_array"), used)) void (*const kEarlyHandlers)(int, char**, char**) =
+    &install_early_handlers;
 
 }  // namespace xpand::cli
 
@@ -101,7 +115,7 @@ int main(int argc, char** argv) {
   // A fatal error on one rank of an MPI job ends the whole job (no rank left in a collective).
   auto fail = [](const std::string& prefix, const std::string& what, int code) {
     dist::abort_job_if_distributed(code, prefix + what);
-    std::cerr << "xpand: " << prefix << what << "\n";
+    std::cerr << "xpand: " << prefix << utf8::printable(what, /*keep_newlines=*/true) << "\n";
     return code;
   };
   try {

@@ -4,6 +4,7 @@
 #include "config/config.h"
 
 #include <algorithm>
+#include <cctype>
 #include <functional>
 #include <cmath>
 #include <fstream>
@@ -324,7 +325,9 @@ class Loader {
     if (!def && is_section(key)) fail_at(l, key, "is a section: --set takes a full dotted key, e.g. train.lr=0.01");
     if (!def) fail_at(l, key, fmt::format("unknown key{}; `xpand keys` lists every accepted key", suggestion(key)));
     YAML::Node n = parse_yaml(value, l.source);
-    if (def->type == Type::String && n.IsScalar()) n = YAML::Node(value);  // keep strings verbatim
+    // Strings stay verbatim (--set name=007 is "007", not 7), unless quoted in YAML's way
+    // (--set name='"x"' or name="'x'" from a shell): then their quotes go, as in a config file.
+    if (def->type == Type::String && n.IsScalar() && n.Tag() != "!") n = YAML::Node(value);
     cfg_->set(key, Config::Entry{convert(*def, n, l, key), l, def});
   }
 
@@ -356,6 +359,27 @@ Config Config::load_string(const std::string& text, const std::string& source,
   return cfg;
 }
 
+// The run name becomes part of file names (<out>/runs/<name>-<hash>.h5, its checkpoint and lock):
+// letters, digits and . _ + - only, starting with a letter, digit or _, at most kMaxRunName
+// characters, so that it can neither leave the output directory nor make a path too long.
+void Config::check_run_name() const {
+  auto it = values_.find("name");
+  if (it == values_.end()) return;
+  const auto* v = std::get_if<std::string>(&it->second.value);
+  if (v == nullptr) return;
+  const std::string& name = *v;
+  constexpr size_t kMaxRunName = 100;
+  auto ok_char = [](unsigned char c) { return std::isalnum(c) || c == '.' || c == '_' || c == '+' || c == '-'; };
+  std::string why;
+  if (name.empty()) why = "is empty";
+  else if (name.size() > kMaxRunName) why = fmt::format("is {} characters long (at most {})", name.size(), kMaxRunName);
+  else if (!std::all_of(name.begin(), name.end(), ok_char))
+    why = "may hold only letters, digits and . _ + - (it names files: <out>/runs/<name>-<hash>.h5)";
+  else if (!(std::isalnum(static_cast<unsigned char>(name[0])) || name[0] == '_'))
+    why = "must start with a letter, a digit or '_'";
+  if (!why.empty()) fail_at(it->second.loc, "name", fmt::format("'{}' {}", name, why));
+}
+
 void Config::apply_defaults_and_check() {
   // Defaults first for unconditional keys (conditions may refer to them), then conditional ones.
   for (int pass = 0; pass < 2; ++pass) {
@@ -372,6 +396,7 @@ void Config::apply_defaults_and_check() {
       set(d.key, Entry{convert(d, YAML::Load(d.default_yaml), l, d.key), l, &d});
     }
   }
+  check_run_name();
   // A key set explicitly whose condition does not hold is a mistake: say so.
   for (const auto& [key, e] : values_) {
     const KeyDef& d = *e.def;

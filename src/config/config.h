@@ -89,6 +89,7 @@ class Config {
   const Entry& entry(const std::string& key, Type expected) const;
   void set(const std::string& key, Entry e);
   void apply_defaults_and_check();
+  void check_run_name() const;
 
   std::map<std::string, Entry> values_;
   std::vector<std::string> order_;  // insertion order of keys (schema order for defaults)

@@ -94,7 +94,10 @@ const std::vector<KeyDef>& schema() {
       choices(key("device", T::String, "cpu", "where tensors live: cpu, cuda, or auto (cuda when available)"),
               {"cpu", "cuda", "auto"}),
       choices(key("dtype", T::String, "float32", "parameter and activation dtype"), {"float32", "float64"}),
-      range(key("threads", T::Int, "0", "intra-op CPU threads; 0 = cores / ranks on this node"), 0),
+      range(key("threads", T::Int, "0",
+                "intra-op CPU threads; 0 = cores / ranks on this node; more than the CPUs this process may use are "
+                "reduced to that number"),
+            0, 1024),
 
       // --- data ---
       choices(key("data.name", T::String, "fashion-mnist", "dataset"),
@@ -248,8 +251,8 @@ const std::vector<KeyDef>& schema() {
                 "metrics reach the disk (and live readers) at least this often, and at every evaluation"),
             0, kInf, true),
       range(key("output.queue_mb", T::Float, "256",
-                "bound of the background writer's queue (MiB); training waits when it is full"),
-            0, kInf, true),
+                "bound of the background writer's queue (MiB, at most 1 TiB); training waits when it is full"),
+            0, 1048576, true),
       key("output.swmr", T::Bool, "true",
           "write run files in HDF5 SWMR mode (live reading, crash-safe); false on file systems without POSIX "
           "write ordering (see docs/FORMAT.md)"),

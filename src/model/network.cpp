@@ -4,9 +4,15 @@
 #include <fmt/format.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
 
 #include "core/error.h"
 #include "model/nets.h"
+#include "param/spec.h"
 
 namespace xpand::model {
 
@@ -41,6 +47,84 @@ NetworkPtr network_build(const config::Config& cfg, const data::Dataset& ds, con
   for (const auto& s : net->slots()) names.push_back(s.name);
   param::check_layer_options(cfg, names);
   return net;
+}
+
+namespace {
+
+// The stand-in of a layer during network_check: its shape, no tensors.
+class ShapeOnly : public param::Parameterization {
+ public:
+  using Parameterization::Parameterization;
+  std::string kind() const override { return "shape-only"; }
+  torch::Tensor weight() override {
+    XPAND_CHECK(false, "network_check's stand-in layer has no weight");
+    return {};
+  }
+};
+
+// Bytes this process may hold: the machine's memory, or less under an address-space limit or a
+// cgroup (v2) memory limit.
+double memory_limit_bytes() {
+  double limit = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
+  struct rlimit rl {};
+  if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) limit = std::min(limit, double(rl.rlim_cur));
+  std::ifstream cg("/sys/fs/cgroup/memory.max");
+  std::string v;
+  if (cg >> v && v != "max") {
+    try {
+      limit = std::min(limit, std::stod(v));
+    } catch (const std::exception&) {
+    }
+  }
+  return limit;
+}
+
+}  // namespace
+
+void network_check(const config::Config& cfg, const data::Dataset& ds, double copies) {
+  struct Layer {
+    std::string name, shape, kind;
+    double scalars;
+  };
+  std::vector<Layer> layers;
+  auto probe = [&](const std::string& layer, const param::WeightShape& s, const param::Init&) -> param::ParamPtr {
+    const param::Spec spec = param::spec_for(cfg, layer);
+    // A lower bound of the layer's scalars: an expansion holds at least W's (its factors span it),
+    // a low-rank product r (in + out), an adapter W0 and its two factors.
+    double n = double(s.numel());
+    if (spec.kind == "lowrank") n = double(spec.rank) * double(s.out() + s.fan_in());
+    else if (spec.kind == "lora") n += double(spec.rank) * double(s.out() + s.fan_in());
+    layers.push_back({layer, s.str(), spec.kind, n});
+    return std::make_shared<ShapeOnly>(s);
+  };
+  // Building draws biases and embeddings from the global generator: the real build must not notice.
+  auto gen = at::detail::getDefaultCPUGenerator();
+  auto rng_state = gen.get_state();
+  NetworkPtr net;
+  try {
+    net = network_build(cfg, ds, probe);  // also check_layer_options
+  } catch (...) {
+    gen.set_state(rng_state);
+    throw;
+  }
+  gen.set_state(rng_state);
+  double scalars = 0;
+  for (const auto& l : layers) scalars += l.scalars;
+  for (auto& t : net->parameters()) scalars += double(t.numel());  // biases, norms, embeddings
+  const double elem = cfg.get_string("dtype") == "float64" ? 8 : 4;
+  const double need = scalars * elem * copies, have = memory_limit_bytes();
+  if (cfg.get_string("device") != "cuda" && need > have) {
+    std::sort(layers.begin(), layers.end(), [](const Layer& a, const Layer& b) { return a.scalars > b.scalars; });
+    std::string big;
+    for (size_t i = 0; i < layers.size() && i < 3; ++i)
+      big += fmt::format("{}{} {} {} ({:.3g} scalars)", i ? ", " : "", layers[i].name, layers[i].kind, layers[i].shape,
+                         layers[i].scalars);
+    cfg.fail(cfg.get_string("model.kind") == "mlp" ? "model.widths" : "model.kind", fmt::format("the network holds at least {:.4g} scalars ({:.1f} GiB of {}{}), more than "
+                                         "the {:.1f} GiB this process may use; largest layers: {}",
+                                         scalars, need / 1073741824.0, cfg.get_string("dtype"),
+                                         copies > 1 ? fmt::format(" with training's {:.0f} copies", copies) : "",
+                                         have / 1073741824.0, big));
+  }
 }
 
 NetworkPtr network_collapse(const config::Config& cfg, const data::Dataset& ds, Network& net) {

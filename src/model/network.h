@@ -59,6 +59,12 @@ using NetworkPtr = std::shared_ptr<Network>;
 
 // Builds model.kind for the dataset's input shape and classes, with weights from `make`.
 NetworkPtr network_build(const config::Config& cfg, const data::Dataset& ds, const param::Factory& make);
+// Checks a configuration's network from shapes alone, before any weight is allocated: every layer's
+// options (param::check_layer_options: a key that does not apply is a ConfigError), and that its
+// weights fit in this machine's memory (at least `copies` times the weights' bytes: 1 for the
+// network alone, more for training's gradients and optimizer state); a ConfigError names the sizes.
+// The global random generator is left as it was.
+void network_check(const config::Config& cfg, const data::Dataset& ds, double copies);
 // The collapsed (all-dense) network computing the same function as `net`, on the same device/dtype.
 NetworkPtr network_collapse(const config::Config& cfg, const data::Dataset& ds, Network& net);
 

@@ -3,10 +3,21 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/log.h"
+#include "core/signals.h"
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -19,10 +30,24 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double last_of(const RunReader& r, const std::string& table, const std::string& col) {
-  if (!r.has_object("/metrics/" + table + "/" + col)) return RunSummary::kNaN;
+// Rows of a metrics table: its shortest column (a live file's columns may differ by the row being
+// appended).
+int64_t table_rows(const RunReader& r, const std::string& table) {
+  if (!r.has_object("/metrics/" + table)) return 0;
+  int64_t rows = -1;
+  for (const auto& col : r.columns(table)) {
+    auto e = r.extent("/metrics/" + table + "/" + col);
+    if (e.size() != 1) throw StoreError("xpand store: " + r.path() + ": /metrics/" + table + "/" + col + " is not a 1-D column");
+    rows = rows < 0 ? e[0] : std::min(rows, e[0]);
+  }
+  return std::max<int64_t>(rows, 0);
+}
+
+// The value of a column at the table's last complete row.
+double last_of(const RunReader& r, const std::string& table, const std::string& col, int64_t rows) {
+  if (rows <= 0 || !r.has_object("/metrics/" + table + "/" + col)) return RunSummary::kNaN;
   auto v = r.column(table, col);
-  return v.empty() ? RunSummary::kNaN : v.back();
+  return int64_t(v.size()) < rows ? RunSummary::kNaN : v[size_t(rows - 1)];
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -73,6 +98,9 @@ std::string snapshot_steps_str(const std::vector<SnapshotRef>& snaps) {
 // that fails here is damaged or not xpand's, and the reading commands refuse it with the reason.
 void run_validate(const RunReader& r, const std::string& path) {
   auto bad = [&](const std::string& what) { throw StoreError("xpand store: " + path + ": " + what); };
+  // A live file's columns are extended one after another (and a killed writer may stop between
+  // two): a running run's tables may be ragged, and readers use their common length.
+  const bool live = r.has_attr("status") && r.dtype_attr("status") == "string" && r.attr_string("status") == "running";
   if (r.dtype_attr("schema_version") != "int")
     bad("attribute schema_version is not an integer (not an xpand run file?)");
   const double version = r.attr_double("schema_version");
@@ -92,10 +120,10 @@ void run_validate(const RunReader& r, const std::string& path) {
           bad(p + " holds " + t + ", not numbers");
         auto e = r.extent(p);
         if (e.size() != 1) bad(p + " is not a 1-D column");
-        if (rows >= 0 && e[0] != rows)
+        if (rows >= 0 && e[0] != rows && !live)
           bad("/metrics/" + table + " columns differ in length (" + std::to_string(rows) + " and " +
               std::to_string(e[0]) + " rows at " + col + ")");
-        rows = e[0];
+        rows = rows < 0 ? e[0] : std::min(rows, e[0]);
       }
     }
   }
@@ -154,15 +182,12 @@ RunSummary summary_read(const std::string& run_path) {
   if (r.has_attr("axes"))
     for (const auto& a : r.attr_strings("axes"))
       if (!a.empty()) s.axes.emplace_back(a, r.has_attr(a) ? attr_text(r, a) : "");
-  if (r.has_object("/metrics/train/step")) {
-    auto e = r.extent("/metrics/train/step");
-    if (e.size() != 1) throw StoreError("xpand store: " + run_path + ": /metrics/train/step is not a 1-D column");
-    s.steps = e[0];
-  }
-  s.train_loss = last_of(r, "eval", "train_loss");
-  s.train_acc = last_of(r, "eval", "train_acc");
-  s.test_loss = last_of(r, "eval", "test_loss");
-  s.test_acc = last_of(r, "eval", "test_acc");
+  if (r.has_object("/metrics/train/step")) s.steps = table_rows(r, "train");
+  const int64_t eval_rows = table_rows(r, "eval");
+  s.train_loss = last_of(r, "eval", "train_loss", eval_rows);
+  s.train_acc = last_of(r, "eval", "train_acc", eval_rows);
+  s.test_loss = last_of(r, "eval", "test_loss", eval_rows);
+  s.test_acc = last_of(r, "eval", "test_acc", eval_rows);
   return s;
 }
 
@@ -180,30 +205,149 @@ std::vector<std::string> run_files(const std::string& out_dir) {
   return files;
 }
 
-IndexResult index_rebuild(const std::string& out_dir) {
+namespace {
+
+// The exclusive lock on <out>/.index.lock, taken by polling so that the wait has a deadline and
+// ends early on a stop signal: the index is a cache, and no run may hang on it (a process stopped
+// while holding the lock, a hung NFS client).
+class IndexLock {
+ public:
+  IndexLock(const std::string& path, double seconds) {
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw StoreError("xpand store: cannot open lock file " + path + ": " + std::strerror(errno));
+    const auto start = std::chrono::steady_clock::now();
+    bool said = false;
+    for (;;) {
+      if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return;
+      if (errno != EWOULDBLOCK && errno != EINTR) break;
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (seconds >= 0 && waited >= seconds) break;
+      if (signals::preempt_requested() != 0) break;
+      if (!said && waited >= 2) {
+        log::info("waiting for {} (another xpand process is updating the index{})", path,
+                  seconds >= 0 ? fmt::format("; giving up after {:.0f} s", seconds) : "");
+        said = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ::close(fd_);
+    fd_ = -1;
+  }
+  ~IndexLock() {
+    if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+  }
+  IndexLock(const IndexLock&) = delete;
+  IndexLock& operator=(const IndexLock&) = delete;
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+struct FileStamp {
+  int64_t mtime_ns = -1, size = -1;
+  bool operator==(const FileStamp& o) const { return mtime_ns == o.mtime_ns && size == o.size; }
+};
+
+FileStamp stamp_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, int64_t(st.st_size)};
+}
+
+// The rows of an existing index, by the run file's path as the index names it, with the stamp the
+// file had when its row was made. Empty when there is no usable index (then everything is read).
+std::map<std::string, std::pair<FileStamp, RunSummary>> previous_rows(const std::string& index_path) {
+  std::map<std::string, std::pair<FileStamp, RunSummary>> rows;
+  std::error_code ec;
+  if (!fs::exists(index_path, ec)) return rows;
+  try {
+    RunReader r(index_path);
+    if (!r.has_attr("kind") || r.attr_string("kind") != "xpand index" || !r.has_object("/summary/file_mtime_ns"))
+      return rows;
+    auto ids = r.read_strings("/summary/run_id"), status = r.read_strings("/summary/status"),
+         paths = r.read_strings("/summary/path"), errors = r.read_strings("/summary/error");
+    auto num = [&](const char* c) { return r.read_array(std::string("/summary/") + c, nullptr); };
+    auto mtime = num("file_mtime_ns"), size = num("file_size"), steps = num("steps"), total = num("total_steps"),
+         trl = num("train_loss"), tra = num("train_acc"), tel = num("test_loss"), tea = num("test_acc"),
+         wall = num("wall_seconds");
+    const size_t n = ids.size();
+    for (const auto* v : {&status, &paths, &errors})
+      if (v->size() != n) return {};
+    for (const auto* v : {&mtime, &size, &steps, &total, &trl, &tra, &tel, &tea, &wall})
+      if (v->size() != n) return {};
+    std::vector<std::pair<std::string, std::vector<std::string>>> axes;
+    for (const auto& a : r.attr_strings("axes")) {
+      if (a.empty()) continue;  // no axes: one empty string
+      axes.emplace_back(a, r.read_strings("/summary/axis." + a));
+      if (axes.back().second.size() != n) return {};
+    }
+    // Read back as doubles (RunReader's numeric reads), so the stamps are compared after that
+    // rounding on both sides (about 0.25 us).
+    for (size_t i = 0; i < n; ++i) {
+      RunSummary s;
+      s.run_id = ids[i], s.status = status[i], s.path = paths[i], s.error = errors[i];
+      s.live = s.status == "running";
+      s.steps = int64_t(steps[i]), s.total_steps = int64_t(total[i]);
+      s.train_loss = trl[i], s.train_acc = tra[i], s.test_loss = tel[i], s.test_acc = tea[i];
+      s.wall_seconds = wall[i];
+      for (const auto& [a, col] : axes)
+        if (!col[i].empty()) s.axes.emplace_back(a, col[i]);
+      rows[paths[i]] = {FileStamp{int64_t(mtime[i]), int64_t(size[i])}, std::move(s)};
+    }
+  } catch (const std::exception&) {
+    return {};  // a damaged or older index: rebuilt from the run files
+  }
+  return rows;
+}
+
+}  // namespace
+
+IndexResult index_rebuild(const std::string& out_dir, const IndexOptions& options) {
   IndexResult res;
   const fs::path dir(out_dir);
   res.path = (dir / "index.h5").string();
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw StoreError("xpand store: " + out_dir + ": no such output directory");
 
-  // One rebuild at a time per directory: a later rebuild always sees what an earlier one did.
+  // One update at a time per directory: a later update always sees what an earlier one did.
   const std::string lock_path = (dir / ".index.lock").string();
-  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT, 0644);
-  if (fd < 0) throw StoreError("xpand store: cannot open lock file " + lock_path);
-  struct Unlock {
-    int fd;
-    ~Unlock() {
-      ::flock(fd, LOCK_UN);
-      ::close(fd);
-    }
-  } unlock{fd};
-  ::flock(fd, LOCK_EX);
+  IndexLock lock(lock_path, options.lock_seconds);
+  if (!lock.held())
+    throw StoreError(fmt::format("xpand store: {} is held by another process{}; {} was not updated (the next "
+                                 "finished run or `xpand index {}` brings it up to date)",
+                                 lock_path,
+                                 signals::preempt_requested() != 0 ? " and a stop signal came"
+                                                                   : fmt::format(" for over {:.0f} s", options.lock_seconds),
+                                 res.path, out_dir));
 
+  // Rows of files unchanged since the last update are reused: a finished run re-reads its own file
+  // (and any other that changed), not the whole directory.
+  auto previous = options.incremental ? previous_rows(res.path) : decltype(previous_rows(res.path)){};
   std::vector<RunSummary> runs;
+  std::vector<FileStamp> stamps;
+  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch()).count();
   for (const auto& f : run_files(out_dir)) {
+    const std::string rel = fs::relative(f, dir, ec).string();
+    const std::string key = rel.empty() ? f : rel;
+    FileStamp st = stamp_of(f);
+    const FileStamp rounded{int64_t(double(st.mtime_ns)), st.size};  // as previous_rows reads it back
+    auto it = previous.find(key);
+    // A file changed within the last two seconds may change again within its mtime's granularity
+    // without changing its size: read it afresh.
+    const bool settled = st.mtime_ns < now_ns - 2000000000LL;
+    if (it != previous.end() && it->second.first == rounded && st.size >= 0 && settled) {
+      RunSummary s = it->second.second;
+      s.path = f;
+      runs.push_back(std::move(s));
+      stamps.push_back(st);
+      ++res.reused;
+      continue;
+    }
     try {
       runs.push_back(summary_read(f));
+      stamps.push_back(st);
     } catch (const std::exception& e) {
       res.skipped.push_back(e.what());
     }
@@ -223,8 +367,10 @@ IndexResult index_rebuild(const std::string& out_dir) {
     w.create_group("/runs");
     std::vector<std::string> ids, status, paths, errors;
     std::vector<double> steps, total, trl, tra, tel, tea, wall;
+    std::vector<int64_t> mtimes, sizes;
     std::set<std::string> linked;
-    for (const auto& s : runs) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const auto& s = runs[i];
       const std::string rel = fs::relative(s.path, dir, ec).string();
       if (linked.insert(s.run_id).second) w.link_external("/runs/" + s.run_id, rel.empty() ? s.path : rel, "/");
       ids.push_back(s.run_id);
@@ -238,6 +384,8 @@ IndexResult index_rebuild(const std::string& out_dir) {
       tel.push_back(s.test_loss);
       tea.push_back(s.test_acc);
       wall.push_back(s.wall_seconds);
+      mtimes.push_back(stamps[i].mtime_ns);
+      sizes.push_back(stamps[i].size);
     }
     w.create_group("/summary");
     w.write_strings("/summary/run_id", ids);
@@ -261,6 +409,10 @@ IndexResult index_rebuild(const std::string& out_dir) {
     w.write_array("/summary/test_loss", n, tel.data());
     w.write_array("/summary/test_acc", n, tea.data());
     w.write_array("/summary/wall_seconds", n, wall.data());
+    // What each row was made from (the run file's modification time in ns, and its size): the next
+    // update reuses the row while both are unchanged.
+    w.write_array("/summary/file_mtime_ns", n, mtimes.data());
+    w.write_array("/summary/file_size", n, sizes.data());
     w.close();
     commit_file(tmp, res.path);
   } catch (...) {

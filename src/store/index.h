@@ -1,6 +1,7 @@
 // The output directory's index and run summaries. <out>/index.h5 holds an external link
 // /runs/<run_id> to every run file and a /summary table (one column per field, one row per run);
-// it is rebuilt from the run files by whoever finishes a run and by `xpand index DIR`, written to a
+// it is brought up to date by whoever finishes a run and by `xpand index DIR` (re-reading only the run
+// files changed since the last update), written to a
 // temporary file and renamed over the old one under an flock, so readers never see half an index.
 #pragma once
 #include <cstdint>
@@ -46,10 +47,21 @@ std::vector<std::string> run_files(const std::string& out_dir);
 struct IndexResult {
   std::string path;
   int64_t runs = 0;
+  int64_t reused = 0;  // rows taken over from the previous index (their files unchanged)
   std::vector<std::string> skipped;  // "file: why" for run files that could not be read
 };
 
-// Rebuilds <out>/index.h5 from <out>/runs. Throws StoreError when the index cannot be written.
-IndexResult index_rebuild(const std::string& out_dir);
+struct IndexOptions {
+  // How long to wait for <out>/.index.lock (another process updating the index); < 0: no limit.
+  // A stop signal (signals.h) ends the wait too. Giving up throws StoreError: the index is a cache.
+  double lock_seconds = 60;
+  // Reuse the rows of the previous index whose run files are unchanged (same mtime and size);
+  // false reads every run file.
+  bool incremental = true;
+};
+
+// Brings <out>/index.h5 up to date with <out>/runs. Throws StoreError when the index cannot be
+// written or its lock is not had in time.
+IndexResult index_rebuild(const std::string& out_dir, const IndexOptions& options = {});
 
 }  // namespace xpand::store

@@ -5,6 +5,8 @@
 
 #include <hdf5.h>
 
+#include "core/utf8.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -196,7 +198,7 @@ std::vector<std::string> link_names(hid_t group, const std::string& file_path,
     if (H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
                            static_cast<size_t>(n) + 1, H5P_DEFAULT) < 0)
       fail_hdf5(file_path, object, "cannot read link name");
-    names.push_back(std::move(name));
+    names.push_back(utf8::sanitize(name));  // every string read from a file is valid UTF-8
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -415,8 +417,8 @@ struct RunWriter::Impl {
 
     Hid lcpl = intermediate_groups(obj);
     Hid dcpl = make(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, path, obj, "cannot create property list");
-    if (options.compression > 0 && !dims.empty() && count > 0) {
-      // Chunks of whole trailing rows, at most ~1 MiB each, deflated.
+    if ((options.compression > 0 || options.checksum) && !dims.empty() && count > 0) {
+      // Chunks of whole trailing rows, at most ~1 MiB each, deflated and/or checksummed.
       std::vector<hsize_t> chunk = dims;
       const hsize_t row = count / dims[0];
       const hsize_t max_rows = std::max<hsize_t>(1, (hsize_t(1) << 20) / (sizeof(T) * std::max<hsize_t>(row, 1)));
@@ -424,8 +426,13 @@ struct RunWriter::Impl {
       for (hsize_t& c : chunk) c = std::max<hsize_t>(c, 1);
       check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), path, obj,
             "cannot set chunking");
-      check(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(options.compression)), path, obj,
-            "cannot enable deflate");
+      if (options.compression > 0)
+        check(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(options.compression)), path, obj,
+              "cannot enable deflate");
+      // HDF5 checksums metadata, not raw data: Fletcher-32 per chunk, verified by every read, so a
+      // flipped bit in a weight fails the read instead of changing results silently.
+      if (options.checksum)
+        check(H5Pset_fletcher32(dcpl.get()), path, obj, "cannot enable the Fletcher-32 checksum");
     }
     Hid space = dims.empty()
                     ? make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace")
@@ -514,6 +521,8 @@ RunWriter::Impl& RunWriter::impl() const {
   if (!impl_) throw StoreError("xpand store: RunWriter used after being moved from");
   return *impl_;
 }
+
+void RunWriter::set_path(const std::string& path) { impl().path = path; }
 
 const std::string& RunWriter::path() const {
   static const std::string empty;
@@ -747,8 +756,59 @@ struct RunReader::Impl {
     return quoted("attribute", object_path == "/" ? name : object_path + "@" + name);
   }
 
+  // Names handed out are sanitised (utf8::sanitize); a name that came out changed is mapped back
+  // to the bytes stored in the file here, so that it still addresses its object or attribute.
+  static bool maybe_sanitised(const std::string& s) { return s.find("\xEF\xBF\xBD") != std::string::npos; }
+
+  std::string raw(const std::string& absolute_path) const {
+    if (!maybe_sanitised(absolute_path)) return absolute_path;
+    std::string out;
+    for (const std::string& part : split_path(absolute_path)) {
+      std::string name = part;
+      if (maybe_sanitised(part) && object_kind(root(), path, out.empty() ? "/" : out) == Kind::Group) {
+        hid_t g = H5Gopen2(root(), out.empty() ? "/" : out.c_str(), H5P_DEFAULT);
+        if (g >= 0) {
+          Hid group(g, H5Gclose);
+          H5G_info_t info;
+          if (H5Gget_info(g, &info) >= 0)
+            for (hsize_t i = 0; i < info.nlinks; ++i) {
+              ssize_t n = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+              if (n < 0) break;
+              std::string r(static_cast<size_t>(n), '\0');
+              if (H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, r.data(), size_t(n) + 1, H5P_DEFAULT) < 0)
+                break;
+              if (utf8::sanitize(r) == part) {
+                name = r;
+                break;
+              }
+            }
+        }
+      }
+      out += "/" + name;
+    }
+    return out.empty() ? "/" : out;
+  }
+
+  std::string raw_attr(hid_t target, const std::string& name) const {
+    if (!maybe_sanitised(name)) return name;
+    struct Find {
+      const std::string* want;
+      std::string found;
+    } f{&name, name};
+    hsize_t idx = 0;
+    H5Aiterate2(target, H5_INDEX_NAME, H5_ITER_INC, &idx,
+                [](hid_t, const char* n, const H5A_info_t*, void* d) -> herr_t {
+                  auto* f = static_cast<Find*>(d);
+                  if (utf8::sanitize(n) != *f->want) return 0;
+                  f->found = n;
+                  return 1;
+                },
+                &f);
+    return f.found;
+  }
+
   Hid open_object(const std::string& object_path) const {
-    const std::string p = absolute(object_path);
+    const std::string p = raw(absolute(object_path));
     Kind k = object_kind(root(), path, p);
     if (k == Kind::None) fail(path, quoted("object", p), "no such group or dataset");
     return make(H5Oopen(root(), p.c_str(), H5P_DEFAULT), H5Oclose, path, quoted("object", p),
@@ -761,10 +821,11 @@ struct RunReader::Impl {
     const std::string obj = attr_label(object_path, name);
     if (name.empty()) fail(path, obj, "name is empty");
     Hid target = open_object(object_path);
-    htri_t e = H5Aexists(target.get(), name.c_str());
+    const std::string rn = raw_attr(target.get(), name);
+    htri_t e = H5Aexists(target.get(), rn.c_str());
     if (e < 0) fail_hdf5(path, obj, "cannot look up attribute");
     if (e == 0) fail(path, obj, "no such attribute");
-    Hid attr = make(H5Aopen(target.get(), name.c_str(), H5P_DEFAULT), H5Aclose, path, obj,
+    Hid attr = make(H5Aopen(target.get(), rn.c_str(), H5P_DEFAULT), H5Aclose, path, obj,
                     "cannot open attribute");
     Hid space = make(H5Aget_space(attr.get()), H5Sclose, path, obj, "cannot get dataspace");
     hssize_t n = H5Sget_simple_extent_npoints(space.get());
@@ -780,7 +841,7 @@ struct RunReader::Impl {
   double read_double_attr(const std::string& object_path, const std::string& name) const;
 
   Hid open_dataset(const std::string& dataset_path, const std::string& obj) const {
-    const std::string p = absolute(dataset_path);
+    const std::string p = raw(absolute(dataset_path));
     Kind k = object_kind(root(), path, p);
     if (k == Kind::None) fail(path, obj, "no such dataset");
     if (k != Kind::Dataset) fail(path, obj, "is not a dataset");
@@ -791,7 +852,7 @@ struct RunReader::Impl {
   Hid open_table(const std::string& table) const {
     const std::string obj = quoted("table", table);
     if (table.empty() || table.find('/') != std::string::npos) fail(path, obj, "invalid table name");
-    const std::string p = "/metrics/" + table;
+    const std::string p = raw("/metrics/" + table);
     Kind k = object_kind(root(), path, p);
     if (k == Kind::None) fail(path, obj, "no such table (no group " + p + ")");
     if (k != Kind::Group) fail(path, obj, p + " is not a group");
@@ -873,7 +934,7 @@ const std::string& RunReader::path() const {
 bool RunReader::has_attr(const std::string& name) const {
   const Impl& m = impl();
   if (name.empty()) return false;
-  htri_t e = H5Aexists(m.root(), name.c_str());
+  htri_t e = H5Aexists(m.root(), m.raw_attr(m.root(), name).c_str());
   if (e < 0) fail_hdf5(m.path, quoted("attribute", name), "cannot look up attribute");
   return e > 0;
 }
@@ -881,7 +942,7 @@ bool RunReader::has_attr(const std::string& name) const {
 namespace {
 herr_t attr_name_cb(hid_t, const char* name, const H5A_info_t*, void* data) {
   try {
-    static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+    static_cast<std::vector<std::string>*>(data)->emplace_back(utf8::sanitize(name));
     return 0;
   } catch (...) {
     return -1;
@@ -917,7 +978,7 @@ std::string RunReader::Impl::read_string_attr(const std::string& object_path, co
     check(H5Aread(attr.get(), mtype.get(), &p), path, obj, "cannot read attribute");
     std::string s = p != nullptr ? std::string(p) : std::string();
     if (p != nullptr) H5free_memory(p);
-    return s;
+    return utf8::sanitize(s);
   }
   const size_t size = H5Tget_size(ftype.get());
   if (size == 0) fail_hdf5(path, obj, "cannot get string size");
@@ -927,7 +988,7 @@ std::string RunReader::Impl::read_string_attr(const std::string& object_path, co
   std::string s(buf.data(), strnlen(buf.data(), size));
   if (H5Tget_strpad(ftype.get()) == H5T_STR_SPACEPAD)
     s.erase(s.find_last_not_of(' ') + 1);
-  return s;
+  return utf8::sanitize(s);
 }
 
 double RunReader::Impl::read_double_attr(const std::string& object_path, const std::string& name) const {
@@ -969,9 +1030,9 @@ double RunReader::attr_double_at(const std::string& object_path, const std::stri
 
 bool RunReader::has_attr_at(const std::string& object_path, const std::string& name) const {
   const Impl& m = impl();
-  if (name.empty() || object_kind(m.root(), m.path, absolute(object_path)) == Kind::None) return false;
+  if (name.empty() || object_kind(m.root(), m.path, m.raw(absolute(object_path))) == Kind::None) return false;
   Hid target = m.open_object(object_path);
-  htri_t e = H5Aexists(target.get(), name.c_str());
+  htri_t e = H5Aexists(target.get(), m.raw_attr(target.get(), name).c_str());
   if (e < 0) fail_hdf5(m.path, m.attr_label(object_path, name), "cannot look up attribute");
   return e > 0;
 }
@@ -990,7 +1051,7 @@ std::vector<std::string> read_vlen_strings(hid_t obj_id, bool is_attr, hssize_t 
                       : H5Dread(obj_id, mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
   std::vector<std::string> out;
   for (char* p : ptrs) {
-    out.emplace_back(p != nullptr ? p : "");
+    out.emplace_back(utf8::sanitize(p != nullptr ? p : ""));
     if (p != nullptr) H5free_memory(p);
   }
   check(st, path, label, "cannot read strings");
@@ -1052,10 +1113,11 @@ std::vector<std::string> RunReader::tables() const {
 std::vector<std::string> RunReader::children(const std::string& group_path) const {
   const Impl& m = impl();
   const std::string obj = quoted("group", group_path);
-  Kind k = object_kind(m.root(), m.path, group_path);
+  const std::string p = m.raw(absolute(group_path));
+  Kind k = object_kind(m.root(), m.path, p);
   if (k == Kind::None) fail(m.path, obj, "no such group");
   if (k != Kind::Group) fail(m.path, obj, "is not a group");
-  Hid g = make(H5Gopen2(m.root(), group_path.c_str(), H5P_DEFAULT), H5Gclose, m.path, obj, "cannot open group");
+  Hid g = make(H5Gopen2(m.root(), p.c_str(), H5P_DEFAULT), H5Gclose, m.path, obj, "cannot open group");
   return link_names(g.get(), m.path, obj);
 }
 
@@ -1089,7 +1151,7 @@ std::string RunReader::column_dtype(const std::string& table, const std::string&
 
 bool RunReader::has_object(const std::string& object_path) const {
   const Impl& m = impl();
-  return object_kind(m.root(), m.path, absolute(object_path)) != Kind::None;
+  return object_kind(m.root(), m.path, m.raw(absolute(object_path))) != Kind::None;
 }
 
 std::vector<int64_t> RunReader::extent(const std::string& dataset_path) const {

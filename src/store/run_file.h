@@ -26,6 +26,9 @@ void commit_file(const std::string& tmp, const std::string& path);
 struct WriterOptions {
   // Deflate level 1-9 for write_array datasets (0: uncompressed, contiguous).
   int compression = 0;
+  // A Fletcher-32 checksum on every chunk of the non-scalar write_array datasets (chunked then),
+  // which HDF5 verifies on every read: damaged raw data fails the read instead of being returned.
+  bool checksum = false;
 };
 
 // Writer of one run file: <out>/runs/<run_id>.h5 (the caller picks the path).
@@ -48,6 +51,8 @@ class RunWriter {
   RunWriter& operator=(const RunWriter&) = delete;
 
   const std::string& path() const;
+  // The name messages use for the file, after the caller renamed it (commit_file of a ".part").
+  void set_path(const std::string& path);
 
   // Switches the file to SWMR writing (call once the root attributes and tables exist; groups,
   // datasets and attributes may still be created afterwards). Flushes first.

@@ -122,11 +122,29 @@ std::string owner_id(const std::string& group) {
   return fmt::format("{}|{}|{}|{}|{}", this_host(), ::getpid(), group, pid_space(), start_time(::getpid()));
 }
 
-Claim::Claim(std::string path, double lease_seconds) : path_(std::move(path)), lease_(lease_seconds) {
+// The owner line of the claim file at path ("" when there is none).
+std::string claim_owner(const std::string& path) {
+  std::ifstream in(path);
+  std::string owner;
+  std::getline(in, owner);
+  return owner;
+}
+
+Claim::Claim(std::string path, std::string owner, double lease_seconds)
+    : path_(std::move(path)), owner_(std::move(owner)), lease_(lease_seconds) {
   renew_ = std::thread([this] {
     std::unique_lock<std::mutex> lk(mu_);
     const auto period = std::chrono::duration<double>(lease_ / 4);
     while (!cv_.wait_for(lk, period, [this] { return stop_; })) {
+      // A claim that is no longer this process's (taken over while this process was stopped) is
+      // left to its new owner: renewing it would keep the new owner's claim alive for it.
+      if (claim_owner(path_) != owner_) {
+        log::warn("claim {} now belongs to another job (this one was stopped for longer than the lease); no longer "
+                  "renewing it",
+                  path_);
+        lost_ = true;
+        return;
+      }
       if (::utimensat(AT_FDCWD, path_.c_str(), nullptr, 0) != 0)
         log::warn("cannot renew claim {}: {} (another job may take the point over)", path_, std::strerror(errno));
     }
@@ -140,14 +158,15 @@ Claim::~Claim() {
   }
   cv_.notify_all();
   renew_.join();
-  ::unlink(path_.c_str());
+  // Only this process's own claim is removed, never one another job took over in the meantime.
+  if (claim_owner(path_) == owner_) ::unlink(path_.c_str());
 }
 
 std::unique_ptr<Claim> Claim::try_acquire(const std::string& out_dir, const std::string& run_id,
                                           const std::string& owner, double lease_seconds) {
   const std::string path = claim_path(out_dir, run_id);
   fs::create_directories(fs::path(path).parent_path());
-  if (create_exclusive(path, owner)) return std::unique_ptr<Claim>(new Claim(path, lease_seconds));
+  if (create_exclusive(path, owner)) return std::unique_ptr<Claim>(new Claim(path, owner, lease_seconds));
   if (!stale(path, lease_seconds)) return nullptr;  // a live owner (or none any more: retry next round)
   // A stale claim (its owner stopped renewing it, or died on this host): one taker at a time, under
   // a takeover lock that itself expires, re-checks the claim, removes it and claims anew.
@@ -161,7 +180,7 @@ std::unique_ptr<Claim> Claim::try_acquire(const std::string& out_dir, const std:
       log::warn("claim {} was not renewed for {:.0f} s (lease {:.0f} s) or its owner's process is gone: taking the "
                 "point over", path, again, lease_seconds);
     ::unlink(path.c_str());
-    if (create_exclusive(path, owner)) claim.reset(new Claim(path, lease_seconds));
+    if (create_exclusive(path, owner)) claim.reset(new Claim(path, owner, lease_seconds));
   }
   ::unlink(lock.c_str());
   return claim;

@@ -20,15 +20,16 @@ class Claim {
   // Tries to claim run_id in <out>/claims; null when another live owner holds it.
   static std::unique_ptr<Claim> try_acquire(const std::string& out_dir, const std::string& run_id,
                                             const std::string& owner, double lease_seconds);
-  ~Claim();  // stops renewing and removes the claim file
+  ~Claim();  // stops renewing and removes the claim file if it is still this owner's
   Claim(const Claim&) = delete;
   Claim& operator=(const Claim&) = delete;
   const std::string& path() const { return path_; }
 
  private:
-  Claim(std::string path, double lease_seconds);
-  std::string path_;
+  Claim(std::string path, std::string owner, double lease_seconds);
+  std::string path_, owner_;
   double lease_;
+  std::atomic<bool> lost_{false};  // the claim file now names another owner
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

@@ -257,6 +257,7 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
   const std::string owner = owner_id(fmt::format("group{}", group.index));
   std::set<size_t> attempted;  // points this group trained (or tried) in this invocation
   std::set<size_t> threw;      // points whose run failed here, perhaps before writing a run file
+  std::map<size_t, std::chrono::steady_clock::time_point> busy_until;  // points another process trains
   int code = kExitOk;
   Timer wall;
   bool preempted = false;
@@ -281,6 +282,10 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
         const Point& p = spec.points[i];
         const std::string st = file_status(p);
         if ((st == "completed" && !o.force) || st == "diverged" || attempted.count(i)) continue;
+        if (auto b = busy_until.find(i); b != busy_until.end() && std::chrono::steady_clock::now() < b->second) {
+          ++held;  // trained by another live process: wait for it
+          continue;
+        }
         claim = Claim::try_acquire(p.cfg.get_string("output.dir"), p.run_id, owner, o.lease_seconds);
         if (claim) pick = double(i);
         else ++held;
@@ -314,6 +319,13 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
       if (leader)
         log::info_all("group {}: {} {} in {}{}", group.index, p.run_id, r.status, duration(t.seconds()),
                       r.status == "completed" ? fmt::format(" ({:.4f} test acc)", r.final_eval.test_acc) : "");
+    } catch (const train::RunBusyError& e) {
+      // Another live process trains this point (its claim lapsed while it was stopped, and this
+      // group took the claim over): not a failure; the point is looked at again later.
+      if (leader) log::warn("group {}: point {} ({}): {}; leaving it to that process", group.index, p.run_id, axes, e.what());
+      attempted.erase(i);
+      busy_until[i] = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                            std::chrono::duration<double>(std::max(1.0, o.lease_seconds / 4)));
     } catch (const std::exception& e) {
       // The run file records the failure; the sweep goes on (a multi-rank group has aborted the job).
       log::error("group {}: point {} ({}) failed: {}", group.index, p.run_id, axes, e.what());

@@ -38,6 +38,11 @@ void checkpoint_save(const std::string& path, const CheckpointInfo& info, model:
 
 // Reads only the header (step, run id, world size); throws store::StoreError on a bad file.
 CheckpointInfo checkpoint_peek(const std::string& path);
+// Reads every attribute and array of a checkpoint (verifying the arrays' Fletcher-32 checksums) and
+// checks that it holds the datasets `expected` names ("/params/<name>", "/buffers/<name>",
+// "/extra/<name>") and as many tensors under /params and /buffers; throws an Error naming what is
+// damaged or missing.
+void checkpoint_verify(const std::string& path, const std::vector<std::string>& expected);
 
 // Restores the state on every rank (each reads the file). The network and optimizer must have
 // been built from the same configuration. Returns the header. Throws Error when the checkpoint

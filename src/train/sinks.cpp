@@ -1,7 +1,12 @@
 // Metric sinks: console progress (rank 0) and the HDF5 run file (schema version 2).
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -105,6 +110,24 @@ void copy_rows(const store::RunReader& from, store::RunWriter& w, const std::str
   }
 }
 
+// A resumed run copies the kept part of its old file into a new one before it renames it over the
+// old: that needs about the old file's size free on the disk. HDF5 does not fail cleanly when a
+// write runs out of space in the middle of an object copy, so the space is checked first.
+void check_space_for_copy(const std::string& old_file) {
+  struct stat st {};
+  if (::stat(old_file.c_str(), &st) != 0) return;
+  const std::string dir = std::filesystem::path(old_file).parent_path().string();
+  struct statvfs fs {};
+  if (::statvfs(dir.empty() ? "." : dir.c_str(), &fs) != 0) return;
+  const double free_bytes = double(fs.f_bavail) * double(fs.f_frsize);
+  const double need = double(st.st_size) * 1.25 + double(4 << 20);  // the copy, HDF5's metadata, a margin
+  if (free_bytes < need)
+    throw Error(fmt::format("resuming {} needs about {:.1f} MiB free in {} to rebuild its run file, but only {:.1f} "
+                            "MiB are free: free some space and run again (the old run file and its checkpoint are "
+                            "untouched)",
+                            old_file, need / 1048576.0, dir, free_bytes / 1048576.0));
+}
+
 class H5Sink : public MetricSink {
  public:
   H5Sink(const std::string& path, const H5SinkOptions& o) : path_(path), opts_(o) {}
@@ -119,8 +142,18 @@ class H5Sink : public MetricSink {
     // A fresh run too: the file appears under its name only once it is in SWMR mode, so a kill at
     // any moment leaves either no run file or one that opens.
     const std::string write_path = path_ + ".part";
+    if (resume) check_space_for_copy(info.resume_from);
     store::WriterOptions wo;
     wo.compression = opts_.compression;
+    wo.checksum = true;  // snapshots: a flipped bit fails the read (collapse, init_from) instead of passing
+    // Nothing half-made stays behind when setting up fails (a full disk, a damaged old file).
+    struct RemovePart {
+      std::string path;
+      bool armed = true;
+      ~RemovePart() {
+        if (armed) ::unlink(path.c_str());
+      }
+    } remove_part{write_path};
     auto w = std::make_unique<store::RunWriter>(write_path, wo);
     w->set_attr("schema_version", kSchemaVersion);
     w->set_attr("run_id", info.run_id);
@@ -169,6 +202,8 @@ class H5Sink : public MetricSink {
     if (opts_.swmr) w->start_swmr();
     w->flush();
     store::commit_file(write_path, path_);
+    remove_part.armed = false;
+    w->set_path(path_);  // messages name the file by its final name from now on
     writer_ = std::make_unique<store::AsyncRunWriter>(std::move(w), opts_.queue_bytes, opts_.flush_seconds);
   }
 

@@ -7,6 +7,7 @@
 #include <torch/version.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -49,6 +50,10 @@ namespace fs = std::filesystem;
 namespace xpand::train {
 
 namespace {
+
+// How long a finished run waits for another process's index update before it leaves the index
+// to the next one (store::IndexOptions).
+constexpr double kIndexLockSeconds = 10;
 
 std::string now_iso() {
   std::time_t t = std::time(nullptr);
@@ -255,6 +260,18 @@ struct Existing {
   int64_t resume_step = 0;
 };
 
+// A file's device and inode (zeros when it does not exist).
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool operator==(const FileId& o) const { return dev == o.dev && ino == o.ino; }
+};
+FileId file_id(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {st.st_dev, st.st_ino};
+}
+
 // An exclusive flock on <out>/locks/<run_id>.lock, held while the run trains: a second process on the
 // same run (the same command twice, a requeued job whose first incarnation still lives) stops with a
 // message instead of resuming a file that is being written.
@@ -268,7 +285,7 @@ class RunLock {
     if (fd_ < 0) throw Error(fmt::format("cannot open {}: {}", path_, std::strerror(errno)));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       ::close(fd_);
-      throw Error(fmt::format("{} is locked: another xpand process is training this run now (wait for it, or "
+      throw RunBusyError(fmt::format("{} is locked: another xpand process is training this run now (wait for it, or "
                               "stop it first)",
                               path_));
     }
@@ -297,8 +314,28 @@ void remove_temporaries(const std::string& file) {
     if (e.path().filename().string().rfind(prefix, 0) == 0) fs::remove(e.path(), ec);
 }
 
+// Whether the run file exists and says its run completed (a final state: only --force trains again).
+bool run_completed(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return false;
+  try {
+    return store::RunReader(path).attr_string("status") == "completed";
+  } catch (const store::StoreError&) {
+    return false;
+  }
+}
+
+// The datasets a checkpoint of this network must hold (checkpoint_verify).
+std::vector<std::string> checkpoint_datasets(model::Network& net, const NamedTensors& extra) {
+  std::vector<std::string> out;
+  for (const auto& p : net.named_parameters()) out.push_back("/params/" + p.key());
+  for (const auto& b : net.named_buffers()) out.push_back("/buffers/" + b.key());
+  for (const auto& e : extra) out.push_back("/extra/" + e.first);
+  return out;
+}
+
 Existing examine_existing(const std::string& path, const std::string& ckpt, const std::string& run_id,
-                          int64_t total, bool force, bool resume) {
+                          int64_t total, bool force, bool resume, const std::vector<std::string>& expected) {
   Existing ex;
   remove_temporaries(path);
   remove_temporaries(ckpt);
@@ -320,6 +357,7 @@ Existing examine_existing(const std::string& path, const std::string& ckpt, cons
     try {
       CheckpointInfo c = checkpoint_peek(ckpt);
       if (c.run_id == run_id && c.step > 0 && c.step <= total) {
+        checkpoint_verify(ckpt, expected);  // every array's checksum: a damaged checkpoint must not resume
         ex.action = Existing::Resume;
         ex.resume_step = c.step;
         return ex;
@@ -327,7 +365,9 @@ Existing examine_existing(const std::string& path, const std::string& ckpt, cons
       log::warn("{}: checkpoint of run {} at step {} does not fit run {} of {} steps; starting over", ckpt, c.run_id,
                 c.step, run_id, total);
     } catch (const std::exception& e) {
-      log::warn("{}: unreadable checkpoint ({}); starting over", ckpt, e.what());
+      // Kept for inspection, out of the way of every later rerun.
+      log::warn("{}: the checkpoint is damaged ({}); starting the run over", ckpt, e.what());
+      move_aside(ckpt, "is damaged");
     }
   }
   move_aside(path, fmt::format("existed with status '{}'", status));
@@ -363,6 +403,14 @@ std::string run_id(const config::Config& cfg) { return cfg.get_string("name") + 
 // node over its ranks here), since task/none leaves every task free to run on every core; else the
 // CPU affinity mask (mpirun --bind-to, taskset, cpusets) when it is narrower than the machine, else
 // the machine's cores over the node's ranks.
+// The CPUs this process may run on (its affinity mask; the machine's cores when that is unknown).
+static int64_t usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
+}
+
 static int64_t default_threads() {
   const int per_node = dist::Context::get() ? dist::Context::get()->local_size() : 1;
   auto env_int = [](const char* name) -> int64_t {
@@ -406,6 +454,11 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   // --- set-up: threads, device, data, network, optimizer ---
   int64_t threads = cfg.get_int("threads");
   if (threads == 0) threads = default_threads();
+  if (const int64_t cpus = usable_cpus(); threads > cpus) {
+    // More threads than CPUs only contend (and OpenMP starting thousands of them takes minutes).
+    log::warn("threads: {} is more than the {} CPUs this process may use; using {}", threads, cpus, cpus);
+    threads = cpus;
+  }
   torch::set_num_threads(int(threads));
   torch::manual_seed(seed);
   torch::Device device = device_from_config(cfg);
@@ -422,6 +475,11 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     ds.train_x = ds.train_x.to(dtype);
     ds.test_x = ds.test_x.to(dtype);
   }
+  // Every layer option and the network's size checked from shapes first: a key that does not apply,
+  // or weights that cannot fit, is exit 2 before gigabytes are allocated. Training holds the weights,
+  // their gradients and the optimizer's state (Adam: two more copies).
+  const std::string& optimizer = cfg.get_string("train.optimizer");
+  model::network_check(cfg, ds, optimizer == "adam" || optimizer == "adamw" ? 4 : 3);
   model::NetworkPtr net = model::network_build(cfg, ds, param::factory_from_config(cfg));
   net->to(device, dtype);
   init_from_run(cfg, *net);  // after the move: the snapshot's float64 values reach a float64 network whole
@@ -516,9 +574,14 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   std::unique_ptr<RunLock> run_lock;  // group rank 0, for the whole run
   if (opts.write_file) {
     if (root) {
-      fs::create_directories(fs::path(result.path).parent_path());
-      run_lock = std::make_unique<RunLock>(result.path);
-      existing = examine_existing(result.path, ckpt_path, result.run_id, total, opts.force, opts.resume);
+      if (!opts.force && run_completed(result.path)) {
+        existing.action = Existing::Skip;  // read-only: no lock, nothing written (a read-only directory is fine)
+      } else {
+        fs::create_directories(fs::path(result.path).parent_path());
+        run_lock = std::make_unique<RunLock>(result.path);
+        existing = examine_existing(result.path, ckpt_path, result.run_id, total, opts.force, opts.resume,
+                                    checkpoint_datasets(*net, extra));
+      }
     }
     if (world > 1) {
       existing.action = Existing::Action(int(group->allreduce_scalar(double(existing.action), dist::ReduceOp::Max,
@@ -600,6 +663,9 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
                 {"threads", std::to_string(threads)},
                 {"seed", std::to_string(seed)}};
   for (auto& s : sinks) s->on_start(info);
+  // The run file's identity, checked at the end: a directory deleted or a file replaced under a
+  // running job must not end in "completed, results: <a path that holds nothing>".
+  const FileId written = opts.write_file && root ? file_id(result.path) : FileId{};
 
   // --- the step loop ---
   torch::Tensor focus;  // data.focus_classes: a bool per class
@@ -781,9 +847,16 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
                                                   {"steps", std::to_string(result.steps)},
                                                   {"wall_seconds", fmt::format("{:.3f}", result.wall_seconds)}};
   for (auto& s : sinks) s->on_end(status, error, end_attrs);
+  if (opts.write_file && root && !(file_id(result.path) == written))
+    throw Error(fmt::format("{} no longer names the run file this run wrote (its directory was removed or the file "
+                            "replaced while the run trained): its results are lost; train it again",
+                            result.path));
   if (opts.write_file && root && opts.update_index) {
     try {
-      store::index_rebuild(out_dir);
+      store::IndexOptions io;
+      io.lock_seconds = kIndexLockSeconds;  // the index is a cache: never hang a finished run on it
+      const store::IndexResult ir = store::index_rebuild(out_dir, io);
+      log::debug("index: {} run(s), {} reused from the previous index", ir.runs, ir.reused);
     } catch (const std::exception& e) {
       log::warn("could not update {}/index.h5: {}", out_dir, e.what());
     }

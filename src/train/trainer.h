@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "core/error.h"
 #include "dist/comm.h"
 #include "model/network.h"
 #include "train/metrics.h"
@@ -17,6 +18,13 @@ namespace xpand::train {
 // train.freeze: parameters whose names match one of the glob patterns stop requiring gradients;
 // ConfigError naming train.freeze (and listing the parameters) for a pattern that matches none.
 void freeze_parameters(const config::Config& cfg, model::Network& net);
+
+// run_train found the run locked by another live process (it is training that run now): not a
+// failure of the run, and the sweep leaves the point to that process.
+class RunBusyError : public Error {
+ public:
+  explicit RunBusyError(const std::string& what) : Error(what, kExitFailure) {}
+};
 
 struct RunOptions {
   bool write_file = true;   // false: no HDF5 output (tests)

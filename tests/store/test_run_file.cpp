@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
+#include "core/utf8.h"
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -332,3 +336,52 @@ TEST_F(RunFileTest, ReaderErrorsNameTheFile) {
 }
 
 }  // namespace
+
+// Every string the reader hands out is valid UTF-8, whatever bytes the file holds: attribute values
+// (variable-length; fixed-length ones with embedded NULs: tests/store/utf8_strings.py), attribute names, link names, string lists
+// and string datasets; control characters are kept (they are valid UTF-8) for the printers to escape.
+TEST_F(RunFileTest, ReaderSanitisesInvalidUtf8FromEveryString) {
+  const std::string bad = std::string("id-\xC0\x80-\xED\xA0\x80-\xF4\x90\x80\x80-\xFF-") + "\x1b[2J\x01" + "end";
+  const std::string clean = xpand::utf8::sanitize(bad);
+  ASSERT_TRUE(xpand::utf8::valid(clean));
+  ASSERT_NE(clean, bad);
+  const std::string bad_name = "attr\xC3\x28";
+  const std::string p = file("bad_utf8.h5");
+  {
+    RunWriter w(p);
+    w.set_attr("run_id", bad);
+    w.set_attr(bad_name, "v");
+    w.set_attr_at("/", "axes", std::vector<std::string>{bad, "ok"});
+    w.write_strings("/summary/run_id", {bad, "ok", bad});
+    const double x[2] = {1, 2};
+    w.write_array("/snapshots/" + bad_name + "/weight", {1, 2}, x);
+    w.close();
+  }
+  RunReader r(p);
+  EXPECT_EQ(r.attr_string("run_id"), clean);
+  for (const auto& name : r.attr_names()) EXPECT_TRUE(xpand::utf8::valid(name)) << name;
+  const auto names = r.attr_names();
+  EXPECT_NE(std::find(names.begin(), names.end(), xpand::utf8::sanitize(bad_name)), names.end());
+  EXPECT_EQ(r.attr_strings("axes"), (std::vector<std::string>{clean, "ok"}));
+  EXPECT_EQ(r.read_strings("/summary/run_id"), (std::vector<std::string>{clean, "ok", clean}));
+  for (const auto& c : r.children("/snapshots")) EXPECT_EQ(c, xpand::utf8::sanitize(bad_name));
+}
+
+// After the caller renames a file (a run file is set up as <id>.h5.part and renamed to <id>.h5),
+// the writer's messages (a full disk, an I/O error) name the file by its new name.
+TEST_F(RunFileTest, MessagesNameTheFileAfterARename) {
+  const std::string part = file("run.h5.part"), final_path = file("run.h5");
+  RunWriter w(part);
+  w.add_table("train", {"step", "loss"});
+  w.flush();
+  xpand::store::commit_file(part, final_path);
+  w.set_path(final_path);
+  try {
+    w.add_table("train", {"step"});
+    FAIL() << "adding a table twice did not throw";
+  } catch (const StoreError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(final_path), std::string::npos) << m;
+    EXPECT_EQ(m.find(".part"), std::string::npos) << m;
+  }
+}
