@@ -83,12 +83,17 @@ std::string printable(std::string_view s, bool keep_newlines) {
   const std::string clean = sanitize(s);
   std::string out;
   out.reserve(clean.size());
-  for (char ch : clean) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    if ((c < 0x20 && !(keep_newlines && (c == '\n' || c == '\t'))) || c == 0x7F)
+  for (size_t i = 0; i < clean.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(clean[i]);
+    if ((c < 0x20 && !(keep_newlines && (c == '\n' || c == '\t'))) || c == 0x7F) {
       out += fmt::format("\\x{:02x}", c);
-    else
-      out += ch;
+    } else if (c == 0xC2 && i + 1 < clean.size() && static_cast<unsigned char>(clean[i + 1]) <= 0x9F) {
+      // C1 controls U+0080..U+009F (U+009B is an 8-bit CSI that terminals act on).
+      out += fmt::format("\\u{:04x}", static_cast<unsigned char>(clean[i + 1]));
+      ++i;
+    } else {
+      out += clean[i];
+    }
   }
   return out;
 }

@@ -22,8 +22,8 @@ bool valid(std::string_view s);
 std::string sanitize(std::string_view s);
 
 // For terminal tables: sanitize(s) with C0 control characters (except newline and tab when
-// keep_newlines) and DEL shown as \xNN, so that a damaged file cannot move the cursor or clear the
-// screen of whoever inspects it.
+// keep_newlines) and DEL shown as \xNN and C1 controls (U+0080..U+009F) as \uNNNN, so that a
+// damaged file cannot move the cursor or clear the screen of whoever inspects it.
 std::string printable(std::string_view s, bool keep_newlines = false);
 
 }  // namespace xpand::utf8

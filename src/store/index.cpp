@@ -219,7 +219,12 @@ class IndexLock {
     bool said = false;
     for (;;) {
       if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return;
-      if (errno != EWOULDBLOCK && errno != EINTR) break;
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        // A file system without flock (some NFS and Lustre mounts): best effort, as the index is
+        // still replaced atomically by rename.
+        log::warn("cannot lock {} ({}); updating the index without the lock", path, std::strerror(errno));
+        return;
+      }
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (seconds >= 0 && waited >= seconds) break;
       if (signals::preempt_requested() != 0) break;
@@ -347,7 +352,9 @@ IndexResult index_rebuild(const std::string& out_dir, const IndexOptions& option
     }
     try {
       runs.push_back(summary_read(f));
-      stamps.push_back(st);
+      // A file changed within the last two seconds is read again next time (its row may be stale
+      // within its mtime's granularity): a stamp that matches no file.
+      stamps.push_back(settled ? st : FileStamp{-1, -1});
     } catch (const std::exception& e) {
       res.skipped.push_back(e.what());
     }

@@ -138,11 +138,11 @@ Claim::Claim(std::string path, std::string owner, double lease_seconds)
     while (!cv_.wait_for(lk, period, [this] { return stop_; })) {
       // A claim that is no longer this process's (taken over while this process was stopped) is
       // left to its new owner: renewing it would keep the new owner's claim alive for it.
-      if (claim_owner(path_) != owner_) {
+      const std::string now_owner = claim_owner(path_);
+      if (!now_owner.empty() && now_owner != owner_) {  // "" (unreadable for a moment): try again next period
         log::warn("claim {} now belongs to another job (this one was stopped for longer than the lease); no longer "
                   "renewing it",
                   path_);
-        lost_ = true;
         return;
       }
       if (::utimensat(AT_FDCWD, path_.c_str(), nullptr, 0) != 0)

@@ -29,7 +29,6 @@ class Claim {
   Claim(std::string path, std::string owner, double lease_seconds);
   std::string path_, owner_;
   double lease_;
-  std::atomic<bool> lost_{false};  // the claim file now names another owner
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

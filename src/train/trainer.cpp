@@ -256,7 +256,8 @@ void move_aside(const std::string& path, const std::string& why) {
 
 // What to do with an existing run file: skip (completed), resume from its checkpoint, or start over.
 struct Existing {
-  enum Action { Fresh, Skip, Resume } action = Fresh;
+  // Busy: another live process trains the run (its lock is held); every rank of the group stops.
+  enum Action { Fresh, Skip, Resume, Busy } action = Fresh;
   int64_t resume_step = 0;
 };
 
@@ -398,11 +399,6 @@ std::vector<std::string> gather_strings(dist::Communicator& comm, const std::str
 
 std::string run_id(const config::Config& cfg) { return cfg.get_string("name") + "-" + cfg.hash(); }
 
-// Intra-op threads when the config says 0: the cores this process may use, shared by the ranks of
-// this node. Under Slurm the allocation decides (SLURM_CPUS_PER_TASK, else the job's CPUs on this
-// node over its ranks here), since task/none leaves every task free to run on every core; else the
-// CPU affinity mask (mpirun --bind-to, taskset, cpusets) when it is narrower than the machine, else
-// the machine's cores over the node's ranks.
 // The CPUs this process may run on (its affinity mask; the machine's cores when that is unknown).
 static int64_t usable_cpus() {
   cpu_set_t set;
@@ -411,6 +407,11 @@ static int64_t usable_cpus() {
   return std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
 }
 
+// Intra-op threads when the config says 0: the cores this process may use, shared by the ranks of
+// this node. Under Slurm the allocation decides (SLURM_CPUS_PER_TASK, else the job's CPUs on this
+// node over its ranks here), since task/none leaves every task free to run on every core; else the
+// CPU affinity mask (mpirun --bind-to, taskset, cpusets) when it is narrower than the machine, else
+// the machine's cores over the node's ranks.
 static int64_t default_threads() {
   const int per_node = dist::Context::get() ? dist::Context::get()->local_size() : 1;
   auto env_int = [](const char* name) -> int64_t {
@@ -571,6 +572,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   std::vector<std::unique_ptr<MetricSink>> sinks;
   if (opts.console && root) sinks.push_back(console_sink(cfg.get_int("train.log_every")));
   Existing existing;
+  std::string busy_message;
   std::unique_ptr<RunLock> run_lock;  // group rank 0, for the whole run
   if (opts.write_file) {
     if (root) {
@@ -578,9 +580,14 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
         existing.action = Existing::Skip;  // read-only: no lock, nothing written (a read-only directory is fine)
       } else {
         fs::create_directories(fs::path(result.path).parent_path());
-        run_lock = std::make_unique<RunLock>(result.path);
-        existing = examine_existing(result.path, ckpt_path, result.run_id, total, opts.force, opts.resume,
-                                    checkpoint_datasets(*net, extra));
+        try {
+          run_lock = std::make_unique<RunLock>(result.path);
+          existing = examine_existing(result.path, ckpt_path, result.run_id, total, opts.force, opts.resume,
+                                      checkpoint_datasets(*net, extra));
+        } catch (const RunBusyError& e) {
+          busy_message = e.what();
+          existing.action = Existing::Busy;  // decided with the group below, so every rank stops together
+        }
       }
     }
     if (world > 1) {
@@ -589,6 +596,8 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       existing.resume_step = int64_t(group->allreduce_scalar(double(existing.resume_step), dist::ReduceOp::Max,
                                                              "resume step"));
     }
+    if (existing.action == Existing::Busy)
+      throw RunBusyError(root ? busy_message : fmt::format("run {} is being trained by another process", result.run_id));
     if (existing.action == Existing::Skip && !root) {
       result.status = "skipped";
       return result;
@@ -662,7 +671,13 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
                 {"grad_accum", std::to_string(accum)},
                 {"threads", std::to_string(threads)},
                 {"seed", std::to_string(seed)}};
-  for (auto& s : sinks) s->on_start(info);
+  try {
+    for (auto& s : sinks) s->on_start(info);  // group rank 0's run file (a full disk fails here)
+  } catch (const std::exception& e) {
+    // The other ranks of a group wait in the step's collectives: end the job with the reason.
+    if (world > 1) dist::abort_job_if_distributed(kExitFailure, fmt::format("run {}: {}", result.run_id, e.what()));
+    throw;
+  }
   // The run file's identity, checked at the end: a directory deleted or a file replaced under a
   // running job must not end in "completed, results: <a path that holds nothing>".
   const FileId written = opts.write_file && root ? file_id(result.path) : FileId{};

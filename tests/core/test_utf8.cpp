@@ -87,6 +87,7 @@ TEST(Utf8, PrintableEscapesControlCharacters) {
   EXPECT_EQ(printable("line\nnext\ttab"), "line\\x0anext\\x09tab");
   EXPECT_EQ(printable("line\nnext\ttab", true), "line\nnext\ttab");
   EXPECT_EQ(printable(bytes({0xFF})), encode({R}));
+  EXPECT_EQ(printable("a" + encode({0x85, 0x9B, 0xA0, 0xE9}) + "b"), "a\\u0085\\u009b" + encode({0xA0, 0xE9}) + "b");
 }
 
 }  // namespace

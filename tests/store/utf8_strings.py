@@ -104,7 +104,10 @@ def main(xpand, good, work):
 
     for args in (["inspect", path, "--csv"], ["inspect", work, "--csv"], ["inspect", path], ["inspect", work]):
         p = run(xpand, *args)
+        assert p.returncode == 0, f"xpand {' '.join(args)} exited {p.returncode}: {p.stderr.decode(errors='replace')}"
         text = strict(p.stdout, "xpand " + " ".join(args))
+        if args[1] == work or "--csv" not in args:  # the run table and the one-run text name the run
+            assert decoded(BAD["run_id"]) in text, f"xpand {' '.join(args)} does not show the run id"
         if "--csv" not in args:
             ctrl = [c for c in text if (ord(c) < 0x20 and c not in "\n\t") or ord(c) == 0x7F]
             assert not ctrl, f"xpand {' '.join(args)} prints raw control characters {ctrl!r}"
