@@ -870,8 +870,9 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     try {
       store::IndexOptions io;
       io.lock_seconds = kIndexLockSeconds;  // the index is a cache: never hang a finished run on it
+      Timer ti;
       const store::IndexResult ir = store::index_rebuild(out_dir, io);
-      log::debug("index: {} run(s), {} reused from the previous index", ir.runs, ir.reused);
+      log::debug("index: {} run(s), {} reused from the previous index, in {:.3f} s", ir.runs, ir.reused, ti.seconds());
     } catch (const std::exception& e) {
       log::warn("could not update {}/index.h5: {}", out_dir, e.what());
     }
