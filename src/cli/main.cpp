@@ -2,6 +2,8 @@
 // runs it, and maps failures to exit codes (2: bad input, 1: runtime failure, 3: diverged).
 #include <torch/version.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
@@ -112,11 +114,25 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   log::set_level(level);
+  // The reading commands end without running the exit handlers: HDF5's library shutdown frees its
+  // free lists there, and a damaged file can have corrupted them (seen in the fuzz corpus: "double
+  // free or corruption" and SIGABRT after the output was printed). Everything they write is closed
+  // and their output flushed by then.
+  const bool reading = app.got_subcommand("inspect") || app.got_subcommand("index") ||
+                       app.got_subcommand("collapse") || app.got_subcommand("analyze");
+  auto done = [reading](int code) {
+    if (reading) {
+      std::cout.flush();
+      std::fflush(nullptr);
+      std::_Exit(code);
+    }
+    return code;
+  };
   // A fatal error on one rank of an MPI job ends the whole job (no rank left in a collective).
-  auto fail = [](const std::string& prefix, const std::string& what, int code) {
+  auto fail = [&done](const std::string& prefix, const std::string& what, int code) {
     dist::abort_job_if_distributed(code, prefix + what);
     std::cerr << "xpand: " << prefix << utf8::printable(what, /*keep_newlines=*/true) << "\n";
-    return code;
+    return done(code);
   };
   try {
     if (app.got_subcommand("train")) {
@@ -129,10 +145,10 @@ int main(int argc, char** argv) {
     }
     if (app.got_subcommand("plan")) return plan();
     if (app.got_subcommand("keys")) return keys();
-    if (app.got_subcommand("analyze")) return analyze();
-    if (app.got_subcommand("inspect")) return inspect();
-    if (app.got_subcommand("index")) return index();
-    if (app.got_subcommand("collapse")) return collapse();
+    if (app.got_subcommand("analyze")) return done(analyze());
+    if (app.got_subcommand("inspect")) return done(inspect());
+    if (app.got_subcommand("index")) return done(index());
+    if (app.got_subcommand("collapse")) return done(collapse());
   } catch (const ConfigError& e) {
     return fail("config error: ", e.what(), e.exit_code());
   } catch (const Error& e) {
