@@ -1,7 +1,7 @@
 // A guard around reading one file. HDF5 1.10 trusts the global heap (where variable-length strings
 // live, without a checksum): a damaged heap can make it loop forever or crash in memcpy. The
 // reading commands arm this guard per file, so such a file ends in a message naming it and exit 1,
-// never in a hang or a signal: a time limit (SIGALRM), and handlers for SIGSEGV/SIGBUS/SIGFPE/SIGILL
+// never in a hang or a signal: a time limit (SIGALRM), and handlers for SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGABRT
 // on an alternate stack. Both handlers only write(2) and _exit(2), which are async-signal-safe.
 #pragma once
 #include <signal.h>
@@ -18,7 +18,8 @@ class ReadWatchdog {
     set(timeout_message(), "xpand: error: " + path + ": reading did not finish within " + std::to_string(seconds) +
                                " s: the file is damaged (HDF5 loops on it) or its file system stalls\n");
     set(crash_message(), "xpand: error: " + path +
-                             ": the HDF5 library failed reading it (invalid memory access): the file is damaged\n");
+                             ": the HDF5 library failed reading it (invalid memory access or a corrupted heap): the file is "
+                             "damaged\n");
     static char alt_stack[1 << 16];
     stack_t ss{};
     ss.ss_sp = alt_stack;
@@ -29,6 +30,8 @@ class ReadWatchdog {
     install(SIGBUS, &ReadWatchdog::crashed, &old_bus_);
     install(SIGFPE, &ReadWatchdog::crashed, &old_fpe_);
     install(SIGILL, &ReadWatchdog::crashed, &old_ill_);
+    // glibc's heap checks abort() when a damaged file made HDF5 corrupt its heap (seen closing one).
+    install(SIGABRT, &ReadWatchdog::crashed, &old_abrt_);
     alarm(seconds);
   }
   ~ReadWatchdog() {
@@ -38,6 +41,7 @@ class ReadWatchdog {
     sigaction(SIGBUS, &old_bus_, nullptr);
     sigaction(SIGFPE, &old_fpe_, nullptr);
     sigaction(SIGILL, &old_ill_, nullptr);
+    sigaction(SIGABRT, &old_abrt_, nullptr);
   }
   ReadWatchdog(const ReadWatchdog&) = delete;
   ReadWatchdog& operator=(const ReadWatchdog&) = delete;
@@ -71,7 +75,7 @@ class ReadWatchdog {
   static void expired(int) { say_and_exit(timeout_message()); }
   static void crashed(int) { say_and_exit(crash_message()); }
 
-  struct sigaction old_alrm_ {}, old_segv_ {}, old_bus_ {}, old_fpe_ {}, old_ill_ {};
+  struct sigaction old_alrm_ {}, old_segv_ {}, old_bus_ {}, old_fpe_ {}, old_ill_ {}, old_abrt_ {};
 };
 
 }  // namespace xpand::cli
