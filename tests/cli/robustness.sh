@@ -35,6 +35,23 @@ has_files() { compgen -G "$1" >/dev/null; }
 # lock_held FILE: whether another process holds an flock on FILE.
 lock_held() { ! flock -n "$1" true; }
 
+# during_run DIR GLOB DELAY ACTION...: trains long.yaml into DIR in the background (under the
+# launcher ${LAUNCH[@]}, when set), waits until GLOB matches and DELAY seconds more, runs ACTION
+# (signal_run sends a signal to the run), and waits for the run: exit status in RC, output in
+# $WORK/during.out and $WORK/during.err.
+during_run() {
+  local dir=$1 glob=$2 delay=$3
+  shift 3
+  ${LAUNCH[@]+"${LAUNCH[@]}"} "$XPAND" train "$WORK/long.yaml" --out "$dir" >"$WORK/during.out" 2>"$WORK/during.err" &
+  RUN_PID=$!
+  wait_for 120 has_files "$glob" || fail "nothing matched $glob"
+  sleep "$delay"
+  "$@"
+  RC=0
+  wait "$RUN_PID" || RC=$?
+}
+signal_run() { kill -s "$1" "$RUN_PID"; }
+
 # elapsed_ms START_NS
 elapsed_ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
@@ -87,13 +104,9 @@ ok "$(grep -o 'threads: 1000 is more than the.*' "$WORK/t.err" | head -1)"
 
 step "dir-deleted: removing the output directory mid-run is exit 1, not a reported success"
 O="$WORK/deleted"
-"$XPAND" train "$WORK/long.yaml" --out "$O" >"$WORK/del.out" 2>"$WORK/del.err" &
-pid=$!
-wait_for 60 has_files "$O/runs/*.h5" || fail "no run file appeared"
-sleep 1
-rm -rf "$O"
-RC=0
-wait "$pid" || RC=$?
+during_run "$O" "$O/runs/*.h5" 1 rm -rf "$O"
+cp "$WORK/during.out" "$WORK/del.out"
+cp "$WORK/during.err" "$WORK/del.err"
 [ "$RC" -eq 1 ] || { show "$WORK/del.err"; fail "train whose directory was deleted exited $RC (want 1)"; }
 # The end-of-run identity check says so, unless a checkpoint into the vanished directory failed
 # first (its rename or its directory, depending on when the directory went: also exit 1); either way
@@ -153,14 +166,8 @@ ok "both handlers present before MPI's start-up; SIGTERM and SIGUSR1 sent then: 
 
 # stop_run DIR: trains long.yaml in DIR until its first checkpoint exists, then SIGTERM (exit 4).
 stop_run() {
-  "$XPAND" train "$WORK/long.yaml" --out "$1" >"$WORK/stop.out" 2>"$WORK/stop.err" &
-  local pid=$!
-  wait_for 120 has_files "$1/checkpoints/*.h5" || fail "no checkpoint appeared in $1"
-  sleep 0.5
-  kill -TERM "$pid"
-  RC=0
-  wait "$pid" || RC=$?
-  [ "$RC" -eq 4 ] || { show "$WORK/stop.err"; fail "stopped run exited $RC (want 4)"; }
+  during_run "$1" "$1/checkpoints/*.h5" 0.5 signal_run TERM
+  [ "$RC" -eq 4 ] || { show "$WORK/during.err"; fail "stopped run exited $RC (want 4)"; }
 }
 
 step "damaged-ckpt: a checkpoint missing a tensor is moved aside and the run starts over"
@@ -242,13 +249,10 @@ ok "the sweep waited for the lock's holder, then trained the point: 1 completed,
 step "mpirun: SIGUSR1 is forwarded (exit 4); SIGTERM makes mpirun exit 1, the run still preempted"
 for sig in USR1 TERM; do
   O="$WORK/mpirun-$sig"
-  "$MPIEXEC" -np 2 "$XPAND" train "$WORK/long.yaml" --out "$O" >"$WORK/mpi.out" 2>"$WORK/mpi.err" &
-  pid=$!
-  wait_for 120 has_files "$O/checkpoints/*.h5" || fail "no checkpoint appeared in $O"
-  sleep 0.5
-  kill -s "$sig" "$pid"
-  RC=0
-  wait "$pid" || RC=$?
+  LAUNCH=("$MPIEXEC" -np 2)
+  during_run "$O" "$O/checkpoints/*.h5" 0.5 signal_run "$sig"
+  LAUNCH=()
+  cp "$WORK/during.err" "$WORK/mpi.err"
   want=4
   [ "$sig" = USR1 ] || want=1
   [ "$RC" -eq "$want" ] || { show "$WORK/mpi.err"; fail "mpirun after SIG$sig exited $RC (docs/SWEEPS.md says $want)"; }
