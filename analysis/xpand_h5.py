@@ -255,6 +255,16 @@ class Run:
                     layers[layer] = Snapshot(step, layer, sv, attrs, shape, str(attrs.get("spectrum_error", "")))
                 if layers:
                     self.snapshots[step] = layers
+        # The newest snapshot of a run that is writing it, or whose writer was killed or failed in
+        # the middle, may be half-written: fewer layers than the one before, or a layer without its
+        # weight. The defaults below skip it; it stays readable by its step.
+        self.incomplete_snapshot = None
+        if self.snapshots:
+            steps_ = sorted(self.snapshots)
+            newest = self.snapshots[steps_[-1]]
+            if any(s.shape is None for s in newest.values()) or (
+                    len(steps_) > 1 and len(newest) < len(self.snapshots[steps_[-2]])):
+                self.incomplete_snapshot = steps_[-1]
         self._checkpoint_params = None
         try:
             if "checkpoint" in f and "params" in f["checkpoint"]:
@@ -321,7 +331,7 @@ class Run:
     def layer_names(self):
         """Layer names: from the last snapshot, else from the MLP's widths (fc1..fcN)."""
         if self.snapshots:
-            return list(self.snapshots[max(self.snapshots)].keys())
+            return list(self.snapshots[self._last_complete_step()].keys())
         widths = self.config.get("model.widths")
         if self.config.get("model.kind", "mlp") == "mlp" and isinstance(widths, list) and len(widths) > 1:
             return [f"fc{i + 1}" for i in range(len(widths) - 1)]
@@ -409,11 +419,15 @@ class Run:
     def snapshot_steps(self):
         return sorted(self.snapshots)
 
+    def _last_complete_step(self):
+        steps = [s for s in self.snapshots if s != self.incomplete_snapshot]
+        return max(steps) if steps else max(self.snapshots)
+
     def snapshot(self, layer, step=None):
-        """The Snapshot of a layer at a step (default: the last snapshot); None when absent."""
+        """The Snapshot of a layer at a step (default: the last complete snapshot); None when absent."""
         if not self.snapshots:
             return None
-        step = max(self.snapshots) if step is None else int(step)
+        step = self._last_complete_step() if step is None else int(step)
         return self.snapshots.get(step, {}).get(layer)
 
     def singular_values(self, layer, step=None):
@@ -428,8 +442,8 @@ class Run:
         return dict(numerical_rank=s.numerical_rank, effective_rank=s.effective_rank, stable_rank=s.stable_rank)
 
     def weight(self, layer, step=None):
-        """The collapsed weight of a snapshot, read from the file now."""
-        step = max(self.snapshots) if step is None else int(step)
+        """The collapsed weight of a snapshot (default: the last complete one), read from the file now."""
+        step = self._last_complete_step() if step is None else int(step)
         with _open(self.path) as f:
             return f[f"snapshots/{step:08d}/{layer}/weight"][:]
 

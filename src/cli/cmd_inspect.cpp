@@ -236,7 +236,8 @@ int print_run(const std::string& file, size_t tail, bool csv, bool json) {
     }
     fmt::print("}}, \"eval\": {}, \"train\": {}, \"snapshots\": [", table_json(eval, tail), table_json(train, tail));
     for (size_t i = 0; i < snaps.size(); ++i) fmt::print("{}{}", i ? ", " : "", snaps[i].step);
-    fmt::print("]}}\n");
+    fmt::print("], \"incomplete_snapshots\": [{}]}}\n",
+               !snaps.empty() && !snaps.back().complete ? std::to_string(snaps.back().step) : std::string());
     return kExitOk;
   }
   fmt::print("# {}{}\n", text(file), s.live ? " (status running: the run is in progress, or its process was killed; `xpand train` resumes it)" : "");
@@ -250,8 +251,8 @@ int print_run(const std::string& file, size_t tail, bool csv, bool json) {
   fmt::print("\n## snapshots ({}): {}\n", snaps.size(), store::snapshot_steps_str(snaps));
   if (!snaps.empty()) {
     const auto& last = snaps.back();
-    fmt::print("{:<24} {:>14} {:>8} {:>9} {:>9}   (step {})\n", "layer", "shape", "rank", "eff.rank", "stable",
-               last.step);
+    fmt::print("{:<24} {:>14} {:>8} {:>9} {:>9}   (step {}{})\n", "layer", "shape", "rank", "eff.rank", "stable",
+               last.step, last.complete ? "" : "; incomplete: its run did not finish writing it");
     for (const auto& layer : r.children(last.group)) {
       const std::string g = last.group + "/" + layer;
       std::vector<int64_t> shape;

@@ -28,9 +28,22 @@ void add_config_args(CLI::App* cmd, ConfigArgs* args) {
 
 store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file,
                                  bool step_given, int64_t step) {
-  if (!step_given) return snaps.back();
+  if (!step_given) {
+    if (snaps.back().complete || snaps.size() == 1) return snaps.back();
+    log::warn("{}: the snapshot at step {} is incomplete (its run did not finish writing it); using step {}", file,
+              snaps.back().step, snaps[snaps.size() - 2].step);
+    return snaps[snaps.size() - 2];
+  }
   for (const auto& s : snaps)
-    if (s.step == step) return s;
+    if (s.step == step) {
+      if (!s.complete)
+        throw DataError(fmt::format("--step {}: {}'s snapshot at that step is incomplete (its run did not finish "
+                                    "writing it){}",
+                                    step, file,
+                                    snaps.size() > 1 ? fmt::format("; step {} is complete", snaps[snaps.size() - 2].step)
+                                                     : std::string()));
+      return s;
+    }
   throw ConfigError(fmt::format("--step {}: {} has no snapshot at that step (snapshots: {})", step, file,
                                 store::snapshot_steps_str(snaps)));
 }
@@ -118,10 +131,14 @@ int main(int argc, char** argv) {
   // free lists there, and a damaged file can have corrupted them (seen in the fuzz corpus: "double
   // free or corruption" and SIGABRT after the output was printed). Everything they write is closed
   // and their output flushed by then.
+  // A failed train or sweep ends the same way (after MPI_Finalize): a failure HDF5 reported (a
+  // flush that failed) can leave a file its shutdown then crashes on, turning exit 1 into SIGSEGV.
   const bool reading = app.got_subcommand("inspect") || app.got_subcommand("index") ||
                        app.got_subcommand("collapse") || app.got_subcommand("analyze");
-  auto done = [reading](int code) {
-    if (reading) {
+  const bool training = app.got_subcommand("train") || app.got_subcommand("sweep");
+  auto done = [reading, training](int code) {
+    if (reading || (training && code != 0)) {
+      if (training) dist::finalize();
       std::cout.flush();
       std::fflush(nullptr);
       std::_Exit(code);
@@ -137,11 +154,11 @@ int main(int argc, char** argv) {
   try {
     if (app.got_subcommand("train")) {
       dist::Context::init(&argc, &argv);  // MPI: a world of one without a launcher
-      return train();
+      return done(train());
     }
     if (app.got_subcommand("sweep")) {
       dist::Context::init(&argc, &argv);
-      return sweep();
+      return done(sweep());
     }
     if (app.got_subcommand("plan")) return plan();
     if (app.got_subcommand("keys")) return keys();

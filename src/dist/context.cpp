@@ -133,6 +133,13 @@ void abort_job_if_distributed(int exit_code, const std::string& message) {
   if (c && c->world_size() > 1) c->abort(exit_code, message);
 }
 
+void finalize() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Finalize();
+}
+
 }  // namespace xpand::dist
 
 namespace xpand::dist {

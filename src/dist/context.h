@@ -67,4 +67,8 @@ std::string nccl_version();
 // For fatal errors on one rank: no other rank is left waiting in a collective.
 void abort_job_if_distributed(int exit_code, const std::string& message);
 
+// MPI_Finalize, if MPI was initialized and is not finalized yet (for an exit that skips the
+// static destructors, where the Context would finalize).
+void finalize();
+
 }  // namespace xpand::dist

@@ -32,6 +32,9 @@ class RunReader;
 struct SnapshotRef {
   int64_t step;
   std::string group;  // "/snapshots/00001000"
+  // False for a half-written newest snapshot (a live run writing it, or a writer that was killed or
+  // failed in the middle): fewer layers than the snapshot before it, or a layer without its weight.
+  bool complete = true;
 };
 // The snapshots of a run file, ascending (links whose names are not all digits are ignored).
 std::vector<SnapshotRef> snapshot_list(const RunReader& r);

@@ -489,6 +489,31 @@ void RunWriter::close() {
   check(m.file.close(), m.path, "", "cannot close file");
 }
 
+void RunWriter::reopen() {
+  Impl& m = impl();
+  if (!m.file) fail(m.path, "", "reopen after close");
+  if (m.swmr_on) fail(m.path, "", "reopen in SWMR mode");
+  m.write_pending();
+  for (auto& [name, t] : m.tables)
+    for (auto& c : t.columns) c.dataset.reset();
+  m.metrics.reset();
+  check(H5Fflush(m.root(), H5F_SCOPE_GLOBAL), m.path, "", "cannot flush file");
+  check(m.file.close(), m.path, "", "cannot close file");
+  Hid fapl = make(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, m.path, "", "cannot create property list");
+  check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST), m.path, "",
+        "cannot select the latest file format");
+  m.file = make(H5Fopen(m.path.c_str(), H5F_ACC_RDWR, fapl.get()), H5Fclose, m.path, "", "cannot reopen file");
+  if (!m.tables.empty())
+    m.metrics = make(H5Gopen2(m.root(), "/metrics", H5P_DEFAULT), H5Gclose, m.path, "group '/metrics'",
+                     "cannot open group");
+  for (auto& [name, t] : m.tables)
+    for (auto& c : t.columns) {
+      const std::string p = "/metrics/" + name + "/" + c.name;
+      c.dataset = make(H5Dopen2(m.root(), p.c_str(), H5P_DEFAULT), H5Dclose, m.path, quoted("dataset", p),
+                       "cannot open dataset");
+    }
+}
+
 std::string hdf5_version() {
   unsigned maj = 0, min = 0, rel = 0;
   H5get_libversion(&maj, &min, &rel);

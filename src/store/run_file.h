@@ -61,6 +61,11 @@ class RunWriter {
   // Writes buffered rows, flushes and closes the file; the writer is unusable afterwards. Unlike
   // the destructor, reports failures.
   void close();
+  // Writes buffered rows, flushes, closes and opens the file again (before start_swmr only):
+  // HDF5's metadata cache starts over. After copy_from, HDF5 1.10.8 can leave the cache in a state
+  // in which a later flush in SWMR mode fails ("slist not empty (2)?"); a resumed run's rebuilt
+  // file is reopened before it switches to SWMR writing.
+  void reopen();
 
   // Root attributes (overwritten if present, whatever their old type). Strings are stored as
   // variable-length UTF-8 (h5py returns str), integers as int64, doubles as float64.

@@ -195,6 +195,7 @@ class H5Sink : public MetricSink {
             if (std::atoll(name.c_str()) <= info.resume_step) snapshots.push_back(name);
       }  // closed before copy_from opens the file again
       for (const auto& name : snapshots) w->copy_from(info.resume_from, "/snapshots/" + name);
+      w->reopen();  // see RunWriter::reopen: without it a later flush can fail after the copies
     }
     w->set_attr("resumes", resumes);
     if (!info.checkpoint_file.empty()) w->link_external("/checkpoint", info.checkpoint_file, "/");

@@ -87,6 +87,34 @@ run_xpand "$WORK/m3.out" "$WORK/m3.err" collapse "$FILE" --step 7 -o "$WORK/mode
   fail "collapse --step 7: exit $RC"
 ok "weights equal the snapshot; existing output and missing step refused"
 
+step "a half-written newest snapshot (a writer killed or failed in the middle of it)"
+cp "$FILE" "$WORK/half.h5"
+"$PYTHON" - "$WORK/half.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    f.attrs["status"] = "failed"
+    del f["snapshots/00000021/fc3"]          # the last layer never came
+    del f["snapshots/00000021/fc2/weight"]   # and one came without its weight
+PY
+run_xpand "$WORK/h.out" "$WORK/h.err" inspect "$WORK/half.h5"
+[ "$RC" -eq 0 ] || { show "$WORK/h.err"; fail "inspect of a half-written snapshot exited $RC"; }
+grep -q "(step 21; incomplete" "$WORK/h.out" || { show "$WORK/h.out"; fail "inspect did not mark the snapshot"; }
+run_xpand "$WORK/h2.out" "$WORK/h2.err" collapse "$WORK/half.h5" -o "$WORK/half-model.h5"
+[ "$RC" -eq 0 ] && grep -q "snapshot at step 20 " "$WORK/h2.out" && grep -q "step 21 is incomplete" "$WORK/h2.err" ||
+  { show "$WORK/h2.out"; show "$WORK/h2.err"; fail "collapse did not fall back to step 20 (exit $RC)"; }
+run_xpand "$WORK/h3.out" "$WORK/h3.err" collapse "$WORK/half.h5" --step 21 -o "$WORK/half21.h5"
+[ "$RC" -eq 1 ] && grep -q "incomplete" "$WORK/h3.err" && [ ! -e "$WORK/half21.h5" ] ||
+  { show "$WORK/h3.err"; fail "collapse --step 21 of a half-written snapshot: exit $RC (want 1)"; }
+"$PYTHON" - "$SRC" "$WORK/half.h5" <<'PY' || fail "xpand_h5 on a half-written snapshot"
+import sys
+sys.path.insert(0, sys.argv[1] + "/analysis")
+import xpand_h5
+run = xpand_h5.Run(sys.argv[2])
+assert run.incomplete_snapshot == 21, run.incomplete_snapshot
+assert run.weight("fc3").shape == (4, 12), run.weight("fc3").shape   # from step 20
+PY
+ok "inspect marks it; collapse and xpand_h5 default to step 20; collapse --step 21 refused"
+
 step "a run read live while it trains (h5py swmr=True, xpand inspect)"
 cat >"$WORK/long.yaml" <<YAML
 name: long

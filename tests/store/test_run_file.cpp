@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "core/utf8.h"
+#include "store/index.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -384,4 +385,67 @@ TEST_F(RunFileTest, MessagesNameTheFileAfterARename) {
     EXPECT_NE(m.find(final_path), std::string::npos) << m;
     EXPECT_EQ(m.find(".part"), std::string::npos) << m;
   }
+}
+
+// reopen(): rows appended before and after it land in order, a table keeps growing, and the
+// file then switches to SWMR writing; reopen in SWMR mode is refused.
+TEST_F(RunFileTest, ReopenKeepsTablesGrowing) {
+  const std::string path = file("reopen.h5");
+  {
+    RunWriter w(path);
+    w.add_table("train", {"step", "loss", "lr"});
+    for (int64_t r = 0; r < 5; ++r) w.append("train", train_row(r));
+    const std::vector<double> a = {1, 2, 3};
+    w.write_array("/snapshots/00000010/fc1/weight", {3}, a.data());
+    w.reopen();
+    for (int64_t r = 5; r < 9; ++r) w.append("train", train_row(r));
+    w.start_swmr();
+    EXPECT_THROW(w.reopen(), StoreError);
+    w.write_array("/snapshots/00000020/fc1/weight", {3}, a.data());
+    for (int64_t r = 9; r < 12; ++r) w.append("train", train_row(r));
+    w.close();
+  }
+  RunReader r(path);
+  const auto steps = r.column("train", "step");
+  ASSERT_EQ(steps.size(), 12u);
+  for (int64_t i = 0; i < 12; ++i) EXPECT_EQ(steps[size_t(i)], train_row(i)[0]);
+  EXPECT_EQ(r.children("/snapshots"), (std::vector<std::string>{"00000010", "00000020"}));
+}
+
+// A half-written newest snapshot (a killed or failed writer): snapshot_list marks it, a run that did
+// not complete still reads (summary, index), a completed one with the same hole is refused.
+TEST_F(RunFileTest, HalfWrittenNewestSnapshotIsMarkedNotFatal) {
+  auto make = [&](const std::string& name, const std::string& status, bool layer_without_weight) {
+    const std::string path = file(name);
+    RunWriter w(path);
+    w.set_attr("schema_version", int64_t(2));
+    w.set_attr("run_id", name);
+    w.set_attr("status", status);
+    const std::vector<double> a = {1, 2, 3, 4};
+    for (const char* layer : {"fc1", "fc2"}) w.write_array(std::string("/snapshots/00000010/") + layer + "/weight", {2, 2}, a.data());
+    w.write_array("/snapshots/00000020/fc1/weight", {2, 2}, a.data());  // fc2 never came
+    if (layer_without_weight) w.write_array("/snapshots/00000020/fc2/bias", {2}, a.data());
+    w.close();
+    return path;
+  };
+  for (bool hole : {false, true}) {
+    const std::string failed = make(hole ? "f1.h5" : "f0.h5", "failed", hole);
+    auto snaps = xpand::store::snapshot_list(RunReader(failed));
+    ASSERT_EQ(snaps.size(), 2u);
+    EXPECT_TRUE(snaps[0].complete);
+    EXPECT_FALSE(snaps[1].complete) << "hole " << hole;
+    EXPECT_NO_THROW(xpand::store::summary_read(failed)) << "hole " << hole;
+  }
+  const std::string done = make("c.h5", "completed", true);
+  expect_store_error([&] { xpand::store::summary_read(done); }, done, "/snapshots/00000020/fc2/weight is missing");
+  // A complete newest snapshot is complete.
+  const std::string ok = file("ok.h5");
+  {
+    RunWriter w(ok);
+    const std::vector<double> a = {1, 2, 3, 4};
+    w.write_array("/snapshots/00000010/fc1/weight", {2, 2}, a.data());
+    w.write_array("/snapshots/00000020/fc1/weight", {2, 2}, a.data());
+    w.close();
+  }
+  EXPECT_TRUE(xpand::store::snapshot_list(RunReader(ok)).back().complete);
 }
