@@ -1,5 +1,6 @@
 // `xpand plan CONFIG [--set ...] [--json]`: the resolved config, per-layer parameter counts
-// (trainable and collapsed), the evaluation order and FLOPs per training step, without training.
+// (trainable and collapsed), the evaluation order and FLOPs per training step, without training and
+// from shapes only (the layers' tensors live on the meta device: nothing the size of a weight).
 // `xpand plan SWEEP.yaml`: every point of a sweep with its FLOPs, memory and bytes per step, and totals.
 #include <fmt/format.h>
 
@@ -74,7 +75,13 @@ Runner plan_command(CLI::App& app) {
     torch::manual_seed(cfg.get_int("seed"));
     auto ds = data::dataset_load(cfg, torch::kCPU);
     model::network_check(cfg, ds, 1);  // options and size from shapes, before the weights are allocated
-    auto net = model::network_build(cfg, ds, param::factory_from_config(cfg));
+    // The layers' tensors on the meta device: the plan comes from shapes, no weight is allocated
+    // or drawn (biases, norms and embeddings, a few per layer, are still real).
+    model::NetworkPtr net;
+    {
+      param::ShapeOnlyScope shapes_only;
+      net = model::network_build(cfg, ds, param::factory_from_config(cfg));
+    }
     int64_t batch = cfg.get_int("data.batch_size");
     auto rep = model::network_report(*net, batch);
     if (*json) {

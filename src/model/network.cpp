@@ -170,7 +170,7 @@ NetworkReport network_report(Network& net, int64_t batch) {
     auto plan = s.param->plan(batch * s.rows_per_sample, s.input_grad);
     l.order = plan.order;
     l.trainable = s.param->trainable_count();
-    l.collapsed = s.param->collapsed_count() + (s.param->bias().defined() ? s.param->shape().out() : 0);
+    l.collapsed = s.param->collapsed_count() + (s.param->has_bias() ? s.param->shape().out() : 0);
     l.flops = plan.flops;
     l.act_first_flops = plan.act_first_flops;
     l.memory_bytes = plan.memory_bytes;

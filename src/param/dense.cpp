@@ -12,7 +12,7 @@ void init_fill(torch::Tensor& t, const Init& init) {
 }
 
 Dense::Dense(WeightShape shape, const Init& init) : Parameterization(std::move(shape)) {
-  auto w = torch::empty(shape_.dims);
+  auto w = torch::empty(shape_.dims, alloc_options());
   init_fill(w, init);
   w_ = register_parameter("weight", w);
 }

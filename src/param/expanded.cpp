@@ -54,20 +54,20 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
   double var = init.kind == Init::Uniform ? init.scale * init.scale / 3.0 : init.scale * init.scale;
   double s = std::sqrt(std::pow(var / std::pow(double(h_), double(depth_ - 1)), 1.0 / double(depth_)));
   for (int64_t i = 0; i < depth_; ++i) {
-    auto w = torch::empty({dims_[i + 1], dims_[i]});
+    auto w = torch::empty({dims_[i + 1], dims_[i]}, alloc_options());
     init_fill(w, depth_ == 1 ? init : Init::normal(s));
     w_.push_back(register_parameter(fmt::format("w{}", i + 1), w));
-    if (factor_bias_) fb_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({dims_[i + 1]})));
+    if (factor_bias_) fb_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({dims_[i + 1]}, alloc_options())));
     if (batch_norm_ && i + 1 < depth_) {
-      bn_gamma_.push_back(register_parameter(fmt::format("bn{}_weight", i + 1), torch::ones({h_})));
-      bn_beta_.push_back(register_parameter(fmt::format("bn{}_bias", i + 1), torch::zeros({h_})));
-      bn_mean_.push_back(register_buffer(fmt::format("bn{}_running_mean", i + 1), torch::zeros({h_})));
-      bn_var_.push_back(register_buffer(fmt::format("bn{}_running_var", i + 1), torch::ones({h_})));
+      bn_gamma_.push_back(register_parameter(fmt::format("bn{}_weight", i + 1), torch::ones({h_}, alloc_options())));
+      bn_beta_.push_back(register_parameter(fmt::format("bn{}_bias", i + 1), torch::zeros({h_}, alloc_options())));
+      bn_mean_.push_back(register_buffer(fmt::format("bn{}_running_mean", i + 1), torch::zeros({h_}, alloc_options())));
+      bn_var_.push_back(register_buffer(fmt::format("bn{}_running_var", i + 1), torch::ones({h_}, alloc_options())));
     }
   }
-  if (learnable_) g_ = register_parameter("g", torch::zeros({out_, in_}));
+  if (learnable_) g_ = register_parameter("g", torch::zeros({out_, in_}, alloc_options()));
   std::string why;
-  if (can_rotate(&why)) dense_ = register_parameter("dense", torch::empty({0}));
+  if (can_rotate(&why)) dense_ = register_parameter("dense", torch::empty({0}, alloc_options()));
 }
 
 // --- evaluation ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ class Expanded : public Parameterization {
 
   torch::Tensor weight() override;
   torch::Tensor bias() override;
+  bool has_bias() override { return !(collapsed_ || plain_chain()); }
   torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& bias) override;
   Plan plan(int64_t rows, bool input_grad) const override;
   bool cut_at_weight() override;

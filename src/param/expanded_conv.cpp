@@ -63,10 +63,10 @@ ExpandedConv::ExpandedConv(const Spec& spec, WeightShape shape, const Init& init
   for (int64_t i = 1; i < d; ++i) inner *= double(c_[i] / g);  // channel sums of the composition
   double s = std::sqrt(std::pow(var / inner, 1.0 / double(d)));
   for (int64_t i = 0; i < d; ++i) {
-    auto w = torch::empty({c_[i + 1], c_[i] / g, k_[i], k_[i]});
+    auto w = torch::empty({c_[i + 1], c_[i] / g, k_[i], k_[i]}, alloc_options());
     init_fill(w, Init::normal(s));
     w_.push_back(register_parameter(fmt::format("w{}", i + 1), w));
-    if (factor_bias_) b_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({c_[i + 1]})));
+    if (factor_bias_) b_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({c_[i + 1]}, alloc_options())));
   }
 }
 

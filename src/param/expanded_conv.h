@@ -22,6 +22,7 @@ class ExpandedConv : public Parameterization {
   std::string kind() const override { return "expanded"; }
   torch::Tensor weight() override;
   torch::Tensor bias() override;
+  bool has_bias() override { return factor_bias_; }
   torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& bias, int64_t stride, int64_t padding,
                        int64_t groups) override;
   Plan plan(int64_t rows, bool input_grad) const override;

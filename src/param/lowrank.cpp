@@ -51,10 +51,10 @@ LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
   const int64_t out = shape_.dims[0], in = shape_.dims[1];
   if (rank_ > std::min(in, out))
     spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
-  torch::Tensor b = torch::empty({out, rank_}), c = torch::empty({rank_, in});
-  if (spec.init == "svd") {
-    if (spec.init_from.empty())
-      spec.fail("init", "init svd needs param.init_from, a run file with a dense snapshot");
+  torch::Tensor b = torch::empty({out, rank_}, alloc_options()), c = torch::empty({rank_, in}, alloc_options());
+  if (spec.init == "svd" && spec.init_from.empty())
+    spec.fail("init", "init svd needs param.init_from, a run file with a dense snapshot");
+  if (spec.init == "svd" && !shape_only()) {
     auto w = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_).to(torch::kFloat64);
     auto [u, s, vh] = torch::linalg_svd(w, /*full_matrices=*/false);
     auto root = s.slice(0, 0, rank_).sqrt();
@@ -100,16 +100,16 @@ Lora::Lora(const Spec& spec, WeightShape shape, const Init& init)
   const int64_t out = shape_.dims[0], in = shape_.dims[1];
   if (rank_ > std::min(in, out))
     spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
-  torch::Tensor w0 = torch::empty({out, in});
-  if (!spec.init_from.empty())
+  torch::Tensor w0 = torch::empty({out, in}, alloc_options());
+  if (!spec.init_from.empty() && !shape_only())
     w0 = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_).to(torch::kFloat32);
   else
     init_fill(w0, init);
   w0_ = register_buffer("w0", w0);
-  auto a = torch::empty({rank_, in});
+  auto a = torch::empty({rank_, in}, alloc_options());
   init_fill(a, Init::torch_default(WeightShape{{rank_, in}}));  // Kaiming uniform, as nn.Linear
   a_ = register_parameter("a", a);
-  b_ = register_parameter("b", torch::zeros({out, rank_}));
+  b_ = register_parameter("b", torch::zeros({out, rank_}, alloc_options()));
 }
 
 torch::Tensor Lora::weight() { return merged_ ? w0_ : w0_ + scale_ * torch::mm(b_, a_); }

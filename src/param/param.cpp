@@ -15,6 +15,17 @@ int64_t WeightShape::fan_in() const {
   return f;
 }
 
+namespace {
+thread_local bool t_shape_only = false;
+}  // namespace
+
+ShapeOnlyScope::ShapeOnlyScope() : previous_(t_shape_only) { t_shape_only = true; }
+ShapeOnlyScope::~ShapeOnlyScope() { t_shape_only = previous_; }
+bool shape_only() { return t_shape_only; }
+torch::TensorOptions alloc_options() {
+  return t_shape_only ? torch::TensorOptions().device(torch::kMeta) : torch::TensorOptions();
+}
+
 int64_t WeightShape::numel() const {
   return std::accumulate(dims.begin(), dims.end(), int64_t(1), std::multiplies<int64_t>());
 }
@@ -54,7 +65,7 @@ Parameterization::Plan Parameterization::plan(int64_t rows, bool input_grad) con
 }
 
 int64_t Parameterization::cut_numel() {
-  int64_t eff = shape_.numel() + (bias().defined() ? shape_.out() : 0);
+  int64_t eff = shape_.numel() + (has_bias() ? shape_.out() : 0);
   return cut_at_weight() ? eff : trainable_count();
 }
 

@@ -25,6 +25,23 @@ struct WeightShape {
   std::string str() const;  // "512x784"
 };
 
+// Shape-only construction (`xpand plan`): while a ShapeOnlyScope lives on this thread, the
+// parameterizations create their tensors on the meta device (shapes, no memory, no values) and read
+// no files (init_from): what their plans and counts need, without the weights.
+class ShapeOnlyScope {
+ public:
+  ShapeOnlyScope();
+  ~ShapeOnlyScope();
+  ShapeOnlyScope(const ShapeOnlyScope&) = delete;
+  ShapeOnlyScope& operator=(const ShapeOnlyScope&) = delete;
+
+ private:
+  bool previous_;
+};
+bool shape_only();
+// The options of a parameterization's own tensors: meta under a ShapeOnlyScope, else the default.
+torch::TensorOptions alloc_options();
+
 // Distribution of the dense weight a layer would have: U(-bound, bound) or N(0, std²).
 // Every parameterization initialises so that its W_eff matches this distribution's scale.
 struct Init {
@@ -46,6 +63,8 @@ class Parameterization : public torch::nn::Module {
   // The bias the parameterization itself contributes (factor biases, folded batch norm), shaped
   // (out); undefined when it contributes none. The layer computes x·W_effᵀ + bias() + its own bias.
   virtual torch::Tensor bias() { return {}; }
+  // Whether bias() is defined, without computing it (for reports built from shapes).
+  virtual bool has_bias() { return bias().defined(); }
   // y = x·W_effᵀ + bias for x of shape (..., in); bias may be undefined.
   virtual torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& bias);
   // 2-D convolution with W_eff (NCHW input).

@@ -197,7 +197,11 @@ std::vector<PointCost> sweep_costs(const Spec& spec) {
     if (it == datasets.end()) it = datasets.emplace(key, data::dataset_load(p.cfg, torch::kCPU)).first;
     const data::Dataset& ds = it->second;
     torch::manual_seed(p.cfg.get_int("seed"));
-    auto net = model::network_build(p.cfg, ds, param::factory_from_config(p.cfg));
+    model::NetworkPtr net;
+    {
+      param::ShapeOnlyScope shapes_only;  // costs come from shapes: no weight is allocated
+      net = model::network_build(p.cfg, ds, param::factory_from_config(p.cfg));
+    }
     const int64_t batch = p.cfg.get_int("data.batch_size");
     auto rep = model::network_report(*net, batch);
     PointCost c;

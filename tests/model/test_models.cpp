@@ -134,3 +134,51 @@ TEST(Models, CollapseReproducesEveryNetworkInFloat64) {
     EXPECT_EQ(model::network_report(*collapsed, 1).collapsed, model::network_report(*net, 1).collapsed);
   }
 }
+
+// `xpand plan` builds under param::ShapeOnlyScope: every parameterization's tensors on the meta
+// device. Its report (counts, order, FLOPs, memory, cut) equals the one of the network built with
+// real weights, for every kind and option that changes a layer's tensors; and no weight of the
+// shape-only build holds memory.
+TEST(Models, ShapeOnlyBuildReportsWhatTheRealBuildDoes) {
+  const std::vector<std::pair<std::string, data::Dataset>> cases = {
+      {"model: {widths: [784, 64, 32, 10]}", image_meta()},
+      {"model: {widths: [784, 64, 32, 10]}\nparam: {kind: expanded, factor: 3, depth: 3}", image_meta()},
+      {"model: {widths: [784, 64, 64, 10]}\nparam: {kind: expanded, factor: 2, depth: 4, residual: every, "
+       "residual_every: 1, batch_norm: true, learnable_residual: true}",
+       image_meta()},
+      {"model: {widths: [784, 64, 32, 10]}\nparam: {kind: lowrank, rank: 8}", image_meta()},
+      {"model: {widths: [784, 64, 32, 10]}\nparam: {kind: lora, rank: 4}", image_meta()},
+      {"model: {widths: [784, 64, 32, 10]}\nparam: {kind: subspace, omega_dim: 50}", image_meta()},
+      {"model: {kind: cnn, channels: [4, 8], fc: [16], kernel_size: 5}\nparam: {kind: expanded, factor: 2, depth: 3}",
+       image_meta()},
+      {"model: {kind: gpt, n_layer: 2, n_head: 2, n_embd: 16}\ndata: {name: chars}\nparam: {kind: expanded, factor: 2}",
+       text_meta(11, 8)}};
+  for (const auto& [yaml, ds] : cases) {
+    auto real = model::network_report(*build(yaml, ds), 32);
+    model::NetworkPtr meta;
+    {
+      param::ShapeOnlyScope scope;
+      meta = build(yaml, ds);
+    }
+    EXPECT_FALSE(param::shape_only());  // the scope ended
+    auto shapes = model::network_report(*meta, 32);
+    ASSERT_EQ(shapes.layers.size(), real.layers.size()) << yaml;
+    for (size_t i = 0; i < real.layers.size(); ++i) {
+      const auto &a = real.layers[i], &b = shapes.layers[i];
+      EXPECT_EQ(a.name, b.name) << yaml;
+      EXPECT_EQ(a.kind, b.kind) << yaml << " " << a.name;
+      EXPECT_EQ(a.order, b.order) << yaml << " " << a.name;
+      EXPECT_EQ(a.trainable, b.trainable) << yaml << " " << a.name;
+      EXPECT_EQ(a.collapsed, b.collapsed) << yaml << " " << a.name;
+      EXPECT_EQ(a.flops, b.flops) << yaml << " " << a.name;
+      EXPECT_EQ(a.act_first_flops, b.act_first_flops) << yaml << " " << a.name;
+      EXPECT_EQ(a.memory_bytes, b.memory_bytes) << yaml << " " << a.name;
+      EXPECT_EQ(a.cut, b.cut) << yaml << " " << a.name;
+    }
+    EXPECT_EQ(shapes.trainable, real.trainable) << yaml;
+    EXPECT_GT(shapes.trainable, 0) << yaml;
+    for (auto& s : meta->slots())
+      for (auto& t : s.param->parameters())
+        if (t.numel() > 0) EXPECT_TRUE(t.is_meta()) << yaml << " " << s.name;
+  }
+}
