@@ -112,4 +112,29 @@ assert plan["collapsed"] == 2509312, plan["collapsed"]
 print("    ok: trainable 872800, collapsed 2509312, per layer r*(in+out)")
 PY
 
+step "plan from shapes: a 1.15 G-parameter expanded MLP is planned under a 3 GB address-space limit"
+# Its factors hold 4.6 GB of float32; the plan builds them on the meta device, so it needs none of
+# that (a plan that allocated the weights failed here with "can't allocate memory", exit 1).
+cat >"$WORK/big.yaml" <<YAML
+data: {name: teacher, teacher_inputs: 32, teacher_classes: 6, train_size: 640, test_size: 64, batch_size: 32}
+model: {kind: mlp, widths: [32, 12000, 12000, 6]}
+param: {kind: expanded, factor: 2, depth: 2}
+YAML
+if command -v prlimit >/dev/null; then
+  RC=0
+  prlimit --as=3000000000 "$XPAND" plan "$WORK/big.yaml" --json >"$WORK/big.json" 2>"$WORK/big.err" || RC=$?
+  [ "$RC" -eq 0 ] || { show "$WORK/big.err"; fail "plan of the big network under a 3 GB limit exited $RC"; }
+  "$PYTHON" - "$WORK/big.json" <<'PY' || fail "big plan counts"
+import json, sys
+plan = json.load(open(sys.argv[1]))
+h = 2 * 12000                                   # factor 2: the hidden width of each layer's product
+dims = [32, 12000, 12000, 6]
+want = sum(h * i + o * h for i, o in zip(dims, dims[1:])) + sum(dims[1:])   # two factors per layer + biases
+assert plan["trainable"] == want, (plan["trainable"], want)
+print(f"    ok: trainable {want} (factors {4 * (want - sum(dims[1:])) / 1e9:.1f} GB of float32) planned under 3 GB")
+PY
+else
+  echo "    skipped: no prlimit"
+fi
+
 echo "PASS: plan_counts"
