@@ -238,6 +238,7 @@ class Run:
         self.steps = int(steps) if steps is not None and self.status != "running" else (
             int(self.train["step"][-1]) if n else 0)
         self.snapshots = {}
+        names = {}  # step -> group name
         if "snapshots" in f:
             for name in sorted(f["snapshots"].keys()):
                 try:
@@ -255,15 +256,24 @@ class Run:
                     layers[layer] = Snapshot(step, layer, sv, attrs, shape, str(attrs.get("spectrum_error", "")))
                 if layers:
                     self.snapshots[step] = layers
+                    names[step] = name
         # The newest snapshot of a run that is writing it, or whose writer was killed or failed in
         # the middle, may be half-written: fewer layers than the one before, or a layer without its
         # weight. The defaults below skip it; it stays readable by its step.
+        # xpand sets the group's `layers` attribute after the last layer; older files are judged by
+        # their contents (each layer's weight comes first, its spectrum last).
         self.incomplete_snapshot = None
-        if self.snapshots:
+        if self.snapshots and self.status != "completed":
             steps_ = sorted(self.snapshots)
             newest = self.snapshots[steps_[-1]]
-            if any(s.shape is None for s in newest.values()) or (
-                    len(steps_) > 1 and len(newest) < len(self.snapshots[steps_[-2]])):
+            group = f["snapshots"][names[steps_[-1]]]
+            if "layers" in group.attrs:
+                done = len(newest) == int(group.attrs["layers"])
+            else:
+                done = len(steps_) == 1 or len(newest) >= len(self.snapshots[steps_[-2]])
+            done = done and all(s.shape is not None and (s.singular_values is not None or s.error)
+                                for s in newest.values())
+            if not done:
                 self.incomplete_snapshot = steps_[-1]
         self._checkpoint_params = None
         try:

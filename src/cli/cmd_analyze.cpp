@@ -153,7 +153,7 @@ Runner analyze_command(CLI::App& app) {
   auto gd_steps = std::make_shared<int64_t>(200);
   auto json = std::make_shared<bool>(false);
   cmd->add_option("run", *file, "run file (.h5) written by xpand train")->required();
-  auto* step_opt = cmd->add_option("--step", *step, "snapshot step (default: the last snapshot)");
+  auto* step_opt = cmd->add_option("--step", *step, "snapshot step (default: the last complete snapshot)");
   cmd->add_option("--ranks", *ranks, "ranks r to fit, comma-separated")->delimiter(',')->capture_default_str();
   cmd->add_option("--gd-steps", *gd_steps, "alternating gradient steps of the B·C fit")->capture_default_str();
   cmd->add_flag("--json", *json, "machine-readable output");

@@ -23,7 +23,7 @@ Runner collapse_command(CLI::App& app) {
   auto step = std::make_shared<int64_t>(-1);
   auto force = std::make_shared<bool>(false);
   cmd->add_option("run", *file, "run file (.h5)")->required();
-  auto* step_opt = cmd->add_option("--step", *step, "snapshot step (default: the last)");
+  auto* step_opt = cmd->add_option("--step", *step, "snapshot step (default: the last complete snapshot)");
   cmd->add_option("-o,--output", *out, "model file to write")->required();
   cmd->add_flag("--force", *force, "overwrite the model file if it exists");
   return [=]() {

@@ -29,7 +29,10 @@ void add_config_args(CLI::App* cmd, ConfigArgs* args) {
 store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file,
                                  bool step_given, int64_t step) {
   if (!step_given) {
-    if (snaps.back().complete || snaps.size() == 1) return snaps.back();
+    if (snaps.back().complete) return snaps.back();
+    if (snaps.size() == 1)
+      throw DataError(fmt::format("{}: its only snapshot (step {}) is incomplete (its run did not finish writing it)",
+                                  file, snaps.back().step));
     log::warn("{}: the snapshot at step {} is incomplete (its run did not finish writing it); using step {}", file,
               snaps.back().step, snaps[snaps.size() - 2].step);
     return snaps[snaps.size() - 2];
@@ -131,8 +134,9 @@ int main(int argc, char** argv) {
   // free lists there, and a damaged file can have corrupted them (seen in the fuzz corpus: "double
   // free or corruption" and SIGABRT after the output was printed). Everything they write is closed
   // and their output flushed by then.
-  // A failed train or sweep ends the same way (after MPI_Finalize): a failure HDF5 reported (a
-  // flush that failed) can leave a file its shutdown then crashes on, turning exit 1 into SIGSEGV.
+  // A train or sweep with a non-zero exit code (failed, diverged, preempted) ends the same way, after
+  // MPI_Finalize: a failure HDF5 reported (a flush that failed) can leave a file its shutdown then
+  // crashes on, turning exit 1 into SIGSEGV. Everything they wrote is closed by then.
   const bool reading = app.got_subcommand("inspect") || app.got_subcommand("index") ||
                        app.got_subcommand("collapse") || app.got_subcommand("analyze");
   const bool training = app.got_subcommand("train") || app.got_subcommand("sweep");

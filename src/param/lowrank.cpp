@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "param/dense.h"
+#include "store/index.h"
 #include "store/run_file.h"
 
 namespace xpand::param {
@@ -18,20 +19,32 @@ torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::s
   try {
     store::RunReader r(path);
     if (!r.has_object("/snapshots")) throw Error(fmt::format("{}: has no snapshots", path));
-    auto steps = r.children("/snapshots");
+    const auto snaps = store::snapshot_list(r);
+    std::vector<std::string> steps;
+    for (const auto& sn : snaps) steps.push_back(sn.group.substr(sn.group.rfind('/') + 1));
     if (steps.empty()) throw Error(fmt::format("{}: has no snapshots", path));
-    std::string s = step > 0 ? fmt::format("{:08d}", step) : steps.back();
-    if (std::find(steps.begin(), steps.end(), s) == steps.end())
+    // The default is the newest complete snapshot (the newest may be half-written: docs/FORMAT.md).
+    size_t pick = snaps.size() - 1;
+    if (step <= 0 && !snaps.back().complete && snaps.size() > 1) pick = snaps.size() - 2;
+    std::string s = step > 0 ? fmt::format("{:08d}", step) : steps[pick];
+    const auto at = std::find(steps.begin(), steps.end(), s);
+    if (at == steps.end())
       throw Error(fmt::format("{}: no snapshot at step {} (have {})", path, step, fmt::join(steps, ", ")));
+    if (!snaps[size_t(at - steps.begin())].complete)
+      throw Error(fmt::format("{}: the snapshot at step {} is incomplete (its run did not finish writing it)", path,
+                              snaps[size_t(at - steps.begin())].step));
     const std::string obj = fmt::format("/snapshots/{}/{}/{}", s, layer, name);
     if (!r.has_object(obj))
       throw Error(fmt::format("{}: snapshot {} has no {} of layer {}{}", path, s, name, layer,
                               name == "bias" ? " (the run file predates biases in snapshots; retrain it)" : ""));
-    std::vector<int64_t> dims;
-    auto data = r.read_array(obj, &dims);
+    // Shape-only (xpand plan): the file and the shape are checked, the values are not read.
+    std::vector<int64_t> dims = shape_only() ? r.extent(obj) : std::vector<int64_t>{};
+    std::vector<double> data;
+    if (!shape_only()) data = r.read_array(obj, &dims);
     if (dims != dims_expected)
       throw Error(fmt::format("{}: snapshot {} of layer {} has {} {}, this network needs {}", path, s, layer, name,
                               fmt::join(dims, "x"), fmt::join(dims_expected, "x")));
+    if (shape_only()) return torch::empty(dims, alloc_options().dtype(torch::kFloat64));
     return torch::tensor(data, torch::kFloat64).reshape(dims);  // the network is moved to its dtype after
   } catch (const store::StoreError& e) {
     throw Error(fmt::format("init_from: {}", e.what()));
@@ -54,6 +67,7 @@ LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
   torch::Tensor b = torch::empty({out, rank_}, alloc_options()), c = torch::empty({rank_, in}, alloc_options());
   if (spec.init == "svd" && spec.init_from.empty())
     spec.fail("init", "init svd needs param.init_from, a run file with a dense snapshot");
+  if (spec.init == "svd" && shape_only()) (void)snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_);
   if (spec.init == "svd" && !shape_only()) {
     auto w = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_).to(torch::kFloat64);
     auto [u, s, vh] = torch::linalg_svd(w, /*full_matrices=*/false);
@@ -101,10 +115,12 @@ Lora::Lora(const Spec& spec, WeightShape shape, const Init& init)
   if (rank_ > std::min(in, out))
     spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
   torch::Tensor w0 = torch::empty({out, in}, alloc_options());
-  if (!spec.init_from.empty() && !shape_only())
-    w0 = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_).to(torch::kFloat32);
-  else
+  if (!spec.init_from.empty()) {
+    auto w = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_);  // shape-only: checked, not read
+    if (!shape_only()) w0 = w.to(torch::kFloat32);
+  } else {
     init_fill(w0, init);
+  }
   w0_ = register_buffer("w0", w0);
   auto a = torch::empty({rank_, in}, alloc_options());
   init_fill(a, Init::torch_default(WeightShape{{rank_, in}}));  // Kaiming uniform, as nn.Linear

@@ -78,15 +78,27 @@ std::vector<SnapshotRef> snapshot_list(const RunReader& r) {
     out.push_back({std::stoll(name), "/snapshots/" + name});
   }
   std::sort(out.begin(), out.end(), [](const SnapshotRef& a, const SnapshotRef& b) { return a.step < b.step; });
-  // Snapshots are written one after another, so only the newest can be half-written.
-  if (!out.empty()) {
+  // Snapshots are written one after another, so only the newest can be half-written, and only in a
+  // run that did not complete. The writer sets the group's `layers` attribute (the number of layer
+  // groups) after its last layer; files without it are judged by their contents.
+  const bool completed = r.has_attr("status") && r.dtype_attr("status") == "string" &&
+                         r.attr_string("status") == "completed";
+  if (!out.empty() && !completed) {
     SnapshotRef& last = out.back();
     try {
       const auto layers = r.children(last.group);
-      last.complete = !layers.empty();
-      if (out.size() > 1 && layers.size() < r.children(out[out.size() - 2].group).size()) last.complete = false;
-      for (const auto& layer : layers)
-        if (!r.has_object(last.group + "/" + layer + "/weight")) last.complete = false;
+      if (r.has_attr_at(last.group, "layers")) {
+        last.complete = !layers.empty() && double(layers.size()) == r.attr_double_at(last.group, "layers");
+      } else {
+        last.complete = !layers.empty();
+        if (out.size() > 1 && layers.size() < r.children(out[out.size() - 2].group).size()) last.complete = false;
+      }
+      for (const auto& layer : layers) {
+        const std::string g = last.group + "/" + layer;
+        // weight first, the spectrum (or its error) last: docs/FORMAT.md
+        if (!r.has_object(g + "/weight") || (!r.has_object(g + "/singular_values") && !r.has_attr_at(g, "spectrum_error")))
+          last.complete = false;
+      }
     } catch (const StoreError&) {
       last.complete = false;
     }

@@ -498,6 +498,10 @@ void RunWriter::reopen() {
     for (auto& c : t.columns) c.dataset.reset();
   m.metrics.reset();
   check(H5Fflush(m.root(), H5F_SCOPE_GLOBAL), m.path, "", "cannot flush file");
+  // Only a file with nothing else open really closes (and its metadata cache with it).
+  const ssize_t open_ids = H5Fget_obj_count(m.root(), H5F_OBJ_ALL | H5F_OBJ_LOCAL);
+  if (open_ids != 1)
+    fail(m.path, "", "reopen: " + std::to_string(open_ids - 1) + " HDF5 object(s) of the file are still open");
   check(m.file.close(), m.path, "", "cannot close file");
   Hid fapl = make(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, m.path, "", "cannot create property list");
   check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST), m.path, "",

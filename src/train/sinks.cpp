@@ -252,6 +252,8 @@ class H5Sink : public MetricSink {
               w.set_attr_at(g, "spectrum_error", std::string(e.what()));
             }
           }
+          // Last: the snapshot is complete (a reader of a live or killed run tells it from a half-written one).
+          if (!snap->empty()) w.set_attr_at(fmt::format("/snapshots/{:08d}", step), "layers", int64_t(snap->size()));
         },
         bytes);
   }

@@ -110,7 +110,7 @@ remove_dir() {
   local tries=0
   until rm -rf "$1" 2>/dev/null && [ ! -e "$1" ]; do
     tries=$((tries + 1))
-    [ "$tries" -lt 50 ] || fail "could not remove $1 while the run wrote into it"
+    [ "$tries" -lt 50 ] || { kill "$RUN_PID" 2>/dev/null; fail "could not remove $1 while the run wrote into it"; }
     sleep 0.1
   done
 }

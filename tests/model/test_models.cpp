@@ -154,7 +154,10 @@ TEST(Models, ShapeOnlyBuildReportsWhatTheRealBuildDoes) {
       {"model: {kind: gpt, n_layer: 2, n_head: 2, n_embd: 16}\ndata: {name: chars}\nparam: {kind: expanded, factor: 2}",
        text_meta(11, 8)}};
   for (const auto& [yaml, ds] : cases) {
-    auto real = model::network_report(*build(yaml, ds), 32);
+    auto real_net = build(yaml, ds);
+    for (auto& s : real_net->slots())  // the report counts has_bias(); it must say what bias() does
+      EXPECT_EQ(s.param->has_bias(), s.param->bias().defined()) << yaml << " " << s.name;
+    auto real = model::network_report(*real_net, 32);
     model::NetworkPtr meta;
     {
       param::ShapeOnlyScope scope;
@@ -177,8 +180,11 @@ TEST(Models, ShapeOnlyBuildReportsWhatTheRealBuildDoes) {
     }
     EXPECT_EQ(shapes.trainable, real.trainable) << yaml;
     EXPECT_GT(shapes.trainable, 0) << yaml;
-    for (auto& s : meta->slots())
+    for (auto& s : meta->slots()) {
       for (auto& t : s.param->parameters())
         if (t.numel() > 0) EXPECT_TRUE(t.is_meta()) << yaml << " " << s.name;
+      for (auto& t : s.param->buffers())
+        if (t.numel() > 0) EXPECT_TRUE(t.is_meta()) << yaml << " " << s.name << " (buffer)";
+    }
   }
 }

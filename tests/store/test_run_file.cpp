@@ -438,14 +438,27 @@ TEST_F(RunFileTest, HalfWrittenNewestSnapshotIsMarkedNotFatal) {
   }
   const std::string done = make("c.h5", "completed", true);
   expect_store_error([&] { xpand::store::summary_read(done); }, done, "/snapshots/00000020/fc2/weight is missing");
-  // A complete newest snapshot is complete.
-  const std::string ok = file("ok.h5");
-  {
-    RunWriter w(ok);
-    const std::vector<double> a = {1, 2, 3, 4};
-    w.write_array("/snapshots/00000010/fc1/weight", {2, 2}, a.data());
-    w.write_array("/snapshots/00000020/fc1/weight", {2, 2}, a.data());
+  // The writer's `layers` attribute on the snapshot group decides: equal to the layer groups present
+  // (each with weight and spectrum) is complete, fewer is not (also for a run's first snapshot); a
+  // layer with its weight but without its spectrum (written last) is not complete either.
+  auto live = [&](const std::string& name, int64_t layers_attr, int present, bool spectrum) {
+    const std::string path = file(name);
+    RunWriter w(path);
+    w.set_attr("schema_version", int64_t(2));
+    w.set_attr("run_id", name);
+    w.set_attr("status", "running");
+    const std::vector<double> a = {1, 2, 3, 4}, sv = {2, 1};
+    for (int i = 0; i < present; ++i) {
+      const std::string g = "/snapshots/00000010/fc" + std::to_string(i + 1);
+      w.write_array(g + "/weight", {2, 2}, a.data());
+      if (spectrum) w.write_array(g + "/singular_values", {2}, sv.data());
+    }
+    if (layers_attr > 0) w.set_attr_at("/snapshots/00000010", "layers", layers_attr);
     w.close();
-  }
-  EXPECT_TRUE(xpand::store::snapshot_list(RunReader(ok)).back().complete);
+    return xpand::store::snapshot_list(RunReader(path)).back().complete;
+  };
+  EXPECT_TRUE(live("l2of2.h5", 2, 2, true));
+  EXPECT_FALSE(live("l1of2.h5", 2, 1, true));   // the only snapshot, half-written
+  EXPECT_FALSE(live("nosv.h5", 2, 2, false));   // weights, no spectra yet
+  EXPECT_TRUE(live("noattr.h5", 0, 2, true));   // an older file: judged by its contents
 }
