@@ -20,20 +20,18 @@ torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::s
     store::RunReader r(path);
     if (!r.has_object("/snapshots")) throw Error(fmt::format("{}: has no snapshots", path));
     const auto snaps = store::snapshot_list(r);
-    std::vector<std::string> steps;
-    for (const auto& sn : snaps) steps.push_back(sn.group.substr(sn.group.rfind('/') + 1));
-    if (steps.empty()) throw Error(fmt::format("{}: has no snapshots", path));
+    if (snaps.empty()) throw Error(fmt::format("{}: has no snapshots", path));
     // The default is the newest complete snapshot (the newest may be half-written: docs/FORMAT.md).
-    size_t pick = snaps.size() - 1;
-    if (step <= 0 && !snaps.back().complete && snaps.size() > 1) pick = snaps.size() - 2;
-    std::string s = step > 0 ? fmt::format("{:08d}", step) : steps[pick];
-    const auto at = std::find(steps.begin(), steps.end(), s);
-    if (at == steps.end())
-      throw Error(fmt::format("{}: no snapshot at step {} (have {})", path, step, fmt::join(steps, ", ")));
-    if (!snaps[size_t(at - steps.begin())].complete)
+    auto at = snaps.end() - (snaps.back().complete || snaps.size() == 1 ? 1 : 2);
+    if (step > 0)
+      at = std::find_if(snaps.begin(), snaps.end(), [&](const store::SnapshotRef& sn) { return sn.step == step; });
+    if (at == snaps.end())
+      throw Error(fmt::format("{}: no snapshot at step {} (have {})", path, step, store::snapshot_steps_str(snaps)));
+    if (!at->complete)
       throw Error(fmt::format("{}: the snapshot at step {} is incomplete (its run did not finish writing it)", path,
-                              snaps[size_t(at - steps.begin())].step));
-    const std::string obj = fmt::format("/snapshots/{}/{}/{}", s, layer, name);
+                              at->step));
+    const std::string s = at->group.substr(at->group.rfind('/') + 1);
+    const std::string obj = fmt::format("{}/{}/{}", at->group, layer, name);
     if (!r.has_object(obj))
       throw Error(fmt::format("{}: snapshot {} has no {} of layer {}{}", path, s, name, layer,
                               name == "bias" ? " (the run file predates biases in snapshots; retrain it)" : ""));
@@ -67,9 +65,10 @@ LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
   torch::Tensor b = torch::empty({out, rank_}, alloc_options()), c = torch::empty({rank_, in}, alloc_options());
   if (spec.init == "svd" && spec.init_from.empty())
     spec.fail("init", "init svd needs param.init_from, a run file with a dense snapshot");
-  if (spec.init == "svd" && shape_only()) (void)snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_);
+  // Shape-only: snapshot_weight checks the file and the shape; the init below fills meta tensors.
+  auto w = spec.init == "svd" ? snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_) : torch::Tensor();
   if (spec.init == "svd" && !shape_only()) {
-    auto w = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_).to(torch::kFloat64);
+    w = w.to(torch::kFloat64);
     auto [u, s, vh] = torch::linalg_svd(w, /*full_matrices=*/false);
     auto root = s.slice(0, 0, rank_).sqrt();
     b = (u.slice(1, 0, rank_) * root.unsqueeze(0)).to(torch::kFloat32);

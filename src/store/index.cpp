@@ -68,6 +68,13 @@ std::string attr_text(const RunReader& r, const std::string& name) {
 
 }  // namespace
 
+namespace {
+// Whether the run file's status attribute is a string equal to value.
+bool status_is(const RunReader& r, const char* value) {
+  return r.has_attr("status") && r.dtype_attr("status") == "string" && r.attr_string("status") == value;
+}
+}  // namespace
+
 std::vector<SnapshotRef> snapshot_list(const RunReader& r) {
   std::vector<SnapshotRef> out;
   if (!r.has_object("/snapshots")) return out;
@@ -81,9 +88,7 @@ std::vector<SnapshotRef> snapshot_list(const RunReader& r) {
   // Snapshots are written one after another, so only the newest can be half-written, and only in a
   // run that did not complete. The writer sets the group's `layers` attribute (the number of layer
   // groups) after its last layer; files without it are judged by their contents.
-  const bool completed = r.has_attr("status") && r.dtype_attr("status") == "string" &&
-                         r.attr_string("status") == "completed";
-  if (!out.empty() && !completed) {
+  if (!out.empty() && !status_is(r, "completed")) {
     SnapshotRef& last = out.back();
     try {
       const auto layers = r.children(last.group);
@@ -125,7 +130,7 @@ void run_validate(const RunReader& r, const std::string& path) {
   auto bad = [&](const std::string& what) { throw StoreError("xpand store: " + path + ": " + what); };
   // A live file's columns are extended one after another (and a killed writer may stop between
   // two): a running run's tables may be ragged, and readers use their common length.
-  const bool live = r.has_attr("status") && r.dtype_attr("status") == "string" && r.attr_string("status") == "running";
+  const bool live = status_is(r, "running");
   if (r.dtype_attr("schema_version") != "int")
     bad("attribute schema_version is not an integer (not an xpand run file?)");
   const double version = r.attr_double("schema_version");
@@ -155,8 +160,7 @@ void run_validate(const RunReader& r, const std::string& path) {
   if (r.has_object("/snapshots")) {
     // The newest snapshot of a run that did not complete may be half-written: its layers appear one
     // after another (a live reader sees them come), and a killed or failed writer may stop between two.
-    const bool completed = r.has_attr("status") && r.dtype_attr("status") == "string" &&
-                           r.attr_string("status") == "completed";
+    const bool completed = status_is(r, "completed");
     const std::vector<std::string> snapshots = r.children("/snapshots");
     for (const auto& name : snapshots) {
       const bool may_be_partial = !completed && name == snapshots.back();

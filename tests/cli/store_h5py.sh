@@ -121,7 +121,7 @@ name: long
 seed: 1
 data: {name: teacher, teacher_inputs: 64, teacher_classes: 8, train_size: 20000, test_size: 500, batch_size: 32}
 model: {kind: mlp, widths: [64, 256, 256, 8]}
-train: {optimizer: adam, lr: 0.001, epochs: 2, eval_every: 100, log_every: 100}
+train: {optimizer: adam, lr: 0.001, epochs: 20, eval_every: 100, log_every: 100}
 output: {snapshot_every: 200, flush_seconds: 0.2}
 YAML
 "$XPAND" train "$WORK/long.yaml" --out "$WORK/live" >"$WORK/live.out" 2>&1 &
