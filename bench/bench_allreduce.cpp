@@ -5,11 +5,11 @@
 // For each size (doubling): warm-up, then `iters` in-place float32 sum all-reduces, each waited.
 // time = slowest rank's mean per operation; algbw = bytes / time; busbw = algbw · 2(n−1)/n (the
 // nccl-tests definition: the bandwidth a ring would need on each link, comparable across n).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <fstream>
 
@@ -30,10 +30,14 @@ int64_t parse_bytes(const std::string& s) {
   size_t pos = 0;
   double v = std::stod(s, &pos);
   std::string unit = s.substr(pos);
-  if (unit == "K" || unit == "KiB") v *= 1024;
-  else if (unit == "M" || unit == "MiB") v *= 1024 * 1024;
-  else if (unit == "G" || unit == "GiB") v *= 1024.0 * 1024 * 1024;
-  else if (!unit.empty() && unit != "B") throw ConfigError("size '" + s + "': use a number with B, K, M or G");
+  if (unit == "K" || unit == "KiB")
+    v *= 1024;
+  else if (unit == "M" || unit == "MiB")
+    v *= 1024 * 1024;
+  else if (unit == "G" || unit == "GiB")
+    v *= 1024.0 * 1024 * 1024;
+  else if (!unit.empty() && unit != "B")
+    throw ConfigError("size '" + s + "': use a number with B, K, M or G");
   return int64_t(v);
 }
 
@@ -122,10 +126,11 @@ int main(int argc, char** argv) {
         f << fmt::format("{{\"backend\": \"{}\", \"ranks\": {}, \"dtype\": \"float32\", \"op\": \"sum\", \"rows\": [",
                          comm->backend(), n);
         for (size_t i = 0; i < rows.size(); ++i)
-          f << fmt::format("{}\n  {{\"bytes\": {}, \"count\": {}, \"iters\": {}, \"time_us\": {:.3f}, "
-                           "\"algbw_gbs\": {:.6f}, \"busbw_gbs\": {:.6f}, \"correct\": {}}}",
-                           i ? "," : "", rows[i].bytes, rows[i].count, rows[i].iters, rows[i].time_us, rows[i].algbw,
-                           rows[i].busbw, rows[i].correct ? "true" : "false");
+          f << fmt::format(
+              "{}\n  {{\"bytes\": {}, \"count\": {}, \"iters\": {}, \"time_us\": {:.3f}, "
+              "\"algbw_gbs\": {:.6f}, \"busbw_gbs\": {:.6f}, \"correct\": {}}}",
+              i ? "," : "", rows[i].bytes, rows[i].count, rows[i].iters, rows[i].time_us, rows[i].algbw, rows[i].busbw,
+              rows[i].correct ? "true" : "false");
         f << "\n]}\n";
       }
     }

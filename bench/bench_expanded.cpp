@@ -37,12 +37,11 @@
 // multiply-add = 2) as an iteration-invariant rate; GFLOP is the same count per iteration.
 // Intra-op threads: torch::set_num_threads(2) in main() (this machine has 2 cores; OpenBLAS is
 // the OpenMP build, so the same setting governs the GEMMs).
+#include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
-#include <torch/torch.h>
-#include <ATen/Parallel.h>
-
 #include <malloc.h>
+#include <torch/torch.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -75,9 +74,12 @@ const char* const kDefaultFlags[] = {"--benchmark_min_time=0.3", "--benchmark_mi
 
 const char* order_name(int64_t code) {
   switch (code) {
-    case 0: return "activation";
-    case 1: return "weight";
-    default: return "auto";
+    case 0:
+      return "activation";
+    case 1:
+      return "weight";
+    default:
+      return "auto";
   }
 }
 
@@ -271,8 +273,8 @@ void BM_nanogpt_mlp(benchmark::State& state) {
   auto proj = make_expanded(factor, 2, kEmbd, kHidden, state.range(0));
   const bool input_grad = state.range(1) != 0;
   if (fc->inner_width() != kInner || proj->inner_width() != kInner)
-    state.SkipWithError(fmt::format("inner widths {} and {}, expected {}", fc->inner_width(), proj->inner_width(),
-                                    kInner).c_str());
+    state.SkipWithError(
+        fmt::format("inner widths {} and {}, expected {}", fc->inner_width(), proj->inner_width(), kInner).c_str());
   run_mlp(state, *fc, *proj, input_grad);
 }
 BENCHMARK(BM_nanogpt_mlp)

@@ -2,13 +2,13 @@
 // the intra-op threads xpand trains with, then the usual benchmark::Initialize /
 // RunSpecifiedBenchmarks.
 #pragma once
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <thread>
-
-#include <benchmark/benchmark.h>
-#include <torch/torch.h>
 
 #include "core/blas.h"
 #include "core/log.h"
@@ -26,14 +26,14 @@ inline void use_threads() {
 
 }  // namespace xpand::bench
 
-#define XPAND_BENCHMARK_MAIN()                                            \
-  int main(int argc, char** argv) {                                      \
-    xpand::blas::select_kernels(argc, argv);                             \
-    xpand::bench::use_threads();                                         \
-    xpand::log::set_level("warn"); /* no set-up lines among the rows */  \
-    benchmark::Initialize(&argc, argv);                                  \
-    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;    \
-    benchmark::RunSpecifiedBenchmarks();                                 \
-    benchmark::Shutdown();                                               \
-    return 0;                                                            \
+#define XPAND_BENCHMARK_MAIN()                                          \
+  int main(int argc, char** argv) {                                     \
+    xpand::blas::select_kernels(argc, argv);                            \
+    xpand::bench::use_threads();                                        \
+    xpand::log::set_level("warn"); /* no set-up lines among the rows */ \
+    benchmark::Initialize(&argc, argv);                                 \
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;   \
+    benchmark::RunSpecifiedBenchmarks();                                \
+    benchmark::Shutdown();                                              \
+    return 0;                                                           \
   }

@@ -7,11 +7,11 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "bench_main.h"
 #include "config/config.h"
 #include "data/dataset.h"
 #include "model/network.h"
 #include "train/optim.h"
-#include "bench_main.h"
 
 namespace {
 
@@ -60,7 +60,11 @@ void BM_mlp_step(benchmark::State& state) {
   auto rep = xpand::model::network_report(*m.net, m.batch);
   state.counters["FLOP/s"] = benchmark::Counter(rep.flops, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_mlp_step)->ArgNames({"width", "batch"})->Args({512, 128})->Args({1024, 128})->Args({512, 1024})
+BENCHMARK(BM_mlp_step)
+    ->ArgNames({"width", "batch"})
+    ->Args({512, 128})
+    ->Args({1024, 128})
+    ->Args({512, 1024})
     ->Unit(benchmark::kMillisecond);
 
 // Where a step's time goes: forward+backward alone (part 0), the optimizer alone (part 1: xpand's
@@ -79,7 +83,10 @@ void BM_mlp_part(benchmark::State& state) {
       libtorch_adam.step();
   }
 }
-BENCHMARK(BM_mlp_part)->ArgNames({"width", "batch", "part"})->Args({512, 128, 0})->Args({512, 128, 1})
+BENCHMARK(BM_mlp_part)
+    ->ArgNames({"width", "batch", "part"})
+    ->Args({512, 128, 0})
+    ->Args({512, 128, 1})
     ->Args({512, 128, 2})
     ->Unit(benchmark::kMillisecond);
 
@@ -107,7 +114,11 @@ void BM_mlp_gemms(benchmark::State& state) {
     }
   state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_mlp_gemms)->ArgNames({"width", "batch"})->Args({512, 128})->Args({1024, 128})->Args({512, 1024})
+BENCHMARK(BM_mlp_gemms)
+    ->ArgNames({"width", "batch"})
+    ->Args({512, 128})
+    ->Args({1024, 128})
+    ->Args({512, 1024})
     ->Unit(benchmark::kMillisecond);
 
 // torch::mm at the step's largest shape: (B x K) · (K x N).
@@ -117,7 +128,11 @@ void BM_gemm(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(torch::mm(a, b));
   state.counters["FLOP/s"] = benchmark::Counter(2.0 * m * k * n, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_gemm)->ArgNames({"m", "k", "n"})->Args({128, 784, 512})->Args({128, 512, 512})->Args({1024, 784, 512})
+BENCHMARK(BM_gemm)
+    ->ArgNames({"m", "k", "n"})
+    ->Args({128, 784, 512})
+    ->Args({128, 512, 512})
+    ->Args({1024, 784, 512})
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -6,6 +6,7 @@
 //      file, next to a plain sequential write() of the same bytes to the same directory.
 // Usage: build/bench/bench_store [--rounds 5] [--steps 300] [--snapshots 40] [--dir DIR]
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,8 +17,6 @@
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "config/config.h"
 #include "core/blas.h"
@@ -54,11 +53,16 @@ int main(int argc, char** argv) {
   std::string config = std::string(XPAND_SOURCE_DIR) + "/configs/fmnist-mlp.yaml";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--rounds") rounds = std::atoi(argv[i + 1]);
-    else if (a == "--steps") steps = std::atoi(argv[i + 1]);
-    else if (a == "--snapshots") snapshots = std::atoi(argv[i + 1]);
-    else if (a == "--dir") dir = argv[i + 1];
-    else if (a == "--config") config = argv[i + 1];
+    if (a == "--rounds")
+      rounds = std::atoi(argv[i + 1]);
+    else if (a == "--steps")
+      steps = std::atoi(argv[i + 1]);
+    else if (a == "--snapshots")
+      snapshots = std::atoi(argv[i + 1]);
+    else if (a == "--dir")
+      dir = argv[i + 1];
+    else if (a == "--config")
+      config = argv[i + 1];
     else {
       std::fprintf(stderr, "bench_store: unknown option %s\n", a.c_str());
       return 2;
@@ -68,17 +72,17 @@ int main(int argc, char** argv) {
   fs::create_directories(dir);
 
   // --- 1. metrics path ------------------------------------------------------------------------
-  std::printf("# metrics path: %s, %d steps per run, %d rounds alternating without/with the run file\n",
-              config.c_str(), steps, rounds);
+  std::printf("# metrics path: %s, %d steps per run, %d rounds alternating without/with the run file\n", config.c_str(),
+              steps, rounds);
   std::printf("# step_ms: training-thread time per step (forward..optimizer + handing metrics to the sinks)\n");
   std::printf("# %-6s %-8s %12s %14s %12s\n", "round", "writer", "step_ms", "handoff_us", "wall_s");
   std::vector<double> without, with, handoff_frac;
   for (int r = 0; r < rounds; ++r) {
     for (int w = 0; w < 2; ++w) {
       const bool writer = (r % 2 == 0) ? w == 1 : w == 0;  // alternate which arm goes first
-      auto cfg = xpand::config::Config::load_file(
-          config, {fmt::format("train.max_steps={}", steps), "train.eval_every=0",
-                   fmt::format("output.dir={}/metrics-{}-{}", dir, r, w)});
+      auto cfg =
+          xpand::config::Config::load_file(config, {fmt::format("train.max_steps={}", steps), "train.eval_every=0",
+                                                    fmt::format("output.dir={}/metrics-{}-{}", dir, r, w)});
       xpand::train::RunOptions opts;
       opts.console = false;
       opts.write_file = writer;
@@ -98,10 +102,12 @@ int main(int argc, char** argv) {
   const double a = median(without), b = median(with);
   std::vector<double> paired;
   for (size_t r = 0; r < with.size() && r < without.size(); ++r) paired.push_back(with[r] / without[r] - 1);
-  std::printf("# median step: %.3f ms without, %.3f ms with the run file: %+.2f%%; median of the per-round "
-              "ratios %+.2f%% (round-to-round spread of this machine: %.1f%%)\n",
-              a, b, 100.0 * (b - a) / a, 100.0 * median(paired),
-              100.0 * (*std::max_element(without.begin(), without.end()) / *std::min_element(without.begin(), without.end()) - 1));
+  std::printf(
+      "# median step: %.3f ms without, %.3f ms with the run file: %+.2f%%; median of the per-round "
+      "ratios %+.2f%% (round-to-round spread of this machine: %.1f%%)\n",
+      a, b, 100.0 * (b - a) / a, 100.0 * median(paired),
+      100.0 *
+          (*std::max_element(without.begin(), without.end()) / *std::min_element(without.begin(), without.end()) - 1));
   std::printf("# hand-off on the training thread (posting the step's row to the writer): %.3f%% of the step\n",
               100.0 * median(handoff_frac));
 
@@ -113,8 +119,9 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     {
       xpand::store::RunWriter w(h5);
-      w.add_table("train", {"step", "epoch", "samples", "loss", "lr", "grad_norm", "time_step", "mem_peak",
-                            "time_compute", "time_comm", "time_comm_exposed", "comm_bytes"},
+      w.add_table("train",
+                  {"step", "epoch", "samples", "loss", "lr", "grad_norm", "time_step", "mem_peak", "time_compute",
+                   "time_comm", "time_comm_exposed", "comm_bytes"},
                   {"step", "samples", "mem_peak", "comm_bytes"});
       w.start_swmr();
       for (int r = 1; r <= rows; ++r) {
@@ -186,10 +193,11 @@ int main(int argc, char** argv) {
     std::printf("  %-34s %10.3f %10.1f\n", "plain write() of the same bytes", traw, total_mb / traw);
     fs::remove(raw);
   }
-  std::printf("# median: HDF5 snapshots %.1f MB/s (%.1f MB/s with Fletcher-32, as the trainer writes them), plain "
-              "write %.1f MB/s: %.2fx (%.2fx) of the plain rate\n",
-              median(h5_rate), median(sum_rate), median(plain_rate), median(h5_rate) / median(plain_rate),
-              median(sum_rate) / median(plain_rate));
+  std::printf(
+      "# median: HDF5 snapshots %.1f MB/s (%.1f MB/s with Fletcher-32, as the trainer writes them), plain "
+      "write %.1f MB/s: %.2fx (%.2fx) of the plain rate\n",
+      median(h5_rate), median(sum_rate), median(plain_rate), median(h5_rate) / median(plain_rate),
+      median(sum_rate) / median(plain_rate));
   std::error_code ec;
   fs::remove_all(dir, ec);
   return 0;

@@ -8,20 +8,20 @@
 // medians (the number to quote: it is immune to the machine's drift between rows).
 // BM_setup/<projection>/<d>: building P (for dense-qr the QR factorisation).
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <memory>
 #include <vector>
-#include <fmt/format.h>
-#include <torch/torch.h>
 
+#include "bench_main.h"
 #include "config/config.h"
 #include "core/timer.h"
 #include "data/dataset.h"
 #include "model/network.h"
 #include "train/optim.h"
 #include "train/subspace.h"
-#include "bench_main.h"
 
 namespace {
 
@@ -146,8 +146,13 @@ void BM_alternating(benchmark::State& state) {
   state.counters["omega_ms"] = 1e3 * median(to);
   state.counters["ratio"] = median(to) / median(tt);
 }
-BENCHMARK(BM_alternating)->ArgNames({"projection", "d"})->Args({3, 1000})->Args({3, 100})->Args({1, 100})
-    ->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_alternating)
+    ->ArgNames({"projection", "d"})
+    ->Args({3, 1000})
+    ->Args({3, 100})
+    ->Args({1, 100})
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0);
 
 void BM_setup(benchmark::State& state) {
   const std::string kind = kProjections[state.range(0)];
@@ -175,7 +180,8 @@ BENCHMARK(BM_omega_step)->Apply(projection_args)->Unit(benchmark::kMillisecond);
 void BM_hadamard(benchmark::State& state) {
   auto x = torch::randn({int64_t(1) << 18});
   for (auto _ : state) benchmark::DoNotOptimize(xpand::train::hadamard_transform(x).data_ptr());
-  state.counters["GB/s_per_pass"] = benchmark::Counter(double(x.nbytes()) * 9 * 2, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s_per_pass"] =
+      benchmark::Counter(double(x.nbytes()) * 9 * 2, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_hadamard)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_setup)->Apply(projection_args)->Unit(benchmark::kMillisecond)->Iterations(1);

@@ -1,10 +1,10 @@
 // Helpers shared by the GoogleTest files: scratch directories and small configs.
 #pragma once
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <random>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace xpand::test {
 

@@ -1,12 +1,12 @@
 // `xpand analyze RUN.h5 [--step N] [--ranks 8,32,128] [--gd-steps 200] [--json]`: the low-rank
 // questions about one snapshot of a run's weights: per layer the spectrum (numerical, effective and
 // stable rank, top singular values) and how well rank-r products fit it (truncated SVD vs gradient descent).
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <memory>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "config/config.h"
@@ -22,7 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-
 std::string dims_str(const std::vector<int64_t>& d) { return fmt::format("{}", fmt::join(d, "x")); }
 
 struct LayerResult {
@@ -30,9 +29,9 @@ struct LayerResult {
   std::vector<int64_t> shape;  // as stored: (out, in) or (out, in, kh, kw)
   int64_t m = 0, n = 0;        // the analysed matrix: (out, in) or (out, in·kh·kw)
   param::Spectrum spec;
-  std::vector<double> top;                  // up to 5 largest singular values
-  std::vector<param::RankFit> fits;         // requested ranks ≤ min(m, n)
-  std::vector<int64_t> skipped;             // requested ranks > min(m, n)
+  std::vector<double> top;           // up to 5 largest singular values
+  std::vector<param::RankFit> fits;  // requested ranks ≤ min(m, n)
+  std::vector<int64_t> skipped;      // requested ranks > min(m, n)
 };
 
 using Snapshot = store::SnapshotRef;
@@ -60,8 +59,8 @@ LayerResult analyze_layer(const store::RunReader& r, const Snapshot& snap, const
   out.name = layer;
   const std::string path = snap.group + "/" + layer + "/weight";
   if (!r.has_object(path))
-    throw DataError(fmt::format("{}: snapshot {} layer '{}' has no weight dataset ({})", r.path(), snap.step, layer,
-                                path));
+    throw DataError(
+        fmt::format("{}: snapshot {} layer '{}' has no weight dataset ({})", r.path(), snap.step, layer, path));
   auto data = r.read_array(path, &out.shape);
   if (out.shape.size() != 2 && out.shape.size() != 4)
     throw DataError(fmt::format("{}: {} has shape {}: expected (out, in) or (out, in, kh, kw)", r.path(), path,
@@ -77,8 +76,8 @@ LayerResult analyze_layer(const store::RunReader& r, const Snapshot& snap, const
     out.spec = param::spectrum(w);
     out.fits = param::rank_fits(w, fit_ranks, gd_steps, 0);
   } catch (const DataError& e) {
-    throw DataError(fmt::format("{}: snapshot {} layer '{}': {} (try an earlier --step)", r.path(), snap.step, layer,
-                                e.what()));
+    throw DataError(
+        fmt::format("{}: snapshot {} layer '{}': {} (try an earlier --step)", r.path(), snap.step, layer, e.what()));
   }
   auto sv = out.spec.singular_values;
   for (int64_t i = 0; i < std::min<int64_t>(5, sv.numel()); ++i) out.top.push_back(sv[i].item<double>());
@@ -92,21 +91,24 @@ std::string shape_cell(const LayerResult& l) {
 void print_table(const std::string& file, const std::string& run_id, const Snapshot& snap,
                  const std::vector<Snapshot>& snaps, const std::string& dtype, int64_t gd_steps,
                  const std::vector<LayerResult>& layers) {
-  fmt::print("# {} ({}): snapshot at step {} (snapshots: {})\n", run_id, file, snap.step, store::snapshot_steps_str(snaps));
-  fmt::print("# spectrum: numerical rank at {} precision (tol = max(m,n)·eps·σ_max); effective rank = exp(entropy "
-             "of σ/Σσ); stable rank = ‖W‖_F²/‖W‖_2²\n",
-             dtype);
-  fmt::print("{:<24} {:<22} {:>8} {:>8} {:>9} {:>9}  {}\n", "layer", "shape", "rank", "min(m,n)", "eff.rank",
-             "stable", "top-5 singular values");
+  fmt::print("# {} ({}): snapshot at step {} (snapshots: {})\n", run_id, file, snap.step,
+             store::snapshot_steps_str(snaps));
+  fmt::print(
+      "# spectrum: numerical rank at {} precision (tol = max(m,n)·eps·σ_max); effective rank = exp(entropy "
+      "of σ/Σσ); stable rank = ‖W‖_F²/‖W‖_2²\n",
+      dtype);
+  fmt::print("{:<24} {:<22} {:>8} {:>8} {:>9} {:>9}  {}\n", "layer", "shape", "rank", "min(m,n)", "eff.rank", "stable",
+             "top-5 singular values");
   for (const auto& l : layers) {
     std::vector<std::string> top;
     for (double s : l.top) top.push_back(fmt::format("{:.4g}", s));
     fmt::print("{:<24} {:<22} {:>8} {:>8} {:>9.2f} {:>9.2f}  {}\n", l.name, shape_cell(l), l.spec.numerical_rank,
                std::min(l.m, l.n), l.spec.effective_rank, l.spec.stable_rank, fmt::join(top, " "));
   }
-  fmt::print("\n# rank-r fits: relative Frobenius error of the truncated SVD (the optimum) and of {} alternating "
-             "gradient steps on B·C (seed 0); compression = m·n / (r·(m+n))\n",
-             gd_steps);
+  fmt::print(
+      "\n# rank-r fits: relative Frobenius error of the truncated SVD (the optimum) and of {} alternating "
+      "gradient steps on B·C (seed 0); compression = m·n / (r·(m+n))\n",
+      gd_steps);
   fmt::print("{:<24} {:<22} {:>6} {:>11} {:>11} {:>11}\n", "layer", "shape", "r", "svd_error", "gd_error",
              "compression");
   for (const auto& l : layers) {
@@ -123,22 +125,24 @@ void print_json(const std::string& file, const std::string& run_id, const Snapsh
                 int64_t gd_steps, const std::vector<LayerResult>& layers) {
   std::vector<int64_t> steps;
   for (const auto& s : snaps) steps.push_back(s.step);
-  fmt::print("{{\n  \"file\": {},\n  \"run_id\": {},\n  \"step\": {},\n  \"snapshot_steps\": [{}],\n"
-             "  \"rank_dtype\": {},\n  \"ranks\": [{}],\n  \"gd_steps\": {},\n  \"gd_seed\": 0,\n  \"layers\": [\n",
-             json_string(file), json_string(run_id), snap.step, fmt::join(steps, ", "), json_string(dtype),
-             fmt::join(ranks, ", "), gd_steps);
+  fmt::print(
+      "{{\n  \"file\": {},\n  \"run_id\": {},\n  \"step\": {},\n  \"snapshot_steps\": [{}],\n"
+      "  \"rank_dtype\": {},\n  \"ranks\": [{}],\n  \"gd_steps\": {},\n  \"gd_seed\": 0,\n  \"layers\": [\n",
+      json_string(file), json_string(run_id), snap.step, fmt::join(steps, ", "), json_string(dtype),
+      fmt::join(ranks, ", "), gd_steps);
   for (size_t i = 0; i < layers.size(); ++i) {
     const auto& l = layers[i];
     std::vector<std::string> fits;
     for (const auto& f : l.fits)
       fits.push_back(fmt::format("{{\"rank\": {}, \"svd_error\": {}, \"gd_error\": {}, \"compression\": {}}}", f.rank,
                                  f.svd_error, f.gd_error, f.compression));
-    fmt::print("    {{\"name\": {}, \"shape\": [{}], \"matrix\": [{}, {}], \"numerical_rank\": {}, \"min_dim\": {}, "
-               "\"effective_rank\": {}, \"stable_rank\": {}, \"top_singular_values\": [{}], \"fits\": [{}], "
-               "\"skipped_ranks\": [{}]}}{}\n",
-               json_string(l.name), fmt::join(l.shape, ", "), l.m, l.n, l.spec.numerical_rank, std::min(l.m, l.n),
-               l.spec.effective_rank, l.spec.stable_rank, fmt::join(l.top, ", "), fmt::join(fits, ", "),
-               fmt::join(l.skipped, ", "), i + 1 < layers.size() ? "," : "");
+    fmt::print(
+        "    {{\"name\": {}, \"shape\": [{}], \"matrix\": [{}, {}], \"numerical_rank\": {}, \"min_dim\": {}, "
+        "\"effective_rank\": {}, \"stable_rank\": {}, \"top_singular_values\": [{}], \"fits\": [{}], "
+        "\"skipped_ranks\": [{}]}}{}\n",
+        json_string(l.name), fmt::join(l.shape, ", "), l.m, l.n, l.spec.numerical_rank, std::min(l.m, l.n),
+        l.spec.effective_rank, l.spec.stable_rank, fmt::join(l.top, ", "), fmt::join(fits, ", "),
+        fmt::join(l.skipped, ", "), i + 1 < layers.size() ? "," : "");
   }
   fmt::print("  ]\n}}\n");
 }
@@ -179,9 +183,10 @@ Runner analyze_command(CLI::App& app) {
     const std::string run_id = r.has_attr("run_id") ? r.attr_string("run_id") : fs::path(*file).stem().string();
     auto snaps = store::snapshot_list(r);
     if (snaps.empty())
-      throw DataError(fmt::format("{}: no snapshots in this run (status '{}'; a run writes one at its last step and "
-                                  "every output.snapshot_every steps)",
-                                  *file, r.has_attr("status") ? r.attr_string("status") : "unknown"));
+      throw DataError(
+          fmt::format("{}: no snapshots in this run (status '{}'; a run writes one at its last step and "
+                      "every output.snapshot_every steps)",
+                      *file, r.has_attr("status") ? r.attr_string("status") : "unknown"));
     const Snapshot snap = pick_snapshot(snaps, *file, step_opt->count() > 0, *step);
     std::string dtype_name;
     auto dtype = run_dtype(r, &dtype_name);
@@ -194,8 +199,10 @@ Runner analyze_command(CLI::App& app) {
       log::debug("analyze: step {} layer {}", snap.step, name);
       layers.push_back(analyze_layer(r, snap, name, dtype, rs, *gd_steps));
     }
-    if (*json) print_json(*file, run_id, snap, snaps, dtype_name, rs, *gd_steps, layers);
-    else print_table(*file, run_id, snap, snaps, dtype_name, *gd_steps, layers);
+    if (*json)
+      print_json(*file, run_id, snap, snaps, dtype_name, rs, *gd_steps, layers);
+    else
+      print_table(*file, run_id, snap, snaps, dtype_name, *gd_steps, layers);
     return 0;
   };
 }

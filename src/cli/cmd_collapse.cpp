@@ -1,12 +1,11 @@
 // `xpand collapse RUN.h5 [--step N] -o MODEL.h5 [--force]`: the collapsed dense weights of one
 // snapshot as a small HDF5 file: /<layer>/weight (float64) with the run id, step and config as
 // root attributes. Written to a temporary file and renamed, so a failure leaves nothing half-written.
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/watchdog.h"
@@ -41,8 +40,7 @@ Runner collapse_command(CLI::App& app) {
       store::RunSummary s = store::summary_read(*file);  // an xpand run file of a known schema
       store::RunReader r(*file);
       auto snaps = store::snapshot_list(r);
-      if (snaps.empty())
-        throw DataError(fmt::format("{}: no snapshots (status '{}')", *file, s.status));
+      if (snaps.empty()) throw DataError(fmt::format("{}: no snapshots (status '{}')", *file, s.status));
       const store::SnapshotRef snap = pick_snapshot(snaps, *file, step_opt->count() > 0, *step);
       auto layers = r.children(snap.group);
       if (layers.empty()) throw DataError(fmt::format("{}: snapshot {} holds no layers", *file, snap.step));

@@ -1,8 +1,8 @@
 // `xpand index DIR`: rebuilds DIR/index.h5 (external links to every run file and the /summary
 // table) from DIR/runs; the trainer does the same whenever a run finishes.
-#include <filesystem>
-
 #include <fmt/format.h>
+
+#include <filesystem>
 
 #include "cli/commands.h"
 #include "cli/watchdog.h"

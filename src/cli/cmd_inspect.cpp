@@ -3,12 +3,12 @@
 //   directory or index.h5: one row per run — status, axis values, progress, final metrics
 //   run file (or DIR --run ID): provenance, config, ranks, the tail of the metrics, snapshots
 // Malformed files (truncated, foreign, newer schema) give a message naming the file and exit 1.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/watchdog.h"
@@ -76,13 +76,15 @@ int print_runs(const std::vector<std::string>& files, const std::string& where, 
     for (size_t i = 0; i < runs.size(); ++i) {
       const auto& s = runs[i];
       std::string ax;
-      for (const auto& a : axes) ax += fmt::format("{}{}: {}", ax.empty() ? "" : ", ", json_string(a), json_string(axis(s, a)));
-      fmt::print("  {{\"run_id\": {}, \"status\": {}, \"live\": {}, \"axes\": {{{}}}, \"steps\": {}, \"total_steps\": {}, "
-                 "\"train_loss\": {}, \"train_acc\": {}, \"test_loss\": {}, \"test_acc\": {}, \"wall_seconds\": {}, "
-                 "\"error\": {}, \"path\": {}}}{}\n",
-                 json_string(s.run_id), json_string(s.status), s.live ? "true" : "false", ax, s.steps, s.total_steps,
-                 json_num(s.train_loss), json_num(s.train_acc), json_num(s.test_loss), json_num(s.test_acc),
-                 json_num(s.wall_seconds), json_string(s.error), json_string(s.path), i + 1 < runs.size() ? "," : "");
+      for (const auto& a : axes)
+        ax += fmt::format("{}{}: {}", ax.empty() ? "" : ", ", json_string(a), json_string(axis(s, a)));
+      fmt::print(
+          "  {{\"run_id\": {}, \"status\": {}, \"live\": {}, \"axes\": {{{}}}, \"steps\": {}, \"total_steps\": {}, "
+          "\"train_loss\": {}, \"train_acc\": {}, \"test_loss\": {}, \"test_acc\": {}, \"wall_seconds\": {}, "
+          "\"error\": {}, \"path\": {}}}{}\n",
+          json_string(s.run_id), json_string(s.status), s.live ? "true" : "false", ax, s.steps, s.total_steps,
+          json_num(s.train_loss), json_num(s.train_acc), json_num(s.test_loss), json_num(s.test_acc),
+          json_num(s.wall_seconds), json_string(s.error), json_string(s.path), i + 1 < runs.size() ? "," : "");
     }
     fmt::print("], \"unreadable\": [");
     for (size_t i = 0; i < bad.size(); ++i) fmt::print("{}{}", i ? ", " : "", json_string(bad[i]));
@@ -90,8 +92,8 @@ int print_runs(const std::vector<std::string>& files, const std::string& where, 
   } else if (csv) {
     std::vector<std::string> head = {"run_id", "status"};
     for (const auto& a : axes) head.push_back(csv_cell(a));
-    for (const char* c : {"steps", "total_steps", "train_loss", "train_acc", "test_loss", "test_acc", "wall_seconds",
-                          "error"})
+    for (const char* c :
+         {"steps", "total_steps", "train_loss", "train_acc", "test_loss", "test_acc", "wall_seconds", "error"})
       head.push_back(c);
     fmt::print("{}\n", fmt::join(head, ","));
     for (const auto& s : runs) {
@@ -240,7 +242,9 @@ int print_run(const std::string& file, size_t tail, bool csv, bool json) {
                !snaps.empty() && !snaps.back().complete ? std::to_string(snaps.back().step) : std::string());
     return kExitOk;
   }
-  fmt::print("# {}{}\n", text(file), s.live ? " (status running: the run is in progress, or its process was killed; `xpand train` resumes it)" : "");
+  fmt::print(
+      "# {}{}\n", text(file),
+      s.live ? " (status running: the run is in progress, or its process was killed; `xpand train` resumes it)" : "");
   fmt::print("run {}: status {}, {} steps{}\n", text(s.run_id), text(s.status), progress(s),
              s.error.empty() ? "" : ", error: " + text(s.error));
   for (const auto& a : names)
@@ -273,8 +277,9 @@ int print_run(const std::string& file, size_t tail, bool csv, bool json) {
 
 Runner inspect_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "inspect", "show an output directory's runs (status, axes, progress, final metrics) or one run file; works "
-                 "while runs train");
+      "inspect",
+      "show an output directory's runs (status, axes, progress, final metrics) or one run file; works "
+      "while runs train");
   auto path = std::make_shared<std::string>();
   auto run = std::make_shared<std::string>();
   auto tail = std::make_shared<size_t>(10);
@@ -312,8 +317,7 @@ Runner inspect_command(CLI::App& app) {
         // An index: the runs it lists, read afresh (the index itself may be older than they are).
         std::vector<std::string> files;
         const fs::path dir = fs::path(*path).parent_path();
-        for (const auto& p : listed)
-          files.push_back(fs::path(p).is_absolute() ? p : (dir / p).string());
+        for (const auto& p : listed) files.push_back(fs::path(p).is_absolute() ? p : (dir / p).string());
         return print_runs(files, *path, *csv, *json);
       }
       return print_run(*path, *tail, *csv, *json);

@@ -26,25 +26,29 @@ int plan_sweep(const std::string& path, const std::vector<std::string>& override
   }
   if (json) {
     fmt::print("{{\n  \"sweep\": {},\n  \"axes\": [", json_string(path));
-    for (size_t i = 0; i < spec.axis_keys.size(); ++i) fmt::print("{}{}", i ? ", " : "", json_string(spec.axis_keys[i]));
+    for (size_t i = 0; i < spec.axis_keys.size(); ++i)
+      fmt::print("{}{}", i ? ", " : "", json_string(spec.axis_keys[i]));
     fmt::print("],\n  \"points\": [\n");
     for (size_t i = 0; i < spec.points.size(); ++i) {
       const auto& p = spec.points[i];
       const auto& c = costs[i];
       std::string axes;
-      for (const auto& [k, v] : p.axes) axes += fmt::format("{}{}: {}", axes.empty() ? "" : ", ", json_string(k), json_string(v));
-      fmt::print("    {{\"run_id\": {}, \"axes\": {{{}}}, \"batch_size\": {}, \"trainable\": {}, \"steps\": {}, "
-                 "\"flops_per_step\": {:.0f}, \"total_flops\": {:.0f}, \"activation_memory_bytes\": {:.0f}, "
-                 "\"comm_bytes_per_step\": {:.0f}}}{}\n",
-                 json_string(p.run_id), axes, p.cfg.get_int("data.batch_size"), c.trainable, c.steps, c.flops_per_step,
-                 c.total_flops, c.memory_bytes, c.comm_bytes, i + 1 < spec.points.size() ? "," : "");
+      for (const auto& [k, v] : p.axes)
+        axes += fmt::format("{}{}: {}", axes.empty() ? "" : ", ", json_string(k), json_string(v));
+      fmt::print(
+          "    {{\"run_id\": {}, \"axes\": {{{}}}, \"batch_size\": {}, \"trainable\": {}, \"steps\": {}, "
+          "\"flops_per_step\": {:.0f}, \"total_flops\": {:.0f}, \"activation_memory_bytes\": {:.0f}, "
+          "\"comm_bytes_per_step\": {:.0f}}}{}\n",
+          json_string(p.run_id), axes, p.cfg.get_int("data.batch_size"), c.trainable, c.steps, c.flops_per_step,
+          c.total_flops, c.memory_bytes, c.comm_bytes, i + 1 < spec.points.size() ? "," : "");
     }
     fmt::print("  ],\n  \"total_flops\": {:.0f},\n  \"total_comm_bytes\": {:.0f}\n}}\n", flops, bytes);
     return 0;
   }
   fmt::print("# sweep {}: {} points over {}\n", path, spec.points.size(), fmt::join(spec.axis_keys, ", "));
-  fmt::print("# FLOPs are forward+backward at the configured batch; memory = activations kept for backward; "
-             "bytes = gradient bytes all-reduced per step in data-parallel training\n");
+  fmt::print(
+      "# FLOPs are forward+backward at the configured batch; memory = activations kept for backward; "
+      "bytes = gradient bytes all-reduced per step in data-parallel training\n");
   fmt::print("{:<28} {:<40} {:>11} {:>8} {:>11} {:>11} {:>10} {:>11}\n", "run_id", "axes", "trainable", "steps",
              "FLOPs/step", "FLOPs", "act mem", "bytes/step");
   for (size_t i = 0; i < spec.points.size(); ++i) {
@@ -89,15 +93,17 @@ Runner plan_command(CLI::App& app) {
                  json_string(train::run_id(cfg)), json_string(cfg.to_yaml()), batch);
       for (size_t i = 0; i < rep.layers.size(); ++i) {
         const auto& l = rep.layers[i];
-        fmt::print("    {{\"name\": {}, \"kind\": {}, \"shape\": {}, \"order\": {}, \"trainable\": {}, "
-                   "\"collapsed\": {}, \"flops_per_step\": {:.0f}, \"act_first_flops_per_step\": {:.0f}, "
-                   "\"activation_memory_bytes\": {:.0f}, \"cut_elements\": {}}}{}\n",
-                   json_string(l.name), json_string(l.kind), json_string(l.shape), json_string(l.order), l.trainable,
-                   l.collapsed, l.flops, l.act_first_flops, l.memory_bytes, l.cut, i + 1 < rep.layers.size() ? "," : "");
+        fmt::print(
+            "    {{\"name\": {}, \"kind\": {}, \"shape\": {}, \"order\": {}, \"trainable\": {}, "
+            "\"collapsed\": {}, \"flops_per_step\": {:.0f}, \"act_first_flops_per_step\": {:.0f}, "
+            "\"activation_memory_bytes\": {:.0f}, \"cut_elements\": {}}}{}\n",
+            json_string(l.name), json_string(l.kind), json_string(l.shape), json_string(l.order), l.trainable,
+            l.collapsed, l.flops, l.act_first_flops, l.memory_bytes, l.cut, i + 1 < rep.layers.size() ? "," : "");
       }
-      fmt::print("  ],\n  \"trainable\": {},\n  \"collapsed\": {},\n  \"flops_per_step\": {:.0f},\n"
-                 "  \"act_first_flops_per_step\": {:.0f},\n  \"cut_elements\": {}\n}}\n",
-                 rep.trainable, rep.collapsed, rep.flops, rep.act_first_flops, rep.cut);
+      fmt::print(
+          "  ],\n  \"trainable\": {},\n  \"collapsed\": {},\n  \"flops_per_step\": {:.0f},\n"
+          "  \"act_first_flops_per_step\": {:.0f},\n  \"cut_elements\": {}\n}}\n",
+          rep.trainable, rep.collapsed, rep.flops, rep.act_first_flops, rep.cut);
       return 0;
     }
     fmt::print("# resolved config ({})\n{}\n", train::run_id(cfg), cfg.to_yaml());

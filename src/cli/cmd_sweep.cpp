@@ -14,8 +14,9 @@ namespace xpand::cli {
 
 Runner sweep_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "sweep", "train every point of a sweep file (grid, zip, seeds over config keys); resumable, shareable by "
-               "several jobs through the output directory");
+      "sweep",
+      "train every point of a sweep file (grid, zip, seeds over config keys); resumable, shareable by "
+      "several jobs through the output directory");
   auto spec_path = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto out = std::make_shared<std::string>();

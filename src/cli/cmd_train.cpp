@@ -18,9 +18,10 @@
 namespace xpand::cli {
 
 Runner train_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand(
-      "train", "train configurations; results go to <out>/runs/<run_id>.h5 (run under mpirun or srun for "
-               "data-parallel training)");
+  auto* cmd =
+      app.add_subcommand("train",
+                         "train configurations; results go to <out>/runs/<run_id>.h5 (run under mpirun or srun for "
+                         "data-parallel training)");
   auto paths = std::make_shared<std::vector<std::string>>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto out = std::make_shared<std::string>();

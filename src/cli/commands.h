@@ -1,11 +1,10 @@
 // The `xpand` subcommands: each registers its flags on the CLI11 app and returns the function
 // that runs it (an exit code). main.cpp owns error handling and exit codes.
 #pragma once
+#include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "store/index.h"
 
@@ -31,8 +30,8 @@ Runner sweep_command(CLI::App& app);
 
 // The snapshot --step names (the last one when --step was not given); ConfigError listing the
 // available steps when there is none at that step. `snaps` must not be empty.
-store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file,
-                                 bool step_given, int64_t step);
+store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file, bool step_given,
+                                 int64_t step);
 
 // A JSON string literal (quoted, escaped) for the --json outputs.
 std::string json_string(const std::string& s);

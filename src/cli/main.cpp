@@ -1,13 +1,12 @@
 // xpand: linear over-parameterization benchmark suite. Entry point: parses the subcommand,
 // runs it, and maps failures to exit codes (2: bad input, 1: runtime failure, 3: diverged).
+#include <fmt/format.h>
 #include <torch/version.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/blas.h"
@@ -26,8 +25,8 @@ void add_config_args(CLI::App* cmd, ConfigArgs* args) {
       ->type_name("KEY=VALUE");
 }
 
-store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file,
-                                 bool step_given, int64_t step) {
+store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file, bool step_given,
+                                 int64_t step) {
   if (!step_given) {
     if (snaps.back().complete) return snaps.back();
     if (snaps.size() == 1)
@@ -40,11 +39,11 @@ store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, c
   for (const auto& s : snaps)
     if (s.step == step) {
       if (!s.complete)
-        throw DataError(fmt::format("--step {}: {}'s snapshot at that step is incomplete (its run did not finish "
-                                    "writing it){}",
-                                    step, file,
-                                    snaps.size() > 1 ? fmt::format("; step {} is complete", snaps[snaps.size() - 2].step)
-                                                     : std::string()));
+        throw DataError(fmt::format(
+            "--step {}: {}'s snapshot at that step is incomplete (its run did not finish "
+            "writing it){}",
+            step, file,
+            snaps.size() > 1 ? fmt::format("; step {} is complete", snaps[snaps.size() - 2].step) : std::string()));
       return s;
     }
   throw ConfigError(fmt::format("--step {}: {} has no snapshot at that step (snapshots: {})", step, file,
@@ -66,14 +65,26 @@ std::string json_string(const std::string& s) {
       continue;
     }
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
-        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-        else out += char(c);
+        if (c < 0x20)
+          out += fmt::format("\\u{:04x}", c);
+        else
+          out += char(c);
     }
   }
   return out + "\"";
@@ -97,8 +108,8 @@ void install_early_handlers(int argc, char** argv, char**) {
   }
 }
 
-__attribute__((section(".preinit_array"), used)) void (*const kEarlyHandlers)(int, char**, char**) =
-    &install_early_handlers;
+__attribute__((section(".preinit_array"), used)) void (*const kEarlyHandlers)(int, char**,
+                                                                              char**) = &install_early_handlers;
 
 }  // namespace xpand::cli
 
@@ -114,9 +125,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   cli::Runner train = cli::train_command(app), plan = cli::plan_command(app), keys = cli::keys_command(app),
-              analyze = cli::analyze_command(app), inspect = cli::inspect_command(app),
-              index = cli::index_command(app), collapse = cli::collapse_command(app),
-              sweep = cli::sweep_command(app);
+              analyze = cli::analyze_command(app), inspect = cli::inspect_command(app), index = cli::index_command(app),
+              collapse = cli::collapse_command(app), sweep = cli::sweep_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -137,8 +147,8 @@ int main(int argc, char** argv) {
   // A train or sweep with a non-zero exit code (failed, diverged, preempted) ends the same way, after
   // MPI_Finalize: a failure HDF5 reported (a flush that failed) can leave a file its shutdown then
   // crashes on, turning exit 1 into SIGSEGV. Everything they wrote is closed by then.
-  const bool reading = app.got_subcommand("inspect") || app.got_subcommand("index") ||
-                       app.got_subcommand("collapse") || app.got_subcommand("analyze");
+  const bool reading = app.got_subcommand("inspect") || app.got_subcommand("index") || app.got_subcommand("collapse") ||
+                       app.got_subcommand("analyze");
   const bool training = app.got_subcommand("train") || app.got_subcommand("sweep");
   auto done = [reading, training](int code) {
     if (reading || (training && code != 0)) {

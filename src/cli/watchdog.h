@@ -17,9 +17,10 @@ class ReadWatchdog {
   ReadWatchdog(const std::string& path, unsigned seconds) {
     set(timeout_message(), "xpand: error: " + path + ": reading did not finish within " + std::to_string(seconds) +
                                " s: the file is damaged (HDF5 loops on it) or its file system stalls\n");
-    set(crash_message(), "xpand: error: " + path +
-                             ": the HDF5 library failed reading it (invalid memory access or a corrupted heap): the file is "
-                             "damaged\n");
+    set(crash_message(),
+        "xpand: error: " + path +
+            ": the HDF5 library failed reading it (invalid memory access or a corrupted heap): the file is "
+            "damaged\n");
     static char alt_stack[1 << 16];
     stack_t ss{};
     ss.ss_sp = alt_stack;
@@ -75,7 +76,8 @@ class ReadWatchdog {
   static void expired(int) { say_and_exit(timeout_message()); }
   static void crashed(int) { say_and_exit(crash_message()); }
 
-  struct sigaction old_alrm_ {}, old_segv_ {}, old_bus_ {}, old_fpe_ {}, old_ill_ {}, old_abrt_ {};
+  struct sigaction old_alrm_ {
+  }, old_segv_{}, old_bus_{}, old_fpe_{}, old_ill_{}, old_abrt_{};
 };
 
 }  // namespace xpand::cli

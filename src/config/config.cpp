@@ -3,17 +3,17 @@
 // "applies only when" conditions. Every error names the location and the accepted values.
 #include "config/config.h"
 
-#include <algorithm>
-#include <cctype>
-#include <functional>
-#include <cmath>
-#include <fstream>
-#include <set>
-#include <sstream>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -23,13 +23,20 @@ namespace xpand::config {
 
 const char* type_name(Type t) {
   switch (t) {
-    case Type::Int: return "integer";
-    case Type::Float: return "float";
-    case Type::Bool: return "bool";
-    case Type::String: return "string";
-    case Type::IntList: return "list of integers";
-    case Type::FloatList: return "list of floats";
-    case Type::StringList: return "list of strings";
+    case Type::Int:
+      return "integer";
+    case Type::Float:
+      return "float";
+    case Type::Bool:
+      return "bool";
+    case Type::String:
+      return "string";
+    case Type::IntList:
+      return "list of integers";
+    case Type::FloatList:
+      return "list of floats";
+    case Type::StringList:
+      return "list of strings";
   }
   return "?";
 }
@@ -108,8 +115,7 @@ bool is_section(const std::string& prefix) {
   auto p = split_key(prefix);
   for (const auto& d : schema()) {
     auto s = split_key(d.key);
-    if (s.size() > p.size() && prefix_match(std::vector<std::string>(s.begin(), s.begin() + p.size()), p))
-      return true;
+    if (s.size() > p.size() && prefix_match(std::vector<std::string>(s.begin(), s.begin() + p.size()), p)) return true;
   }
   return false;
 }
@@ -181,8 +187,7 @@ bool parse_float(const std::string& s, double* out) {
   }
 }
 
-void check_number(const KeyDef& d, double v, const Location& l, const std::string& key,
-                  const std::string& text) {
+void check_number(const KeyDef& d, double v, const Location& l, const std::string& key, const std::string& text) {
   bool low = d.min_open ? !(v > d.min) : !(v >= d.min);
   if (!std::isfinite(v) || low || v > d.max)
     fail_at(l, key, fmt::format("value {} is out of range (accepted: {})", text, describe_accepted(d)));
@@ -196,8 +201,7 @@ void check_choice(const KeyDef& d, const std::string& v, const Location& l, cons
 // Converts one YAML node into a typed value of the key's type, checking ranges and choices.
 Value convert(const KeyDef& d, const YAML::Node& n, const Location& l, const std::string& key) {
   auto wrong = [&](const std::string& got) -> Value {
-    fail_at(l, key, fmt::format("expected {}, got {} (accepted: {})", type_name(d.type), got,
-                                describe_accepted(d)));
+    fail_at(l, key, fmt::format("expected {}, got {} (accepted: {})", type_name(d.type), got, describe_accepted(d)));
   };
   bool is_list = d.type == Type::IntList || d.type == Type::FloatList || d.type == Type::StringList;
   if (!n.IsDefined() || n.IsNull()) fail_at(l, key, fmt::format("has no value (accepted: {})", describe_accepted(d)));
@@ -280,8 +284,8 @@ class Loader {
     if (!node.IsMap()) {
       Location l = loc_of(node, source_);
       if (prefix.empty() && (node.IsNull() || !node.IsDefined())) return;  // empty file
-      throw ConfigError(fmt::format("{}: {}: expected a mapping of keys", l.str(),
-                                    prefix.empty() ? "<top level>" : prefix));
+      throw ConfigError(
+          fmt::format("{}: {}: expected a mapping of keys", l.str(), prefix.empty() ? "<top level>" : prefix));
     }
     std::set<std::string> seen;
     for (const auto& kv : node) {
@@ -306,8 +310,7 @@ class Loader {
         if (vl.line == 0 || kv.second.IsNull()) vl = l;  // a null value carries the next token's mark
         cfg_->set(key, Config::Entry{convert(*def, kv.second, vl, key), vl, def});
       } else if (is_section(key)) {
-        if (!kv.second.IsMap())
-          fail_at(l, key, "is a section: expected a mapping of keys below it");
+        if (!kv.second.IsMap()) fail_at(l, key, "is a section: expected a mapping of keys below it");
         walk(kv.second, key);
       } else {
         fail_at(l, key, fmt::format("unknown key{}; `xpand keys` lists every accepted key", suggestion(key)));
@@ -371,8 +374,10 @@ void Config::check_run_name() const {
   constexpr size_t kMaxRunName = 100;
   auto ok_char = [](unsigned char c) { return std::isalnum(c) || c == '.' || c == '_' || c == '+' || c == '-'; };
   std::string why;
-  if (name.empty()) why = "is empty";
-  else if (name.size() > kMaxRunName) why = fmt::format("is {} characters long (at most {})", name.size(), kMaxRunName);
+  if (name.empty())
+    why = "is empty";
+  else if (name.size() > kMaxRunName)
+    why = fmt::format("is {} characters long (at most {})", name.size(), kMaxRunName);
   else if (!std::all_of(name.begin(), name.end(), ok_char))
     why = "may hold only letters, digits and . _ + - (it names files: <out>/runs/<name>-<hash>.h5)";
   else if (!(std::isalnum(static_cast<unsigned char>(name[0])) || name[0] == '_'))
@@ -404,8 +409,9 @@ void Config::apply_defaults_and_check() {
     auto it = values_.find(d.when_key);
     std::string cur = it == values_.end() ? "<unset>" : std::get<std::string>(it->second.value);
     if (std::find(d.when_values.begin(), d.when_values.end(), cur) == d.when_values.end())
-      fail_at(e.loc, key, fmt::format("applies only when {} is {} (here it is '{}')", d.when_key,
-                                      fmt::join(d.when_values, " or "), cur));
+      fail_at(e.loc, key,
+              fmt::format("applies only when {} is {} (here it is '{}')", d.when_key, fmt::join(d.when_values, " or "),
+                          cur));
   }
 }
 
@@ -418,8 +424,8 @@ const Config::Entry& Config::entry(const std::string& key, Type expected) const 
     XPAND_CHECK(d != nullptr, "config key '{}' is not in the schema", key);
     throw ConfigError(fmt::format("{}: required key is not set (accepted: {})", key, describe_accepted(*d)));
   }
-  XPAND_CHECK(it->second.def->type == expected, "config key '{}' read as {} but declared {}", key,
-              type_name(expected), type_name(it->second.def->type));
+  XPAND_CHECK(it->second.def->type == expected, "config key '{}' read as {} but declared {}", key, type_name(expected),
+              type_name(it->second.def->type));
   return it->second;
 }
 
@@ -445,9 +451,7 @@ const Location& Config::location(const std::string& key) const {
   return it == values_.end() ? none : it->second.loc;
 }
 
-void Config::fail(const std::string& key, const std::string& message) const {
-  fail_at(location(key), key, message);
-}
+void Config::fail(const std::string& key, const std::string& message) const { fail_at(location(key), key, message); }
 
 std::vector<std::string> Config::keys() const {
   std::vector<std::string> k;
@@ -468,8 +472,7 @@ void emit_value(YAML::Emitter& out, const Value& v) {
           out << YAML::Flow << YAML::BeginSeq;
           for (double e : x) out << fmt::format("{:.17g}", e);
           out << YAML::EndSeq;
-        } else if constexpr (std::is_same_v<T, std::vector<int64_t>> ||
-                             std::is_same_v<T, std::vector<std::string>>) {
+        } else if constexpr (std::is_same_v<T, std::vector<int64_t>> || std::is_same_v<T, std::vector<std::string>>) {
           out << YAML::Flow << YAML::BeginSeq;
           for (const auto& e : x) out << e;
           out << YAML::EndSeq;
@@ -520,8 +523,10 @@ std::string Config::to_yaml(const std::string& skip_prefix) const {
     out << YAML::BeginMap;
     for (const auto& [name, c] : n.children) {
       out << YAML::Key << name << YAML::Value;
-      if (c.key) emit_value(out, values_.at(*c.key).value);
-      else emit(c);
+      if (c.key)
+        emit_value(out, values_.at(*c.key).value);
+      else
+        emit(c);
     }
     out << YAML::EndMap;
   };

@@ -24,9 +24,9 @@ struct KeyDef {
   std::string doc;
   double min = -std::numeric_limits<double>::infinity();  // numbers and list elements
   double max = std::numeric_limits<double>::infinity();
-  bool min_open = false;                  // true: value must be > min (not >=)
-  std::vector<std::string> choices;       // strings and string-list elements
-  std::string when_key;                   // applies only when when_key's value is one of when_values
+  bool min_open = false;             // true: value must be > min (not >=)
+  std::vector<std::string> choices;  // strings and string-list elements
+  std::string when_key;              // applies only when when_key's value is one of when_values
   std::vector<std::string> when_values;
 };
 
@@ -44,8 +44,8 @@ struct Location {
   std::string str() const;  // "file:line:col" or "--set"
 };
 
-using Value = std::variant<int64_t, double, bool, std::string, std::vector<int64_t>,
-                           std::vector<double>, std::vector<std::string>>;
+using Value = std::variant<int64_t, double, bool, std::string, std::vector<int64_t>, std::vector<double>,
+                           std::vector<std::string>>;
 
 class Config {
  public:

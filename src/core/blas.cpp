@@ -30,9 +30,8 @@ void select_kernels(int argc, char** argv) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   const char* better = nullptr;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl"))
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
     better = "SkylakeX";
   else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     better = "Haswell";
@@ -40,8 +39,9 @@ void select_kernels(int argc, char** argv) {
   if (core == better) return;
   setenv("OPENBLAS_CORETYPE", better, 1);
   execv("/proc/self/exe", argv);
-  std::fprintf(stderr, "xpand: warning: OpenBLAS runs its %s kernels on a CPU with %s's instructions and "
-                       "re-executing with OPENBLAS_CORETYPE=%s failed (%s); set it in the environment\n",
+  std::fprintf(stderr,
+               "xpand: warning: OpenBLAS runs its %s kernels on a CPU with %s's instructions and "
+               "re-executing with OPENBLAS_CORETYPE=%s failed (%s); set it in the environment\n",
                core.c_str(), better, better, std::strerror(errno));
 #else
   (void)argv;  // OpenBLAS's x86 fallbacks only

@@ -1,10 +1,10 @@
 // Errors and checks shared by every module: one exception type per failure class, each carrying
 // the process exit code it maps to, and XPAND_CHECK for internal invariants (file and line named).
 #pragma once
+#include <fmt/format.h>
+
 #include <stdexcept>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace xpand {
 
@@ -42,10 +42,9 @@ class DataError : public Error {
 }  // namespace xpand
 
 // Internal invariant: a failure is a bug in xpand, reported with file and line.
-#define XPAND_CHECK(cond, ...)                                                       \
-  do {                                                                               \
-    if (!(cond))                                                                     \
-      throw ::xpand::Error(::fmt::format("internal check failed at {}:{}: ({}) ",    \
-                                         __FILE__, __LINE__, #cond) +               \
-                           ::fmt::format(__VA_ARGS__));                              \
+#define XPAND_CHECK(cond, ...)                                                                                 \
+  do {                                                                                                         \
+    if (!(cond))                                                                                               \
+      throw ::xpand::Error(::fmt::format("internal check failed at {}:{}: ({}) ", __FILE__, __LINE__, #cond) + \
+                           ::fmt::format(__VA_ARGS__));                                                        \
   } while (0)

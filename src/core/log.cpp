@@ -1,13 +1,12 @@
 // Rank-aware logger setup (see log.h).
 #include "core/log.h"
 
+#include <spdlog/sinks/base_sink.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <mutex>
-
-#include <spdlog/sinks/base_sink.h>
 
 namespace xpand::log {
 namespace {
@@ -56,12 +55,16 @@ class ConsoleSink final : public spdlog::sinks::base_sink<std::mutex> {
  private:
   static const char* colour(spdlog::level::level_enum l) {
     switch (l) {
-      case spdlog::level::warn: return "\033[33m\033[1m";
+      case spdlog::level::warn:
+        return "\033[33m\033[1m";
       case spdlog::level::err:
-      case spdlog::level::critical: return "\033[31m\033[1m";
+      case spdlog::level::critical:
+        return "\033[31m\033[1m";
       case spdlog::level::debug:
-      case spdlog::level::trace: return "\033[36m";
-      default: return "\033[32m";
+      case spdlog::level::trace:
+        return "\033[36m";
+      default:
+        return "\033[32m";
     }
   }
   const bool tty_;

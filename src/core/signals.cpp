@@ -2,9 +2,8 @@
 #include "core/signals.h"
 
 #include <signal.h>
-#include <unistd.h>
-
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -42,8 +41,9 @@ void on_signal(int sig) {  // async-signal-safe: lock-free atomics, clock_gettim
     (void)r;
     _exit(kExitPreempted);
   }
-  const char* m = "xpand: signal received: checkpointing at the next step boundary, then exiting (a second signal, 2 s or more "
-                  "later: exit now)\n";
+  const char* m =
+      "xpand: signal received: checkpointing at the next step boundary, then exiting (a second signal, 2 s or more "
+      "later: exit now)\n";
   ssize_t r = ::write(2, m, std::strlen(m));
   (void)r;
 }

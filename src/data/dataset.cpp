@@ -2,14 +2,13 @@
 #include "data/dataset.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -40,9 +39,10 @@ std::string find_idx(const fs::path& dir, const std::vector<std::string>& names)
   for (const auto& n : names)
     for (const char* ext : {"", ".gz"})
       if (fs::exists(dir / (n + ext))) return (dir / (n + ext)).string();
-  throw DataError(fmt::format("{}: no file named {}[.gz] (an MNIST-style directory holds train-images-idx3-ubyte, "
-                              "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte)",
-                              dir.string(), names.front()));
+  throw DataError(
+      fmt::format("{}: no file named {}[.gz] (an MNIST-style directory holds train-images-idx3-ubyte, "
+                  "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte)",
+                  dir.string(), names.front()));
 }
 
 void load_idx_split(const fs::path& dir, const std::string& prefix, torch::Tensor* x, torch::Tensor* y) {
@@ -56,8 +56,7 @@ void load_idx_split(const fs::path& dir, const std::string& prefix, torch::Tenso
     throw DataError(fmt::format("{}: expected unsigned-byte labels of rank 1, found type 0x{:02x} rank {}", lab_path,
                                 lab.type, lab.dims.size()));
   if (img.dims[0] != lab.dims[0])
-    throw DataError(fmt::format("{} has {} images but {} has {} labels", img_path, img.dims[0], lab_path,
-                                lab.dims[0]));
+    throw DataError(fmt::format("{} has {} images but {} has {} labels", img_path, img.dims[0], lab_path, lab.dims[0]));
   *x = idx_to_tensor(img).unsqueeze(1);  // (N, 1, H, W) uint8
   *y = idx_to_tensor(lab).to(torch::kInt64);
   int64_t max_label = y->max().item<int64_t>();
@@ -66,8 +65,8 @@ void load_idx_split(const fs::path& dir, const std::string& prefix, torch::Tenso
 
 void load_images(Dataset* ds, const fs::path& dir, const config::Config& cfg) {
   if (!fs::is_directory(dir))
-    throw DataError(fmt::format("{}: dataset directory does not exist (data.name {}, data.root)", dir.string(),
-                                ds->name));
+    throw DataError(
+        fmt::format("{}: dataset directory does not exist (data.name {}, data.root)", dir.string(), ds->name));
   torch::Tensor trx, tr_y, tex, te_y;
   load_idx_split(dir, "train", &trx, &tr_y);
   load_idx_split(dir, "t10k", &tex, &te_y);
@@ -119,8 +118,8 @@ void load_chars(Dataset* ds, const fs::path& root, const config::Config& cfg) {
   int64_t n_val = static_cast<int64_t>(text.size() * val_fraction);
   int64_t n_train = static_cast<int64_t>(text.size()) - n_val;
   if (n_val < block + 1 || n_train < block + 1)
-    throw DataError(fmt::format("{}: {} characters are too few for block_size {} with val_fraction {}",
-                                root.string(), text.size(), block, val_fraction));
+    throw DataError(fmt::format("{}: {} characters are too few for block_size {} with val_fraction {}", root.string(),
+                                text.size(), block, val_fraction));
   std::set<unsigned char> chars(text.begin(), text.end());
   ds->vocab.assign(chars.begin(), chars.end());
   std::vector<int64_t> lut(256, -1);
@@ -174,15 +173,17 @@ Dataset dataset_load(const config::Config& cfg, torch::Device device) {
     load_images(&ds, root.empty() ? "/usr/share/datasets/fashion-mnist" : root, cfg);
   } else if (ds.name == "mnist") {
     if (root.empty())
-      cfg.fail("data.root", "data.name mnist needs data.root: a directory holding the four MNIST IDX files "
-                            "(or use data.name mnist-10k, prepared by scripts/setup.sh)");
+      cfg.fail("data.root",
+               "data.name mnist needs data.root: a directory holding the four MNIST IDX files "
+               "(or use data.name mnist-10k, prepared by scripts/setup.sh)");
     load_images(&ds, root, cfg);
   } else if (ds.name == "mnist-10k") {
     std::string dir = root.empty() ? data_home() + "/mnist-10k" : root;
     if (!fs::exists(dir))
-      throw DataError(fmt::format("{}: mnist-10k is not prepared; run scripts/setup.sh or "
-                                  "/usr/bin/python3 scripts/mnist10k.py --out {}",
-                                  dir, dir));
+      throw DataError(
+          fmt::format("{}: mnist-10k is not prepared; run scripts/setup.sh or "
+                      "/usr/bin/python3 scripts/mnist10k.py --out {}",
+                      dir, dir));
     load_images(&ds, dir, cfg);
   } else if (ds.name == "chars") {
     load_chars(&ds, root.empty() ? "/usr/share/games/fortunes" : root, cfg);
@@ -233,8 +234,8 @@ Batch Dataset::train_batch(uint64_t seed, int64_t step, int64_t global_batch, in
   auto dev = train_x.device();
   if (task == Task::LanguageModel) {
     auto gen = generator(seed, kStreamWindows, static_cast<uint64_t>(step));
-    auto starts = torch::randint(0, train_x.size(0) - block_size, {global_batch}, gen, torch::kInt64)
-                      .slice(0, lo, lo + local);
+    auto starts =
+        torch::randint(0, train_x.size(0) - block_size, {global_batch}, gen, torch::kInt64).slice(0, lo, lo + local);
     auto idx = (starts.unsqueeze(1) + torch::arange(block_size + 1, torch::kInt64).unsqueeze(0)).to(dev);
     auto w = train_x.index_select(0, idx.reshape(-1)).reshape({local, block_size + 1});
     return {w.slice(1, 0, block_size), w.slice(1, 1, block_size + 1)};

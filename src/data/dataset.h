@@ -3,12 +3,12 @@
 // Batches are pure functions of (seed, step), so every rank can read its own deterministic shard of
 // each global batch and a resumed run sees exactly the batches it would have seen.
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "config/config.h"
 

@@ -1,13 +1,12 @@
 // IDX reading and writing (see idx.h).
 #include "data/idx.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <zlib.h>
 
 #include <cstring>
 #include <fstream>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "core/error.h"
 
@@ -17,11 +16,18 @@ namespace {
 
 int element_size(uint8_t type) {
   switch (type) {
-    case 0x08: case 0x09: return 1;
-    case 0x0B: return 2;
-    case 0x0C: case 0x0D: return 4;
-    case 0x0E: return 8;
-    default: return 0;
+    case 0x08:
+    case 0x09:
+      return 1;
+    case 0x0B:
+      return 2;
+    case 0x0C:
+    case 0x0D:
+      return 4;
+    case 0x0E:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -67,8 +73,7 @@ std::vector<uint8_t> read_all(const std::string& path) {
 }  // namespace
 
 IdxArray idx_parse(std::vector<uint8_t> c, const std::string& name) {
-  if (c.size() < 4)
-    throw DataError(fmt::format("{}: too short for an IDX header ({} bytes)", name, c.size()));
+  if (c.size() < 4) throw DataError(fmt::format("{}: too short for an IDX header ({} bytes)", name, c.size()));
   if (c[0] != 0 || c[1] != 0)
     throw DataError(fmt::format("{}: bad IDX magic number {:02x}{:02x}{:02x}{:02x} (expected 0000 then type and rank)",
                                 name, c[0], c[1], c[2], c[3]));
@@ -80,8 +85,8 @@ IdxArray idx_parse(std::vector<uint8_t> c, const std::string& name) {
   if (ndim < 1 || ndim > 8) throw DataError(fmt::format("{}: unsupported IDX rank {}", name, ndim));
   size_t header = 4 + 4 * size_t(ndim);
   if (c.size() < header)
-    throw DataError(fmt::format("{}: truncated IDX header (rank {} needs {} bytes, file has {})", name, ndim,
-                                header, c.size()));
+    throw DataError(
+        fmt::format("{}: truncated IDX header (rank {} needs {} bytes, file has {})", name, ndim, header, c.size()));
   uint64_t count = 1;
   for (int i = 0; i < ndim; ++i) {
     const uint8_t* p = c.data() + 4 + 4 * i;
@@ -108,12 +113,24 @@ IdxArray idx_read(const std::string& path) { return idx_parse(read_all(path), pa
 torch::Tensor idx_to_tensor(const IdxArray& a) {
   torch::ScalarType st;
   switch (a.type) {
-    case 0x08: st = torch::kUInt8; break;
-    case 0x09: st = torch::kInt8; break;
-    case 0x0B: st = torch::kInt16; break;
-    case 0x0C: st = torch::kInt32; break;
-    case 0x0D: st = torch::kFloat32; break;
-    default: st = torch::kFloat64; break;
+    case 0x08:
+      st = torch::kUInt8;
+      break;
+    case 0x09:
+      st = torch::kInt8;
+      break;
+    case 0x0B:
+      st = torch::kInt16;
+      break;
+    case 0x0C:
+      st = torch::kInt32;
+      break;
+    case 0x0D:
+      st = torch::kFloat32;
+      break;
+    default:
+      st = torch::kFloat64;
+      break;
   }
   int esize = element_size(a.type);
   std::vector<uint8_t> host = a.bytes;

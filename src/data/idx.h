@@ -2,11 +2,11 @@
 // number, the element type, the dimensions and the exact file length; any problem is a DataError
 // naming the file, never a crash.
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 namespace xpand::data {
 

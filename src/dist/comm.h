@@ -3,12 +3,12 @@
 // no MPI), `mpi` (CPU tensors; CUDA tensors staged through pinned host buffers) and `nccl` (CUDA
 // tensors, its own stream). Callers never include mpi.h or nccl.h; those live in dist/*.cpp.
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 namespace xpand::dist {
 

@@ -1,17 +1,16 @@
 // MPI world, Slurm launch check, groups, devices and job abort (see context.h).
 #include "dist/context.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
 
-#include <fmt/format.h>
-
+#include "core/build_info.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "core/build_info.h"
 #include "dist/mpi_internal.h"
 #if XPAND_HAVE_NCCL
 #include "dist/nccl_comm.h"
@@ -87,9 +86,10 @@ Context::~Context() {
 Group Context::split(int k) {
   if (k == 0) k = world_size_;
   if (k < 0 || world_size_ % k != 0)
-    throw ConfigError(fmt::format("--ranks-per-run {} must be a positive divisor of the world size {} "
-                                  "(launch a multiple of {} ranks, or choose K among the divisors of {})",
-                                  k, world_size_, k, world_size_));
+    throw ConfigError(
+        fmt::format("--ranks-per-run {} must be a positive divisor of the world size {} "
+                    "(launch a multiple of {} ranks, or choose K among the divisors of {})",
+                    k, world_size_, k, world_size_));
   Group g;
   g.index = world_rank_ / k;
   g.count = world_size_ / k;
@@ -103,9 +103,9 @@ Group Context::split(int k) {
   }
   std::vector<int> ranks;
   for (int r = 0; r < k; ++r) ranks.push_back(g.first_world_rank + r);
-  g.comm = comm_mpi(comm,
-                    fmt::format("group {} (world ranks {}-{})", g.index, g.first_world_rank, g.first_world_rank + k - 1),
-                    ranks, opts_.timeout_s);
+  g.comm = comm_mpi(
+      comm, fmt::format("group {} (world ranks {}-{})", g.index, g.first_world_rank, g.first_world_rank + k - 1), ranks,
+      opts_.timeout_s);
   return g;
 }
 

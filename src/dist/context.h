@@ -3,17 +3,17 @@
 // per-group communicators, the GPU of this rank, and job-wide abort. One process, no launcher:
 // MPI's singleton world of size 1.
 #pragma once
+#include <torch/torch.h>
+
 #include <memory>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "dist/comm.h"
 
 namespace xpand::dist {
 
 struct Options {
-  double timeout_s = 300;    // a collective not complete after this long aborts the job
+  double timeout_s = 300;  // a collective not complete after this long aborts the job
 };
 
 // One data-parallel group: `index` of `count` groups, and its communicator.

@@ -3,6 +3,8 @@
 // all-reduce progress while backward keeps computing (Open MPI has no asynchronous progress of its
 // own). A collective still incomplete after the timeout triggers a short exchange on a second
 // communicator that tells which ranks reached the same operation, then aborts the job.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,9 +16,6 @@
 #include <functional>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -38,23 +37,32 @@ namespace {
 
 MPI_Datatype mpi_type(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat: return MPI_FLOAT;
-    case torch::kDouble: return MPI_DOUBLE;
-    case torch::kInt64: return MPI_INT64_T;
-    case torch::kInt32: return MPI_INT32_T;
-    case torch::kUInt8: return MPI_UINT8_T;
+    case torch::kFloat:
+      return MPI_FLOAT;
+    case torch::kDouble:
+      return MPI_DOUBLE;
+    case torch::kInt64:
+      return MPI_INT64_T;
+    case torch::kInt32:
+      return MPI_INT32_T;
+    case torch::kUInt8:
+      return MPI_UINT8_T;
     default:
-      throw Error(fmt::format("the mpi communicator does not reduce {} tensors (float32, float64 and integer "
-                              "types only); use dist.backend: nccl for half precision on GPUs",
-                              c10::toString(t)));
+      throw Error(
+          fmt::format("the mpi communicator does not reduce {} tensors (float32, float64 and integer "
+                      "types only); use dist.backend: nccl for half precision on GPUs",
+                      c10::toString(t)));
   }
 }
 
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::Max: return MPI_MAX;
-    case ReduceOp::Min: return MPI_MIN;
-    default: return MPI_SUM;  // Avg = Sum, then divided by the group size
+    case ReduceOp::Max:
+      return MPI_MAX;
+    case ReduceOp::Min:
+      return MPI_MIN;
+    default:
+      return MPI_SUM;  // Avg = Sum, then divided by the group size
   }
 }
 
@@ -145,7 +153,8 @@ class MpiComm : public Communicator {
   }
 
   void barrier(const std::string& what) override {
-    submit(fmt::format("barrier ({})", what), [=](MPI_Request* r) { XPAND_MPI(MPI_Ibarrier(comm_, r)); }, [] {})
+    submit(
+        fmt::format("barrier ({})", what), [=](MPI_Request* r) { XPAND_MPI(MPI_Ibarrier(comm_, r)); }, [] {})
         ->wait();
   }
 
@@ -194,8 +203,10 @@ class MpiComm : public Communicator {
           if (t.seconds() > timeout_s_) diagnose_and_abort(seq, task.what, t.seconds());
           // Spin briefly (latency of small messages), then back off so the compute threads keep
           // the cores; the back-off caps at 200 us.
-          if (polls < 200) std::this_thread::yield();
-          else std::this_thread::sleep_for(std::chrono::microseconds(std::min(200, (polls - 200) / 10 + 5)));
+          if (polls < 200)
+            std::this_thread::yield();
+          else
+            std::this_thread::sleep_for(std::chrono::microseconds(std::min(200, (polls - 200) / 10 + 5)));
         }
         task.finish();
       } catch (const std::exception& e) {
@@ -245,19 +256,23 @@ class MpiComm : public Communicator {
     for (int p = 0, i = 0; p < size_; ++p) {
       if (p == rank_) continue;
       const int w = world_ranks_[size_t(p)];
-      if (!answered[size_t(i++)]) missing.push_back(w);
-      else if (theirs[size_t(p)].seq == seq) arrived.push_back(w);
-      else elsewhere.push_back(fmt::format("rank {} is in operation #{} ({})", w, theirs[size_t(p)].seq,
-                                           theirs[size_t(p)].what));
+      if (!answered[size_t(i++)])
+        missing.push_back(w);
+      else if (theirs[size_t(p)].seq == seq)
+        arrived.push_back(w);
+      else
+        elsewhere.push_back(
+            fmt::format("rank {} is in operation #{} ({})", w, theirs[size_t(p)].seq, theirs[size_t(p)].what));
     }
     std::sort(arrived.begin(), arrived.end());
     std::string msg = fmt::format(
         "collective timeout: {} (operation #{} on {}) did not complete within {:.0f} s (dist.timeout_s). "
         "Ranks that arrived: {}. Ranks that did not arrive: {}",
         what, seq, label_, waited, fmt::join(arrived, ", "),
-        missing.empty() ? std::string("none") : fmt::format("{} (no answer within {:.0f} s: busy outside "
-                                                            "communication, hung or dead)",
-                                                            fmt::join(missing, ", "), grace));
+        missing.empty() ? std::string("none")
+                        : fmt::format("{} (no answer within {:.0f} s: busy outside "
+                                      "communication, hung or dead)",
+                                      fmt::join(missing, ", "), grace));
     if (!elsewhere.empty()) msg += fmt::format("; waiting in a different operation: {}", fmt::join(elsewhere, "; "));
     Context::get()->abort(kExitFailure, msg);
   }

@@ -3,6 +3,7 @@
 #include "dist/nccl_comm.h"
 
 #include <cuda_runtime_api.h>
+#include <fmt/format.h>
 #include <nccl.h>
 
 #include <chrono>
@@ -13,8 +14,6 @@
 #include <mutex>
 #include <thread>
 
-#include <fmt/format.h>
-
 #include "core/error.h"
 #include "core/timer.h"
 #include "dist/context.h"
@@ -24,8 +23,7 @@ namespace xpand::dist {
 namespace {
 
 void cuda_check(cudaError_t rc, const char* call, const char* file, int line) {
-  if (rc != cudaSuccess)
-    throw Error(fmt::format("{} failed at {}:{}: {}", call, file, line, cudaGetErrorString(rc)));
+  if (rc != cudaSuccess) throw Error(fmt::format("{} failed at {}:{}: {}", call, file, line, cudaGetErrorString(rc)));
 }
 void nccl_check(ncclResult_t rc, const char* call, const char* file, int line) {
   if (rc != ncclSuccess)
@@ -37,23 +35,35 @@ void nccl_check(ncclResult_t rc, const char* call, const char* file, int line) {
 
 ncclDataType_t nccl_type(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat: return ncclFloat32;
-    case torch::kDouble: return ncclFloat64;
-    case torch::kHalf: return ncclFloat16;
-    case torch::kBFloat16: return ncclBfloat16;
-    case torch::kInt64: return ncclInt64;
-    case torch::kInt32: return ncclInt32;
-    case torch::kUInt8: return ncclUint8;
-    default: throw Error(fmt::format("the nccl communicator does not reduce {} tensors", c10::toString(t)));
+    case torch::kFloat:
+      return ncclFloat32;
+    case torch::kDouble:
+      return ncclFloat64;
+    case torch::kHalf:
+      return ncclFloat16;
+    case torch::kBFloat16:
+      return ncclBfloat16;
+    case torch::kInt64:
+      return ncclInt64;
+    case torch::kInt32:
+      return ncclInt32;
+    case torch::kUInt8:
+      return ncclUint8;
+    default:
+      throw Error(fmt::format("the nccl communicator does not reduce {} tensors", c10::toString(t)));
   }
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::Avg: return ncclAvg;
-    case ReduceOp::Max: return ncclMax;
-    case ReduceOp::Min: return ncclMin;
-    default: return ncclSum;
+    case ReduceOp::Avg:
+      return ncclAvg;
+    case ReduceOp::Max:
+      return ncclMax;
+    case ReduceOp::Min:
+      return ncclMin;
+    default:
+      return ncclSum;
   }
 }
 
@@ -206,9 +216,10 @@ class NcclComm : public Communicator {
         double waited =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - inflight_.front()->issued).count();
         if (waited > timeout_s_)
-          problem = fmt::format("{} did not complete within {:.0f} s (dist.timeout_s); a rank of the group did not "
-                                "arrive (hung, busy, or dead)",
-                                inflight_.front()->what, waited);
+          problem = fmt::format(
+              "{} did not complete within {:.0f} s (dist.timeout_s); a rank of the group did not "
+              "arrive (hung, busy, or dead)",
+              inflight_.front()->what, waited);
       }
       if (!problem.empty()) {
         ncclCommAbort(comm_);

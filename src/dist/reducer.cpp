@@ -3,11 +3,10 @@
 // gradient into .grad() (so micro-batch accumulation is already included).
 #include "dist/reducer.h"
 
+#include <fmt/format.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/timer.h"
@@ -54,8 +53,8 @@ void Reducer::arm(const std::vector<torch::Tensor>& tensors) {
                           flat_.front().device() != tensors.front().device()))) {
     numels_ = numels;
     const int64_t elem = tensors.empty() ? 4 : int64_t(tensors.front().element_size());
-    layout_ = bucket_layout(numels_, elem, int64_t(opts_.first_bucket_mb * 1048576.0),
-                            int64_t(opts_.bucket_mb * 1048576.0));
+    layout_ =
+        bucket_layout(numels_, elem, int64_t(opts_.first_bucket_mb * 1048576.0), int64_t(opts_.bucket_mb * 1048576.0));
     bucket_of_.assign(numels_.size(), 0);
     offset_.assign(numels_.size(), 0);
     flat_.clear();
@@ -96,8 +95,10 @@ void Reducer::on_ready(size_t i) {
   if (!armed_ || ready_[i]) return;
   const torch::Tensor& g = tensors_[i].grad();
   auto dst = flat_[bucket_of_[i]].narrow(0, offset_[i], numels_[i]);
-  if (g.defined()) dst.copy_(g.reshape(-1));
-  else dst.zero_();
+  if (g.defined())
+    dst.copy_(g.reshape(-1));
+  else
+    dst.zero_();
   ready_[i] = 1;
   if (--pending_[bucket_of_[i]] == 0) launch_in_order();
 }
@@ -108,8 +109,8 @@ void Reducer::launch_in_order() {
   while (next_ < layout_.size() && pending_[next_] == 0) {
     const size_t b = next_++;
     if (layout_[b].numel == 0) continue;
-    works_[b] = comm_->allreduce_async(flat_[b], ReduceOp::Sum,
-                                       fmt::format("gradient bucket {}/{}", b + 1, layout_.size()));
+    works_[b] =
+        comm_->allreduce_async(flat_[b], ReduceOp::Sum, fmt::format("gradient bucket {}/{}", b + 1, layout_.size()));
     stats_.bytes += int64_t(flat_[b].nbytes());
     stats_.collectives += 1;
   }
@@ -126,8 +127,10 @@ ReduceStats Reducer::finish() {
       // what earlier micro-batches accumulated).
       const torch::Tensor& g = tensors_[i].grad();
       auto dst = flat_[bucket_of_[i]].narrow(0, offset_[i], numels_[i]);
-      if (g.defined()) dst.copy_(g.reshape(-1));
-      else dst.zero_();
+      if (g.defined())
+        dst.copy_(g.reshape(-1));
+      else
+        dst.zero_();
       ready_[i] = 1;
       --pending_[bucket_of_[i]];
     }
@@ -143,8 +146,10 @@ ReduceStats Reducer::finish() {
   for (size_t i = 0; i < tensors_.size(); ++i) {
     auto src = flat_[bucket_of_[i]].narrow(0, offset_[i], numels_[i]).view(tensors_[i].sizes());
     torch::Tensor& g = tensors_[i].mutable_grad();
-    if (g.defined()) g.copy_(src);
-    else g = src.clone();
+    if (g.defined())
+      g.copy_(src);
+    else
+      g = src.clone();
   }
   for (auto& h : hooks_) h->accumulator->del_post_hook(h->key);
   hooks_.clear();

@@ -4,12 +4,12 @@
 // all-reduce starts the moment its last gradient has been accumulated during backward; finish()
 // waits only for what is still in flight and writes the sums back into each tensor's .grad().
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "dist/comm.h"
 
@@ -66,7 +66,7 @@ class Reducer {
   std::vector<int64_t> numels_;
   std::vector<BucketSpan> layout_;
   std::vector<size_t> bucket_of_;
-  std::vector<int64_t> offset_;   // element offset of each tensor in its bucket
+  std::vector<int64_t> offset_;  // element offset of each tensor in its bucket
   std::vector<torch::Tensor> flat_;
 
   // Per armed step.
@@ -74,8 +74,8 @@ class Reducer {
   bool armed_ = false;
   std::vector<torch::Tensor> tensors_;
   std::vector<char> ready_;
-  std::vector<size_t> pending_;   // tensors of each bucket not yet ready
-  size_t next_ = 0;               // next bucket to launch (buckets launch in index order)
+  std::vector<size_t> pending_;  // tensors of each bucket not yet ready
+  size_t next_ = 0;              // next bucket to launch (buckets launch in index order)
   std::vector<std::shared_ptr<Work>> works_;
   ReduceStats stats_;
   struct Hook;

@@ -33,8 +33,8 @@ class Cnn : public Network {
       c = channels[i];
       h /= 2, w /= 2;
       if (h < 1 || w < 1)
-        cfg.fail("model.channels", fmt::format("{} pooling blocks shrink the {}x{} input below 1x1",
-                                               channels.size(), ds.sample_shape[1], ds.sample_shape[2]));
+        cfg.fail("model.channels", fmt::format("{} pooling blocks shrink the {}x{} input below 1x1", channels.size(),
+                                               ds.sample_shape[1], ds.sample_shape[2]));
     }
     std::vector<int64_t> widths = {c * h * w};
     for (int64_t f : cfg.get_ints("model.fc")) widths.push_back(f);

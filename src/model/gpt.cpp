@@ -1,9 +1,9 @@
 // gpt: character-level GPT in nanoGPT's shakespeare_char shape (pre-norm blocks, causal
 // self-attention, GELU MLP with 4x width, bias-free LayerNorms and linears, tied output head).
 // Every linear weight (c_attn, c_proj, c_fc) is a slot; embeddings and norms are plain tensors.
-#include <cmath>
-
 #include <fmt/format.h>
+
+#include <cmath>
 
 #include "model/nets.h"
 
@@ -35,7 +35,7 @@ class Gpt : public Network {
     auto normal = [](std::vector<int64_t> s, double std) { return torch::randn(s) * std; };
     wte_ = register_parameter("wte", normal({vocab_, n_embd_}, 0.02));  // (V, C), tied with the head
     wpe_ = register_parameter("wpe", normal({block_, n_embd_}, 0.02));  // (T, C)
-    const double proj_std = 0.02 / std::sqrt(2.0 * double(n_layer_));  // nanoGPT's scaled residual init
+    const double proj_std = 0.02 / std::sqrt(2.0 * double(n_layer_));   // nanoGPT's scaled residual init
     int64_t c = n_embd_, t = block_;
     for (int64_t i = 0; i < n_layer_; ++i) {
       auto b = std::make_shared<Block>();
@@ -45,10 +45,13 @@ class Gpt : public Network {
       b->ln2 = b->register_parameter("ln2", torch::ones({c}));
       b->register_module("attn", b->attn);
       b->register_module("mlp", b->mlp);
-      b->c_attn = add_slot(*b->attn, "c_attn", p + ".attn.c_attn", {{3 * c, c}}, param::Init::normal(0.02), make, t, true);
-      b->attn_proj = add_slot(*b->attn, "c_proj", p + ".attn.c_proj", {{c, c}}, param::Init::normal(proj_std), make, t, true);
+      b->c_attn =
+          add_slot(*b->attn, "c_attn", p + ".attn.c_attn", {{3 * c, c}}, param::Init::normal(0.02), make, t, true);
+      b->attn_proj =
+          add_slot(*b->attn, "c_proj", p + ".attn.c_proj", {{c, c}}, param::Init::normal(proj_std), make, t, true);
       b->c_fc = add_slot(*b->mlp, "c_fc", p + ".mlp.c_fc", {{4 * c, c}}, param::Init::normal(0.02), make, t, true);
-      b->mlp_proj = add_slot(*b->mlp, "c_proj", p + ".mlp.c_proj", {{c, 4 * c}}, param::Init::normal(proj_std), make, t, true);
+      b->mlp_proj =
+          add_slot(*b->mlp, "c_proj", p + ".mlp.c_proj", {{c, 4 * c}}, param::Init::normal(proj_std), make, t, true);
       blocks_.push_back(b);
     }
     ln_f_ = register_parameter("ln_f", torch::ones({c}));
@@ -59,7 +62,9 @@ class Gpt : public Network {
   torch::Tensor forward(const torch::Tensor& idx) override {
     namespace F = torch::nn::functional;
     const int64_t B = idx.size(0), T = idx.size(1), C = n_embd_, H = n_head_, D = C / H;
-    auto drop = [&](const torch::Tensor& x) { return F::dropout(x, F::DropoutFuncOptions().p(dropout_).training(is_training())); };
+    auto drop = [&](const torch::Tensor& x) {
+      return F::dropout(x, F::DropoutFuncOptions().p(dropout_).training(is_training()));
+    };
     auto ln = [&](const torch::Tensor& x, const torch::Tensor& w) { return torch::layer_norm(x, {C}, w, {}, 1e-5); };
     torch::Tensor x = drop(wte_.index_select(0, idx.reshape(-1)).view({B, T, C}) + wpe_.slice(0, 0, T));
     torch::Tensor none;
@@ -67,10 +72,11 @@ class Gpt : public Network {
     // Causal mask, made per call: a bool buffer would be cast to the float dtype by Module::to().
     auto mask = torch::ones({T, T}, idx.options().dtype(torch::kBool)).triu(1);  // (T, T), true above the diagonal
     for (auto& b : blocks_) {
-      auto qkv = b->c_attn->linear(ln(x, b->ln1), none).view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4});  // (3, B, H, T, D)
+      auto qkv =
+          b->c_attn->linear(ln(x, b->ln1), none).view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4});  // (3, B, H, T, D)
       auto att = torch::matmul(qkv[0], qkv[1].transpose(-2, -1)).mul_(scale);                     // (B, H, T, T)
       att = drop(torch::softmax(att.masked_fill(mask, -INFINITY), -1));
-      auto y = torch::matmul(att, qkv[2]).transpose(1, 2).reshape({B, T, C});                      // (B, T, C)
+      auto y = torch::matmul(att, qkv[2]).transpose(1, 2).reshape({B, T, C});  // (B, T, C)
       x = x + drop(b->attn_proj->linear(y, none));
       auto m = torch::gelu(b->c_fc->linear(ln(x, b->ln2), none));
       x = x + drop(b->mlp_proj->linear(m, none));

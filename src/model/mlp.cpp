@@ -27,18 +27,19 @@ class Mlp : public Network {
     int64_t in = 1;
     for (int64_t d : ds.sample_shape) in *= d;
     if (widths_.front() != in)
-      cfg.fail("model.widths", fmt::format("first width {} must equal the input size of {} ({})", widths_.front(),
-                                           ds.name, in));
+      cfg.fail("model.widths",
+               fmt::format("first width {} must equal the input size of {} ({})", widths_.front(), ds.name, in));
     if (widths_.back() != ds.num_classes)
-      cfg.fail("model.widths", fmt::format("last width {} must equal the {} classes of {}", widths_.back(),
-                                           ds.num_classes, ds.name));
+      cfg.fail("model.widths",
+               fmt::format("last width {} must equal the {} classes of {}", widths_.back(), ds.num_classes, ds.name));
     bool bias = cfg.get_bool("model.bias");
     size_t n = widths_.size() - 1;
     residual_.assign(n, false);
     for (int64_t r : cfg.get_ints("model.residual")) {
       if (r >= int64_t(n) - 1 || r < 1 || widths_[r] != widths_[r + 1])
         cfg.fail("model.residual", fmt::format("layer {} cannot take a residual: it must be a square hidden layer "
-                                               "(1 <= index < {} with equal in and out widths)", r, n - 1));
+                                               "(1 <= index < {} with equal in and out widths)",
+                                               r, n - 1));
       residual_[r] = true;
     }
     for (size_t i = 0; i < n; ++i) {

@@ -1,9 +1,8 @@
 // Shared network machinery: slots, the model registry, collapse and per-layer accounting.
 #include "model/network.h"
 
-#include <fmt/format.h>
-
 #include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -16,10 +15,9 @@
 
 namespace xpand::model {
 
-param::ParamPtr Network::add_slot(torch::nn::Module& owner, const std::string& local_name,
-                                  const std::string& full_name, const param::WeightShape& shape,
-                                  const param::Init& init, const param::Factory& make, int64_t rows_per_sample,
-                                  bool input_grad) {
+param::ParamPtr Network::add_slot(torch::nn::Module& owner, const std::string& local_name, const std::string& full_name,
+                                  const param::WeightShape& shape, const param::Init& init, const param::Factory& make,
+                                  int64_t rows_per_sample, bool input_grad) {
   param::ParamPtr p = make(full_name, shape, init);
   owner.register_module(local_name, p);
   slot_info_.push_back({full_name, p, rows_per_sample, input_grad});
@@ -39,10 +37,14 @@ std::vector<Slot> Network::slots() {
 NetworkPtr network_build(const config::Config& cfg, const data::Dataset& ds, const param::Factory& make) {
   const std::string& kind = cfg.get_string("model.kind");
   NetworkPtr net;
-  if (kind == "mlp") net = mlp_build(cfg, ds, make);
-  else if (kind == "cnn") net = cnn_build(cfg, ds, make);
-  else if (kind == "gpt") net = gpt_build(cfg, ds, make);
-  else cfg.fail("model.kind", fmt::format("no network named '{}'", kind));
+  if (kind == "mlp")
+    net = mlp_build(cfg, ds, make);
+  else if (kind == "cnn")
+    net = cnn_build(cfg, ds, make);
+  else if (kind == "gpt")
+    net = gpt_build(cfg, ds, make);
+  else
+    cfg.fail("model.kind", fmt::format("no network named '{}'", kind));
   std::vector<std::string> names;
   for (const auto& s : net->slots()) names.push_back(s.name);
   param::check_layer_options(cfg, names);
@@ -92,8 +94,10 @@ void network_check(const config::Config& cfg, const data::Dataset& ds, double co
     // A lower bound of the layer's scalars: an expansion holds at least W's (its factors span it),
     // a low-rank product r (in + out), an adapter W0 and its two factors.
     double n = double(s.numel());
-    if (spec.kind == "lowrank") n = double(spec.rank) * double(s.out() + s.fan_in());
-    else if (spec.kind == "lora") n += double(spec.rank) * double(s.out() + s.fan_in());
+    if (spec.kind == "lowrank")
+      n = double(spec.rank) * double(s.out() + s.fan_in());
+    else if (spec.kind == "lora")
+      n += double(spec.rank) * double(s.out() + s.fan_in());
     layers.push_back({layer, s.str(), spec.kind, n});
     return std::make_shared<ShapeOnly>(s);
   };
@@ -119,11 +123,12 @@ void network_check(const config::Config& cfg, const data::Dataset& ds, double co
     for (size_t i = 0; i < layers.size() && i < 3; ++i)
       big += fmt::format("{}{} {} {} ({:.3g} scalars)", i ? ", " : "", layers[i].name, layers[i].kind, layers[i].shape,
                          layers[i].scalars);
-    cfg.fail(cfg.get_string("model.kind") == "mlp" ? "model.widths" : "model.kind", fmt::format("the network holds at least {:.4g} scalars ({:.1f} GiB of {}{}), more than "
-                                         "the {:.1f} GiB this process may use; largest layers: {}",
-                                         scalars, need / 1073741824.0, cfg.get_string("dtype"),
-                                         copies > 1 ? fmt::format(" with training's {:.0f} copies", copies) : "",
-                                         have / 1073741824.0, big));
+    cfg.fail(
+        cfg.get_string("model.kind") == "mlp" ? "model.widths" : "model.kind",
+        fmt::format("the network holds at least {:.4g} scalars ({:.1f} GiB of {}{}), more than "
+                    "the {:.1f} GiB this process may use; largest layers: {}",
+                    scalars, need / 1073741824.0, cfg.get_string("dtype"),
+                    copies > 1 ? fmt::format(" with training's {:.0f} copies", copies) : "", have / 1073741824.0, big));
   }
 }
 
@@ -134,11 +139,12 @@ NetworkPtr network_collapse(const config::Config& cfg, const data::Dataset& ds, 
   // Building draws initial values from the global RNG; keep the training stream untouched.
   auto gen = at::detail::getDefaultCPUGenerator();
   auto rng_state = gen.get_state();
-  auto dense = network_build(cfg, ds, param::factory_collapsed([&](const std::string& layer) {
-    auto it = by_name.find(layer);
-    XPAND_CHECK(it != by_name.end(), "collapse: layer {} missing from the source network", layer);
-    return it->second;
-  }));
+  auto dense =
+      network_build(cfg, ds, param::factory_collapsed([&](const std::string& layer) {
+                      auto it = by_name.find(layer);
+                      XPAND_CHECK(it != by_name.end(), "collapse: layer {} missing from the source network", layer);
+                      return it->second;
+                    }));
   gen.set_state(rng_state);
   // Every tensor outside the slots (biases, norms, embeddings, buffers) is copied by name.
   std::vector<std::string> slot_prefixes;

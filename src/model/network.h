@@ -3,11 +3,11 @@
 // Networks: mlp, cnn, gpt (network_build picks from model.kind). Collapse rebuilds the same
 // network with dense slots holding each W_eff, and copies every other tensor by name.
 #pragma once
+#include <torch/torch.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "config/config.h"
 #include "data/dataset.h"
@@ -17,10 +17,10 @@ namespace xpand::model {
 
 // One parameterized weight of a network and how often it is applied per sample.
 struct Slot {
-  std::string name;          // dotted module path, e.g. "fc1" or "blocks.0.mlp.c_fc"
+  std::string name;  // dotted module path, e.g. "fc1" or "blocks.0.mlp.c_fc"
   param::ParamPtr param;
-  int64_t rows_per_sample;   // 1 for an MLP layer, H_out·W_out for a conv, block_size for a gpt linear
-  bool input_grad;           // whether backward needs the gradient w.r.t. this layer's input
+  int64_t rows_per_sample;  // 1 for an MLP layer, H_out·W_out for a conv, block_size for a gpt linear
+  bool input_grad;          // whether backward needs the gradient w.r.t. this layer's input
 };
 
 // FLOPs of the network's work outside its slots (attention score matmuls), per sample.

@@ -3,13 +3,12 @@
 #include "param/analysis.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <string>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 
@@ -27,10 +26,14 @@ std::string shape_str(const torch::Tensor& w) {
 // be trusted to. Integers are exact, so they get float64's like the float64 copy we compute on.
 double dtype_eps(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat32: return FLT_EPSILON;
-    case torch::kHalf: return 0x1p-10;
-    case torch::kBFloat16: return 0x1p-7;
-    default: return DBL_EPSILON;
+    case torch::kFloat32:
+      return FLT_EPSILON;
+    case torch::kHalf:
+      return 0x1p-10;
+    case torch::kBFloat16:
+      return 0x1p-7;
+    default:
+      return DBL_EPSILON;
   }
 }
 
@@ -38,9 +41,10 @@ double dtype_eps(torch::ScalarType t) {
 torch::Tensor as_matrix(const torch::Tensor& w) {
   if (!w.defined()) throw ConfigError("low-rank analysis: undefined weight tensor");
   if (w.dim() != 2 && w.dim() != 4)
-    throw ConfigError(fmt::format("low-rank analysis: weight of shape {} is neither a matrix (out, in) nor a conv "
-                                  "kernel (out, in, kh, kw)",
-                                  shape_str(w)));
+    throw ConfigError(
+        fmt::format("low-rank analysis: weight of shape {} is neither a matrix (out, in) nor a conv "
+                    "kernel (out, in, kh, kw)",
+                    shape_str(w)));
   if (w.is_complex()) throw ConfigError(fmt::format("low-rank analysis: complex weight of shape {}", shape_str(w)));
   auto a = w.detach().to(torch::kFloat64).reshape({w.size(0), -1}).contiguous();
   // LAPACK would fail with an opaque "did not converge" (or return garbage) on these.

@@ -2,10 +2,10 @@
 // of a weight with its numerical, effective and stable ranks, and how well rank-r products fit it
 // (truncated SVD, the optimum, against gradient descent on a two-factor product B·C).
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <torch/torch.h>
 
 namespace xpand::param {
 

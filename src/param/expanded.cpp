@@ -1,15 +1,13 @@
 // Expanded linear layers (see expanded.h).
 #include "param/expanded.h"
 
-#include "param/dense.h"
-
 #include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
 
 #include <cmath>
 
-#include <fmt/format.h>
-
 #include "core/error.h"
+#include "param/dense.h"
 
 namespace xpand::param {
 
@@ -43,9 +41,8 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
       blocks_.push_back({int(first), last, skip});
     }
     if (!any)
-      spec.fail("residual_every",
-                 fmt::format("no block of {} factors is square (widths {}), so no skip applies",
-                             spec.residual_every, fmt::join(dims_, "-")));
+      spec.fail("residual_every", fmt::format("no block of {} factors is square (widths {}), so no skip applies",
+                                              spec.residual_every, fmt::join(dims_, "-")));
   } else {
     blocks_.push_back({0, int(depth_) - 1, false});
   }
@@ -57,7 +54,8 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
     auto w = torch::empty({dims_[i + 1], dims_[i]}, alloc_options());
     init_fill(w, depth_ == 1 ? init : Init::normal(s));
     w_.push_back(register_parameter(fmt::format("w{}", i + 1), w));
-    if (factor_bias_) fb_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({dims_[i + 1]}, alloc_options())));
+    if (factor_bias_)
+      fb_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({dims_[i + 1]}, alloc_options())));
     if (batch_norm_ && i + 1 < depth_) {
       bn_gamma_.push_back(register_parameter(fmt::format("bn{}_weight", i + 1), torch::ones({h_}, alloc_options())));
       bn_beta_.push_back(register_parameter(fmt::format("bn{}_bias", i + 1), torch::zeros({h_}, alloc_options())));
@@ -131,7 +129,8 @@ const ChainPlan& Expanded::chain_plan_for(int64_t rows) const {
     double act = 0, wgt = double(rows) * double(in_) * double(out_);
     for (int64_t i = 0; i < depth_; ++i) act += double(rows) * double(dims_[i]) * double(dims_[i + 1]);
     for (const auto& b : blocks_)
-      for (int i = b.first + 1; i <= b.last; ++i) wgt += double(dims_[i + 1]) * double(dims_[i]) * double(dims_[b.first]);
+      for (int i = b.first + 1; i <= b.last; ++i)
+        wgt += double(dims_[i + 1]) * double(dims_[i]) * double(dims_[b.first]);
     for (size_t b = 1; b < blocks_.size(); ++b)
       wgt += double(dims_[blocks_[b].last + 1]) * double(dims_[blocks_[b].first]) * double(in_);
     p.act_first_macs = act;

@@ -59,13 +59,13 @@ class Expanded : public Parameterization {
   int64_t in_, out_, h_, depth_;
   bool batch_norm_, factor_bias_, learnable_;
   OrderPolicy policy_;
-  std::vector<int64_t> dims_;                 // in, h, ..., h, out (depth + 1 entries)
+  std::vector<int64_t> dims_;  // in, h, ..., h, out (depth + 1 entries)
   std::vector<Block> blocks_;
-  std::vector<torch::Tensor> w_;              // W_1 .. W_d: (dims_[i+1] × dims_[i])
-  std::vector<torch::Tensor> fb_;             // factor biases (dims_[i+1]) when factor_bias
+  std::vector<torch::Tensor> w_;                                      // W_1 .. W_d: (dims_[i+1] × dims_[i])
+  std::vector<torch::Tensor> fb_;                                     // factor biases (dims_[i+1]) when factor_bias
   std::vector<torch::Tensor> bn_gamma_, bn_beta_, bn_mean_, bn_var_;  // (h) after factors 1..d-1
-  torch::Tensor g_;                           // (out × in) learnable skip
-  torch::Tensor dense_;                       // (out × in) while collapsed by the rotate schedule
+  torch::Tensor g_;                                                   // (out × in) learnable skip
+  torch::Tensor dense_;  // (out × in) while collapsed by the rotate schedule
   bool collapsed_ = false;
   mutable std::map<int64_t, ChainPlan> plans_;  // per batch rows
   static constexpr double kBnEps = 1e-5, kBnMomentum = 0.1;

@@ -1,11 +1,11 @@
 // Expanded convolutions (see expanded_conv.h).
 #include "param/expanded_conv.h"
 
-#include <cmath>
-#include <numeric>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <cmath>
+#include <numeric>
 
 #include "core/error.h"
 #include "param/dense.h"
@@ -45,7 +45,7 @@ ExpandedConv::ExpandedConv(const Spec& spec, WeightShape shape, const Init& init
       int64_t eff = std::accumulate(k_.begin(), k_.end(), int64_t(0)) - int64_t(k_.size()) + 1;
       if (eff != k)
         spec.fail("kernels", fmt::format("kernels [{}] compose to {}x{}, this layer's kernel is {}x{}",
-                                                fmt::join(k_, ", "), eff, eff, k, k));
+                                         fmt::join(k_, ", "), eff, eff, k, k));
     }
     int64_t h = width(spec.factor * double(std::max(in, out) / g));
     c_ = {in};
@@ -66,7 +66,8 @@ ExpandedConv::ExpandedConv(const Spec& spec, WeightShape shape, const Init& init
     auto w = torch::empty({c_[i + 1], c_[i] / g, k_[i], k_[i]}, alloc_options());
     init_fill(w, Init::normal(s));
     w_.push_back(register_parameter(fmt::format("w{}", i + 1), w));
-    if (factor_bias_) b_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({c_[i + 1]}, alloc_options())));
+    if (factor_bias_)
+      b_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({c_[i + 1]}, alloc_options())));
   }
 }
 
@@ -81,8 +82,8 @@ torch::Tensor ExpandedConv::bias() {
   torch::Tensor b = b_[0];  // (c_1)
   for (size_t i = 1; i < w_.size(); ++i) {
     // b_i + W_i applied to a constant map b: Σ over each group's inputs of b_c · Σ_spatial W_i[o, c].
-    auto sums = w_[i].sum({2, 3});  // (c_{i+1}, c_i/g)
-    auto bg = b.view({groups_, -1});                                       // (g, c_i/g)
+    auto sums = w_[i].sum({2, 3});                                                              // (c_{i+1}, c_i/g)
+    auto bg = b.view({groups_, -1});                                                            // (g, c_i/g)
     auto prop = (sums.view({groups_, -1, sums.size(1)}) * bg.unsqueeze(1)).sum(2).reshape(-1);  // (c_{i+1})
     b = b_[i] + prop;
   }
@@ -95,8 +96,8 @@ bool ExpandedConv::weight_first(int64_t rows) const {
   return p.order == "weight";
 }
 
-torch::Tensor ExpandedConv::conv2d(const torch::Tensor& x, const torch::Tensor& bias, int64_t stride,
-                                   int64_t padding, int64_t groups) {
+torch::Tensor ExpandedConv::conv2d(const torch::Tensor& x, const torch::Tensor& bias, int64_t stride, int64_t padding,
+                                   int64_t groups) {
   XPAND_CHECK(groups == groups_, "conv layer built for {} groups called with {}", groups_, groups);
   if (cut_active()) return Parameterization::conv2d(x, bias, stride, padding, groups);
   int64_t h_out = (x.size(2) + 2 * padding - shape_.dims[2]) / stride + 1;

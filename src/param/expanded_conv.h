@@ -37,9 +37,9 @@ class ExpandedConv : public Parameterization {
   int64_t groups_;
   bool factor_bias_;
   OrderPolicy policy_;
-  std::vector<int64_t> k_;  // kernel size of each conv of the chain
-  std::vector<int64_t> c_;  // channels: c_[0] = in, …, c_[d] = out
-  int stride_stage_;        // the conv that applies the stride
+  std::vector<int64_t> k_;            // kernel size of each conv of the chain
+  std::vector<int64_t> c_;            // channels: c_[0] = in, …, c_[d] = out
+  int stride_stage_;                  // the conv that applies the stride
   std::vector<torch::Tensor> w_, b_;  // (c_[i+1], c_[i]/groups, k_i, k_i), (c_[i+1])
 };
 

@@ -1,9 +1,9 @@
 // Low-rank and LoRA layers (see lowrank.h).
 #include "param/lowrank.h"
 
-#include <cmath>
-
 #include <fmt/format.h>
+
+#include <cmath>
 
 #include "core/error.h"
 #include "param/dense.h"
@@ -28,8 +28,8 @@ torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::s
     if (at == snaps.end())
       throw Error(fmt::format("{}: no snapshot at step {} (have {})", path, step, store::snapshot_steps_str(snaps)));
     if (!at->complete)
-      throw Error(fmt::format("{}: the snapshot at step {} is incomplete (its run did not finish writing it)", path,
-                              at->step));
+      throw Error(
+          fmt::format("{}: the snapshot at step {} is incomplete (its run did not finish writing it)", path, at->step));
     const std::string s = at->group.substr(at->group.rfind('/') + 1);
     const std::string obj = fmt::format("{}/{}/{}", at->group, layer, name);
     if (!r.has_object(obj))

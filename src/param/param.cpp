@@ -1,11 +1,11 @@
 // Shared parts of the parameterization interface (see param.h).
 #include "param/param.h"
 
-#include <cmath>
-#include <numeric>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <cmath>
+#include <numeric>
 
 namespace xpand::param {
 

@@ -3,12 +3,12 @@
 // convolution with W_eff) and never know whether the weight is dense, a product of factors, a
 // low-rank product, an adapter or a point of a random subspace.
 #pragma once
+#include <torch/torch.h>
+
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "config/config.h"
 
@@ -46,7 +46,7 @@ torch::TensorOptions alloc_options();
 // Every parameterization initialises so that its W_eff matches this distribution's scale.
 struct Init {
   enum Kind { Uniform, Normal } kind = Uniform;
-  double scale = 0;  // bound (Uniform) or std (Normal)
+  double scale = 0;                                 // bound (Uniform) or std (Normal)
   static Init torch_default(const WeightShape& s);  // kaiming_uniform(a=√5): bound 1/√fan_in
   static Init normal(double std) { return {Normal, std}; }
 };
@@ -106,8 +106,8 @@ class Parameterization : public torch::nn::Module {
   WeightShape shape_;
 
  private:
-  torch::Tensor cut_w_, cut_b_;            // leaves used by the forward while a cut is active
-  torch::Tensor cut_w_src_, cut_b_src_;    // their graphs back to the raw tensors
+  torch::Tensor cut_w_, cut_b_;          // leaves used by the forward while a cut is active
+  torch::Tensor cut_w_src_, cut_b_src_;  // their graphs back to the raw tensors
 };
 
 using ParamPtr = std::shared_ptr<Parameterization>;

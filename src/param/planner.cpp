@@ -30,8 +30,8 @@ double tree_cost(const std::vector<int64_t>& p, const std::vector<std::vector<in
 }
 
 // Forward+backward FLOPs of the subtree (i..j); `grad[i..j]` says which leaves need gradients.
-double tree_flops(const std::vector<int64_t>& p, const std::vector<std::vector<int>>& s, int i, int j,
-                  bool x_grad, bool* needs_grad) {
+double tree_flops(const std::vector<int64_t>& p, const std::vector<std::vector<int>>& s, int i, int j, bool x_grad,
+                  bool* needs_grad) {
   if (i == j) {
     *needs_grad = i > 0 || x_grad;
     return 0;
@@ -74,7 +74,7 @@ ChainPlan chain_plan(const std::vector<int64_t>& dims, OrderPolicy policy) {
   for (int j = 1; j < n; ++j) act[0][j] = j - 1;  // ((x A1) A2) ...
   for (int i = 1; i < n; ++i)
     for (int j = i + 1; j < n; ++j) wgt[i][j] = j - 1;  // A1 A2 ... left to right
-  wgt[0][n - 1] = 0;                                     // x (A1 ⋯ An)
+  wgt[0][n - 1] = 0;                                    // x (A1 ⋯ An)
   double e = 0;
   plan.act_first_macs = tree_cost(dims, act, 0, n - 1, &e, true);
   plan.weight_first_macs = tree_cost(dims, wgt, 0, n - 1, &e, true);
@@ -85,9 +85,12 @@ ChainPlan chain_plan(const std::vector<int64_t>& dims, OrderPolicy policy) {
   // Name the order by the shape of the tree around x.
   bool left_deep = true;
   for (int j = 1; j < n; ++j) left_deep &= plan.split[0][j] == j - 1;
-  if (left_deep || n == 2) plan.order = "activation";
-  else if (plan.split[0][n - 1] == 0) plan.order = "weight";
-  else plan.order = "mixed";
+  if (left_deep || n == 2)
+    plan.order = "activation";
+  else if (plan.split[0][n - 1] == 0)
+    plan.order = "weight";
+  else
+    plan.order = "mixed";
   if (n == 2) plan.order = "direct";
   return plan;
 }

@@ -3,21 +3,21 @@
 // Activation-first (((x A_1) A_2) ⋯) and weight-first x (A_1 ⋯ A_n) are two of the orders it
 // considers; any split between them ("mixed") is allowed. Same function, same gradients.
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
-
 namespace xpand::param {
 
 struct ChainPlan {
-  std::vector<int64_t> dims;          // p_0 = rows, p_1 .. p_{n+1}
+  std::vector<int64_t> dims;            // p_0 = rows, p_1 .. p_{n+1}
   std::vector<std::vector<int>> split;  // split[i][j]: the k where (i..k)(k+1..j) is cheapest
-  double macs = 0;                     // multiply-adds of the forward in this order
+  double macs = 0;                      // multiply-adds of the forward in this order
   double act_first_macs = 0, weight_first_macs = 0;
-  double intermediate_elems = 0;       // elements of the intermediate results (kept for backward)
-  std::string order;                   // "activation", "weight" or "mixed"
+  double intermediate_elems = 0;  // elements of the intermediate results (kept for backward)
+  std::string order;              // "activation", "weight" or "mixed"
 };
 
 enum class OrderPolicy { Auto, Activation, Weight };

@@ -1,12 +1,11 @@
 // Per-layer option resolution and the check that every option set is used (see spec.h, param.h).
 #include "param/spec.h"
 
+#include <fmt/format.h>
 #include <fnmatch.h>
 
 #include <map>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "param/param.h"
@@ -30,17 +29,31 @@ std::vector<LayerKey> layer_keys(const config::Config& cfg) {
   return out;
 }
 
-bool glob(const std::string& pattern, const std::string& name) { return fnmatch(pattern.c_str(), name.c_str(), 0) == 0; }
+bool glob(const std::string& pattern, const std::string& name) {
+  return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
+}
 
 // The kinds that read each option; "kind" itself is read by every layer.
 const std::map<std::string, std::set<std::string>>& readers() {
   static const std::map<std::string, std::set<std::string>> r = {
-      {"factor", {"expanded"}},        {"depth", {"expanded"}},         {"residual", {"expanded"}},
-      {"residual_every", {"expanded"}}, {"learnable_residual", {"expanded"}}, {"batch_norm", {"expanded"}},
-      {"factor_bias", {"expanded"}},   {"conv", {"expanded"}},          {"kernels", {"expanded"}},
-      {"rank", {"lowrank", "lora"}},   {"init", {"lowrank"}},           {"init_from", {"lowrank", "lora"}},
-      {"init_step", {"lowrank", "lora"}}, {"lora_alpha", {"lora"}},    {"order", {"expanded", "lowrank", "lora"}},
-      {"omega_dim", {"subspace"}},     {"projection", {"subspace"}},    {"max_projection_bytes", {"subspace"}},
+      {"factor", {"expanded"}},
+      {"depth", {"expanded"}},
+      {"residual", {"expanded"}},
+      {"residual_every", {"expanded"}},
+      {"learnable_residual", {"expanded"}},
+      {"batch_norm", {"expanded"}},
+      {"factor_bias", {"expanded"}},
+      {"conv", {"expanded"}},
+      {"kernels", {"expanded"}},
+      {"rank", {"lowrank", "lora"}},
+      {"init", {"lowrank"}},
+      {"init_from", {"lowrank", "lora"}},
+      {"init_step", {"lowrank", "lora"}},
+      {"lora_alpha", {"lora"}},
+      {"order", {"expanded", "lowrank", "lora"}},
+      {"omega_dim", {"subspace"}},
+      {"projection", {"subspace"}},
+      {"max_projection_bytes", {"subspace"}},
       {"anchor", {"subspace"}},
   };
   return r;
@@ -104,7 +117,8 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
   }
   if (cfg.get_string("param.kind") == "subspace" && s.kind != "subspace")
     cfg.fail(s.key_of("kind"), fmt::format("with param.kind: subspace every layer trains in the subspace; layer {} "
-                                           "cannot be {}", layer, s.kind));
+                                           "cannot be {}",
+                                           layer, s.kind));
   return s;
 }
 

@@ -16,7 +16,7 @@ struct Spec {
   std::string residual = "none";  // none | every | end
   int64_t residual_every = 1;
   bool learnable_residual = false, batch_norm = false, factor_bias = false;
-  std::string conv = "cl";        // cl | ck | kernels
+  std::string conv = "cl";  // cl | ck | kernels
   std::vector<int64_t> kernels;
   int64_t rank = 8;
   std::string init = "default", init_from;

@@ -2,6 +2,7 @@
 #include "store/index.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,18 +11,15 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <map>
+#include <set>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "core/log.h"
 #include "core/signals.h"
-#include <cmath>
-#include <filesystem>
-#include <set>
-
 #include "store/run_file.h"
 
 namespace xpand::store {
@@ -37,7 +35,8 @@ int64_t table_rows(const RunReader& r, const std::string& table) {
   int64_t rows = -1;
   for (const auto& col : r.columns(table)) {
     auto e = r.extent("/metrics/" + table + "/" + col);
-    if (e.size() != 1) throw StoreError("xpand store: " + r.path() + ": /metrics/" + table + "/" + col + " is not a 1-D column");
+    if (e.size() != 1)
+      throw StoreError("xpand store: " + r.path() + ": /metrics/" + table + "/" + col + " is not a 1-D column");
     rows = rows < 0 ? e[0] : std::min(rows, e[0]);
   }
   return std::max<int64_t>(rows, 0);
@@ -101,7 +100,8 @@ std::vector<SnapshotRef> snapshot_list(const RunReader& r) {
       for (const auto& layer : layers) {
         const std::string g = last.group + "/" + layer;
         // weight first, the spectrum (or its error) last: docs/FORMAT.md
-        if (!r.has_object(g + "/weight") || (!r.has_object(g + "/singular_values") && !r.has_attr_at(g, "spectrum_error")))
+        if (!r.has_object(g + "/weight") ||
+            (!r.has_object(g + "/singular_values") && !r.has_attr_at(g, "spectrum_error")))
           last.complete = false;
       }
     } catch (const StoreError&) {
@@ -184,7 +184,8 @@ void run_validate(const RunReader& r, const std::string& path) {
         if (e.size() != 2 && e.size() != 4) bad(w + " is neither (out, in) nor (out, in, kh, kw)");
         double n = 1;
         for (int64_t d : e) n *= double(d);
-        if (n > double(int64_t(1) << 27)) bad(w + " is implausibly large (" + std::to_string(int64_t(n)) + " elements)");
+        if (n > double(int64_t(1) << 27))
+          bad(w + " is implausibly large (" + std::to_string(int64_t(n)) + " elements)");
       }
     }
   }
@@ -355,20 +356,21 @@ IndexResult index_rebuild(const std::string& out_dir, const IndexOptions& option
   const std::string lock_path = (dir / ".index.lock").string();
   IndexLock lock(lock_path, options.lock_seconds);
   if (!lock.held())
-    throw StoreError(fmt::format("xpand store: {} is held by another process{}; {} was not updated (the next "
-                                 "finished run or `xpand index {}` brings it up to date)",
-                                 lock_path,
-                                 signals::preempt_requested() != 0 ? " and a stop signal came"
-                                                                   : fmt::format(" for over {:.0f} s", options.lock_seconds),
-                                 res.path, out_dir));
+    throw StoreError(
+        fmt::format("xpand store: {} is held by another process{}; {} was not updated (the next "
+                    "finished run or `xpand index {}` brings it up to date)",
+                    lock_path,
+                    signals::preempt_requested() != 0 ? " and a stop signal came"
+                                                      : fmt::format(" for over {:.0f} s", options.lock_seconds),
+                    res.path, out_dir));
 
   // Rows of files unchanged since the last update are reused: a finished run re-reads its own file
   // (and any other that changed), not the whole directory.
   auto previous = options.incremental ? previous_rows(res.path) : decltype(previous_rows(res.path)){};
   std::vector<RunSummary> runs;
   std::vector<FileStamp> stamps;
-  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             std::chrono::system_clock::now().time_since_epoch()).count();
+  const int64_t now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   for (const auto& f : run_files(out_dir)) {
     const std::string rel = fs::relative(f, dir, ec).string();
     const std::string key = rel.empty() ? f : rel;

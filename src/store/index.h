@@ -16,7 +16,7 @@ namespace xpand::store {
 struct RunSummary {
   std::string path, run_id, status, error, name;
   std::vector<std::pair<std::string, std::string>> axes;  // swept config keys and their values
-  int64_t steps = 0, total_steps = 0;                      // rows of /metrics/train, planned steps
+  int64_t steps = 0, total_steps = 0;                     // rows of /metrics/train, planned steps
   static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
   double train_loss = kNaN, train_acc = kNaN, test_loss = kNaN, test_acc = kNaN;
   double wall_seconds = kNaN;
@@ -50,7 +50,7 @@ std::vector<std::string> run_files(const std::string& out_dir);
 struct IndexResult {
   std::string path;
   int64_t runs = 0;
-  int64_t reused = 0;  // rows taken over from the previous index (their files unchanged)
+  int64_t reused = 0;                // rows taken over from the previous index (their files unchanged)
   std::vector<std::string> skipped;  // "file: why" for run files that could not be read
 };
 

@@ -3,11 +3,12 @@
 // HDF5's automatic error-stack printing is switched off; errors surface only as exceptions.
 #include "store/run_file.h"
 
+#include <fcntl.h>
 #include <hdf5.h>
-
-#include "core/utf8.h"
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -18,9 +19,7 @@
 #include <set>
 #include <utility>
 
-#include <fcntl.h>
-#include <unistd.h>
-#include <cerrno>
+#include "core/utf8.h"
 
 namespace xpand::store {
 namespace {
@@ -67,14 +66,12 @@ std::string message(const std::string& path, const std::string& object, const st
 }
 
 // Failure of an HDF5 call: the message carries HDF5's description of the cause.
-[[noreturn]] void fail_hdf5(const std::string& path, const std::string& object,
-                            const std::string& what) {
+[[noreturn]] void fail_hdf5(const std::string& path, const std::string& object, const std::string& what) {
   std::string detail = hdf5_detail();
   throw StoreError(message(path, object, what) + detail);
 }
 
-void check(herr_t status, const std::string& path, const std::string& object,
-           const std::string& what) {
+void check(herr_t status, const std::string& path, const std::string& object, const std::string& what) {
   if (status < 0) fail_hdf5(path, object, what);
 }
 
@@ -119,17 +116,14 @@ class Hid {
 };
 
 // Wraps a freshly returned id, throwing if the call failed.
-Hid make(hid_t id, CloseFn close_fn, const std::string& path, const std::string& object,
-         const std::string& what) {
+Hid make(hid_t id, CloseFn close_fn, const std::string& path, const std::string& object, const std::string& what) {
   if (id < 0) fail_hdf5(path, object, what);
   return Hid(id, close_fn);
 }
 
 // ---- names and paths ---------------------------------------------------------------------------
 
-std::string quoted(const std::string& kind, const std::string& name) {
-  return kind + " '" + name + "'";
-}
+std::string quoted(const std::string& kind, const std::string& name) { return kind + " '" + name + "'"; }
 
 void check_name(const std::string& path, const std::string& kind, const std::string& name) {
   if (name.empty()) fail(path, kind + " ''", "name is empty");
@@ -184,19 +178,17 @@ std::string format_double(double v) {
 std::string absolute(const std::string& p) { return p.empty() || p[0] != '/' ? "/" + p : p; }
 
 // Names of the links in a group, sorted (portable across HDF5 1.10 / 1.12 / 1.14).
-std::vector<std::string> link_names(hid_t group, const std::string& file_path,
-                                    const std::string& object) {
+std::vector<std::string> link_names(hid_t group, const std::string& file_path, const std::string& object) {
   H5G_info_t info;
   check(H5Gget_info(group, &info), file_path, object, "cannot get group info");
   std::vector<std::string> names;
   names.reserve(info.nlinks);
   for (hsize_t i = 0; i < info.nlinks; ++i) {
-    ssize_t n = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
-                                   H5P_DEFAULT);
+    ssize_t n = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
     if (n < 0) fail_hdf5(file_path, object, "cannot read link name");
     std::string name(static_cast<size_t>(n), '\0');
-    if (H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
-                           static_cast<size_t>(n) + 1, H5P_DEFAULT) < 0)
+    if (H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), static_cast<size_t>(n) + 1,
+                           H5P_DEFAULT) < 0)
       fail_hdf5(file_path, object, "cannot read link name");
     names.push_back(utf8::sanitize(name));  // every string read from a file is valid UTF-8
   }
@@ -223,8 +215,7 @@ std::string dtype_name(hid_t type) {
 hsize_t element_count(const std::vector<hsize_t>& dims) {
   hsize_t n = 1;
   for (hsize_t d : dims) {
-    if (d != 0 && n > std::numeric_limits<hsize_t>::max() / d)
-      throw std::overflow_error("element count overflows");
+    if (d != 0 && n > std::numeric_limits<hsize_t>::max() / d) throw std::overflow_error("element count overflows");
     n *= d;
   }
   return n;
@@ -304,23 +295,19 @@ struct RunWriter::Impl {
       Column& col = t.columns[c];
       const std::string obj = quoted("dataset", "/metrics/" + name + "/" + col.name);
       check(H5Dset_extent(col.dataset.get(), &new_size), path, obj, "cannot extend dataset");
-      Hid fspace = make(H5Dget_space(col.dataset.get()), H5Sclose, path, obj,
-                        "cannot get dataspace");
-      check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr),
-            path, obj, "cannot select rows");
-      Hid mspace = make(H5Screate_simple(1, &count, nullptr), H5Sclose, path, obj,
-                        "cannot create memory dataspace");
+      Hid fspace = make(H5Dget_space(col.dataset.get()), H5Sclose, path, obj, "cannot get dataspace");
+      check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr), path, obj,
+            "cannot select rows");
+      Hid mspace = make(H5Screate_simple(1, &count, nullptr), H5Sclose, path, obj, "cannot create memory dataspace");
       herr_t s;
       if (col.is_int) {
         ibuf.resize(n);
         for (size_t r = 0; r < n; ++r) ibuf[r] = static_cast<int64_t>(t.pending[r * ncol + c]);
-        s = H5Dwrite(col.dataset.get(), H5T_NATIVE_INT64, mspace.get(), fspace.get(),
-                     H5P_DEFAULT, ibuf.data());
+        s = H5Dwrite(col.dataset.get(), H5T_NATIVE_INT64, mspace.get(), fspace.get(), H5P_DEFAULT, ibuf.data());
       } else {
         dbuf.resize(n);
         for (size_t r = 0; r < n; ++r) dbuf[r] = t.pending[r * ncol + c];
-        s = H5Dwrite(col.dataset.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(),
-                     H5P_DEFAULT, dbuf.data());
+        s = H5Dwrite(col.dataset.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, dbuf.data());
       }
       check(s, path, obj, "cannot write " + std::to_string(n) + " rows");
     }
@@ -344,12 +331,11 @@ struct RunWriter::Impl {
     const std::string p = absolute(object_path);
     Kind k = object_kind(root(), path, p);
     if (k == Kind::None) fail(path, quoted("object", p), "no such group or dataset");
-    return make(H5Oopen(root(), p.c_str(), H5P_DEFAULT), H5Oclose, path, quoted("object", p),
-                "cannot open object");
+    return make(H5Oopen(root(), p.c_str(), H5P_DEFAULT), H5Oclose, path, quoted("object", p), "cannot open object");
   }
 
-  void write_attr(const std::string& object_path, const std::string& name, hid_t file_type,
-                  hid_t mem_type, const void* value, hsize_t count = 0 /* 0: scalar */) {
+  void write_attr(const std::string& object_path, const std::string& name, hid_t file_type, hid_t mem_type,
+                  const void* value, hsize_t count = 0 /* 0: scalar */) {
     check_name(path, "attribute", name);
     const std::string obj = quoted("attribute", object_path == "/" ? name : object_path + "@" + name);
     Hid target = open_object(object_path);
@@ -357,17 +343,14 @@ struct RunWriter::Impl {
     if (e < 0) fail_hdf5(path, obj, "cannot look up attribute");
     if (e > 0) check(H5Adelete(target.get(), name.c_str()), path, obj, "cannot delete old attribute");
     Hid space = count == 0 ? make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace")
-                           : make(H5Screate_simple(1, &count, nullptr), H5Sclose, path, obj,
-                                  "cannot create dataspace");
-    Hid attr = make(H5Acreate2(target.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT,
-                               H5P_DEFAULT),
-                    H5Aclose, path, obj, "cannot create attribute");
+                           : make(H5Screate_simple(1, &count, nullptr), H5Sclose, path, obj, "cannot create dataspace");
+    Hid attr = make(H5Acreate2(target.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
+                    path, obj, "cannot create attribute");
     check(H5Awrite(attr.get(), mem_type, value), path, obj, "cannot write attribute");
     check(attr.close(), path, obj, "cannot close attribute");
   }
 
-  void write_scalar_attr(const std::string& name, hid_t file_type, hid_t mem_type,
-                         const void* value) {
+  void write_scalar_attr(const std::string& name, hid_t file_type, hid_t mem_type, const void* value) {
     write_attr("/", name, file_type, mem_type, value);
   }
 
@@ -391,14 +374,13 @@ struct RunWriter::Impl {
 
   Hid intermediate_groups(const std::string& obj) const {
     Hid lcpl = make(H5Pcreate(H5P_LINK_CREATE), H5Pclose, path, obj, "cannot create property list");
-    check(H5Pset_create_intermediate_group(lcpl.get(), 1), path, obj,
-          "cannot enable intermediate groups");
+    check(H5Pset_create_intermediate_group(lcpl.get(), 1), path, obj, "cannot enable intermediate groups");
     return lcpl;
   }
 
   template <typename T>
-  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                   const T* data, hid_t mem_type, hid_t file_type) {
+  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape, const T* data, hid_t mem_type,
+                   hid_t file_type) {
     const std::string obj = quoted("dataset", absolute(dataset_path));
     const std::string p = new_object_path(dataset_path, obj);
     if (shape.size() > H5S_MAX_RANK) fail(path, obj, "rank exceeds " + std::to_string(H5S_MAX_RANK));
@@ -424,32 +406,26 @@ struct RunWriter::Impl {
       const hsize_t max_rows = std::max<hsize_t>(1, (hsize_t(1) << 20) / (sizeof(T) * std::max<hsize_t>(row, 1)));
       chunk[0] = std::min(dims[0], max_rows);
       for (hsize_t& c : chunk) c = std::max<hsize_t>(c, 1);
-      check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), path, obj,
-            "cannot set chunking");
+      check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), path, obj, "cannot set chunking");
       if (options.compression > 0)
         check(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(options.compression)), path, obj,
               "cannot enable deflate");
       // HDF5 checksums metadata, not raw data: Fletcher-32 per chunk, verified by every read, so a
       // flipped bit in a weight fails the read instead of changing results silently.
-      if (options.checksum)
-        check(H5Pset_fletcher32(dcpl.get()), path, obj, "cannot enable the Fletcher-32 checksum");
+      if (options.checksum) check(H5Pset_fletcher32(dcpl.get()), path, obj, "cannot enable the Fletcher-32 checksum");
     }
-    Hid space = dims.empty()
-                    ? make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace")
-                    : make(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-                           H5Sclose, path, obj, "cannot create dataspace");
-    Hid dset = make(H5Dcreate2(root(), p.c_str(), file_type, space.get(), lcpl.get(), dcpl.get(),
-                               H5P_DEFAULT),
+    Hid space = dims.empty() ? make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace")
+                             : make(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose,
+                                    path, obj, "cannot create dataspace");
+    Hid dset = make(H5Dcreate2(root(), p.c_str(), file_type, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
                     H5Dclose, path, obj, "cannot create dataset");
     if (count > 0)
-      check(H5Dwrite(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), path, obj,
-            "cannot write data");
+      check(H5Dwrite(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), path, obj, "cannot write data");
     check(dset.close(), path, obj, "cannot close dataset");
   }
 };
 
-RunWriter::RunWriter(const std::string& path, const WriterOptions& options)
-    : impl_(std::make_unique<Impl>(path)) {
+RunWriter::RunWriter(const std::string& path, const WriterOptions& options) : impl_(std::make_unique<Impl>(path)) {
   impl_->options = options;
   if (options.compression < 0 || options.compression > 9)
     fail(path, "", "compression level " + std::to_string(options.compression) + " is not in 0..9");
@@ -464,8 +440,8 @@ RunWriter::RunWriter(const std::string& path, const WriterOptions& options)
   Hid fapl = make(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, path, "", "cannot create property list");
   check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST), path, "",
         "cannot select the latest file format");
-  impl_->file = make(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose,
-                     path, "", "cannot create file");
+  impl_->file =
+      make(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, path, "", "cannot create file");
 }
 
 void RunWriter::start_swmr() {
@@ -508,8 +484,8 @@ void RunWriter::reopen() {
         "cannot select the latest file format");
   m.file = make(H5Fopen(m.path.c_str(), H5F_ACC_RDWR, fapl.get()), H5Fclose, m.path, "", "cannot reopen file");
   if (!m.tables.empty())
-    m.metrics = make(H5Gopen2(m.root(), "/metrics", H5P_DEFAULT), H5Gclose, m.path, "group '/metrics'",
-                     "cannot open group");
+    m.metrics =
+        make(H5Gopen2(m.root(), "/metrics", H5P_DEFAULT), H5Gclose, m.path, "group '/metrics'", "cannot open group");
   for (auto& [name, t] : m.tables)
     for (auto& c : t.columns) {
       const std::string p = "/metrics/" + name + "/" + c.name;
@@ -581,8 +557,7 @@ void RunWriter::set_attr(const std::string& name, double value) {
   impl().write_scalar_attr(name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
 }
 
-void RunWriter::set_attr_at(const std::string& object_path, const std::string& name,
-                            const std::string& value) {
+void RunWriter::set_attr_at(const std::string& object_path, const std::string& name, const std::string& value) {
   Impl& m = impl();
   Hid type = m.utf8_type(quoted("attribute", name));
   const char* p = value.c_str();
@@ -628,32 +603,29 @@ void RunWriter::add_table(const std::string& table, const std::vector<std::strin
   if (!m.metrics) {
     Kind k = object_kind(m.root(), m.path, "/metrics");
     if (k == Kind::Group)
-      m.metrics = make(H5Gopen2(m.root(), "/metrics", H5P_DEFAULT), H5Gclose, m.path,
-                       "group '/metrics'", "cannot open group");
+      m.metrics =
+          make(H5Gopen2(m.root(), "/metrics", H5P_DEFAULT), H5Gclose, m.path, "group '/metrics'", "cannot open group");
     else if (k == Kind::None)
-      m.metrics = make(H5Gcreate2(m.root(), "/metrics", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                       H5Gclose, m.path, "group '/metrics'", "cannot create group");
+      m.metrics = make(H5Gcreate2(m.root(), "/metrics", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose, m.path,
+                       "group '/metrics'", "cannot create group");
     else
       fail(m.path, "'/metrics'", "exists and is not a group");
   }
   const std::string gpath = "/metrics/" + table;
-  if (object_kind(m.root(), m.path, gpath) != Kind::None)
-    fail(m.path, tobj, "an object already exists at " + gpath);
-  Hid group = make(H5Gcreate2(m.metrics.get(), table.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                   H5Gclose, m.path, quoted("group", gpath), "cannot create group");
+  if (object_kind(m.root(), m.path, gpath) != Kind::None) fail(m.path, tobj, "an object already exists at " + gpath);
+  Hid group = make(H5Gcreate2(m.metrics.get(), table.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose, m.path,
+                   quoted("group", gpath), "cannot create group");
 
   Table t;
   const hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = kChunkRows;
   for (const std::string& c : columns) {
     const std::string obj = quoted("dataset", gpath + "/" + c);
     const bool is_int = ints.count(c) != 0;
-    Hid space = make(H5Screate_simple(1, &zero, &unlimited), H5Sclose, m.path, obj,
-                     "cannot create dataspace");
-    Hid dcpl = make(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, m.path, obj,
-                    "cannot create property list");
+    Hid space = make(H5Screate_simple(1, &zero, &unlimited), H5Sclose, m.path, obj, "cannot create dataspace");
+    Hid dcpl = make(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, m.path, obj, "cannot create property list");
     check(H5Pset_chunk(dcpl.get(), 1, &chunk), m.path, obj, "cannot set chunking");
-    Hid dset = make(H5Dcreate2(group.get(), c.c_str(), is_int ? H5T_STD_I64LE : H5T_IEEE_F64LE,
-                               space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+    Hid dset = make(H5Dcreate2(group.get(), c.c_str(), is_int ? H5T_STD_I64LE : H5T_IEEE_F64LE, space.get(),
+                               H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
                     H5Dclose, m.path, obj, "cannot create dataset");
     t.columns.push_back(Column{c, is_int, std::move(dset)});
   }
@@ -665,14 +637,13 @@ void RunWriter::append(const std::string& table, const std::vector<double>& row)
   Table& t = m.table(table);
   if (row.size() != t.columns.size())
     fail(m.path, quoted("table", table),
-         "row has " + std::to_string(row.size()) + " values, table has " +
-             std::to_string(t.columns.size()) + " columns");
+         "row has " + std::to_string(row.size()) + " values, table has " + std::to_string(t.columns.size()) +
+             " columns");
   for (size_t c = 0; c < row.size(); ++c) {
     if (!t.columns[c].is_int) continue;
     const double v = row[c];
     // 2^63 is exactly representable; anything at or above it does not fit int64.
-    if (!std::isfinite(v) || v != std::trunc(v) || v < -9223372036854775808.0 ||
-        v >= 9223372036854775808.0)
+    if (!std::isfinite(v) || v != std::trunc(v) || v < -9223372036854775808.0 || v >= 9223372036854775808.0)
       fail(m.path, quoted("dataset", "/metrics/" + table + "/" + t.columns[c].name),
            "value " + format_double(v) + " is not an int64");
   }
@@ -692,23 +663,19 @@ int64_t RunWriter::rows(const std::string& table) const {
   return t.written + static_cast<int64_t>(t.pending_rows());
 }
 
-void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                            const float* data) {
+void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape, const float* data) {
   impl().write_array(dataset_path, shape, data, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE);
 }
 
-void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                            const double* data) {
+void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape, const double* data) {
   impl().write_array(dataset_path, shape, data, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE);
 }
 
-void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                            const int64_t* data) {
+void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape, const int64_t* data) {
   impl().write_array(dataset_path, shape, data, H5T_NATIVE_INT64, H5T_STD_I64LE);
 }
 
-void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                            const uint8_t* data) {
+void RunWriter::write_array(const std::string& dataset_path, const std::vector<int64_t>& shape, const uint8_t* data) {
   impl().write_array(dataset_path, shape, data, H5T_NATIVE_UINT8, H5T_STD_U8LE);
 }
 
@@ -766,8 +733,7 @@ void RunWriter::link_external(const std::string& link_path, const std::string& t
   htri_t e = H5Lexists(m.root(), p.c_str(), H5P_DEFAULT);
   if (e > 0) fail(m.path, obj, "a link already exists there");
   Hid lcpl = m.intermediate_groups(obj);
-  check(H5Lcreate_external(target_file.c_str(), target_object.c_str(), m.root(), p.c_str(), lcpl.get(),
-                           H5P_DEFAULT),
+  check(H5Lcreate_external(target_file.c_str(), target_object.c_str(), m.root(), p.c_str(), lcpl.get(), H5P_DEFAULT),
         m.path, obj, "cannot create external link to " + target_file);
 }
 
@@ -825,14 +791,15 @@ struct RunReader::Impl {
       std::string found;
     } f{&name, name};
     hsize_t idx = 0;
-    H5Aiterate2(target, H5_INDEX_NAME, H5_ITER_INC, &idx,
-                [](hid_t, const char* n, const H5A_info_t*, void* d) -> herr_t {
-                  auto* f = static_cast<Find*>(d);
-                  if (utf8::sanitize(n) != *f->want) return 0;
-                  f->found = n;
-                  return 1;
-                },
-                &f);
+    H5Aiterate2(
+        target, H5_INDEX_NAME, H5_ITER_INC, &idx,
+        [](hid_t, const char* n, const H5A_info_t*, void* d) -> herr_t {
+          auto* f = static_cast<Find*>(d);
+          if (utf8::sanitize(n) != *f->want) return 0;
+          f->found = n;
+          return 1;
+        },
+        &f);
     return f.found;
   }
 
@@ -840,13 +807,12 @@ struct RunReader::Impl {
     const std::string p = raw(absolute(object_path));
     Kind k = object_kind(root(), path, p);
     if (k == Kind::None) fail(path, quoted("object", p), "no such group or dataset");
-    return make(H5Oopen(root(), p.c_str(), H5P_DEFAULT), H5Oclose, path, quoted("object", p),
-                "cannot open object");
+    return make(H5Oopen(root(), p.c_str(), H5P_DEFAULT), H5Oclose, path, quoted("object", p), "cannot open object");
   }
 
   // Opens an attribute; `max_values` > 1 allows a 1-D array (its count goes to *count).
-  Hid open_attr(const std::string& name, Hid* type, const std::string& object_path = "/",
-                hssize_t max_values = 1, hssize_t* count = nullptr) const {
+  Hid open_attr(const std::string& name, Hid* type, const std::string& object_path = "/", hssize_t max_values = 1,
+                hssize_t* count = nullptr) const {
     const std::string obj = attr_label(object_path, name);
     if (name.empty()) fail(path, obj, "name is empty");
     Hid target = open_object(object_path);
@@ -854,8 +820,7 @@ struct RunReader::Impl {
     htri_t e = H5Aexists(target.get(), rn.c_str());
     if (e < 0) fail_hdf5(path, obj, "cannot look up attribute");
     if (e == 0) fail(path, obj, "no such attribute");
-    Hid attr = make(H5Aopen(target.get(), rn.c_str(), H5P_DEFAULT), H5Aclose, path, obj,
-                    "cannot open attribute");
+    Hid attr = make(H5Aopen(target.get(), rn.c_str(), H5P_DEFAULT), H5Aclose, path, obj, "cannot open attribute");
     Hid space = make(H5Aget_space(attr.get()), H5Sclose, path, obj, "cannot get dataspace");
     hssize_t n = H5Sget_simple_extent_npoints(space.get());
     if (n < 0) fail_hdf5(path, obj, "cannot get size");
@@ -874,8 +839,7 @@ struct RunReader::Impl {
     Kind k = object_kind(root(), path, p);
     if (k == Kind::None) fail(path, obj, "no such dataset");
     if (k != Kind::Dataset) fail(path, obj, "is not a dataset");
-    return make(H5Dopen2(root(), p.c_str(), H5P_DEFAULT), H5Dclose, path, obj,
-                "cannot open dataset");
+    return make(H5Dopen2(root(), p.c_str(), H5P_DEFAULT), H5Dclose, path, obj, "cannot open dataset");
   }
 
   Hid open_table(const std::string& table) const {
@@ -885,23 +849,20 @@ struct RunReader::Impl {
     Kind k = object_kind(root(), path, p);
     if (k == Kind::None) fail(path, obj, "no such table (no group " + p + ")");
     if (k != Kind::Group) fail(path, obj, p + " is not a group");
-    return make(H5Gopen2(root(), p.c_str(), H5P_DEFAULT), H5Gclose, path, obj,
-                "cannot open group");
+    return make(H5Gopen2(root(), p.c_str(), H5P_DEFAULT), H5Gclose, path, obj, "cannot open group");
   }
 
   // Reads a numeric dataset converted to double.
-  std::vector<double> read_numeric(const std::string& dataset_path, const std::string& obj,
-                                   std::vector<int64_t>* shape, bool require_1d) const {
+  std::vector<double> read_numeric(const std::string& dataset_path, const std::string& obj, std::vector<int64_t>* shape,
+                                   bool require_1d) const {
     Hid dset = open_dataset(dataset_path, obj);
     Hid type = make(H5Dget_type(dset.get()), H5Tclose, path, obj, "cannot get type");
     H5T_class_t c = H5Tget_class(type.get());
-    if (c != H5T_INTEGER && c != H5T_FLOAT)
-      fail(path, obj, "has non-numeric type " + dtype_name(type.get()));
+    if (c != H5T_INTEGER && c != H5T_FLOAT) fail(path, obj, "has non-numeric type " + dtype_name(type.get()));
     Hid space = make(H5Dget_space(dset.get()), H5Sclose, path, obj, "cannot get dataspace");
     int rank = H5Sget_simple_extent_ndims(space.get());
     if (rank < 0) fail_hdf5(path, obj, "cannot get rank");
-    if (require_1d && rank != 1)
-      fail(path, obj, "has rank " + std::to_string(rank) + ", expected a 1-D column");
+    if (require_1d && rank != 1) fail(path, obj, "has rank " + std::to_string(rank) + ", expected a 1-D column");
     std::vector<hsize_t> dims(static_cast<size_t>(rank));
     if (rank > 0 && H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0)
       fail_hdf5(path, obj, "cannot get shape");
@@ -916,8 +877,8 @@ struct RunReader::Impl {
       fail(path, obj, "too large to read (" + std::to_string(n) + " elements)");
     }
     if (n > 0)
-      check(H5Dread(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()),
-            path, obj, "cannot read data");
+      check(H5Dread(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), path, obj,
+            "cannot read data");
     if (shape != nullptr) shape->assign(dims.begin(), dims.end());
     return out;
   }
@@ -944,7 +905,6 @@ RunReader::RunReader(const std::string& path) : impl_(std::make_unique<Impl>()) 
   }
   impl_->file = Hid(id, H5Fclose);
 }
-
 
 RunReader::~RunReader() = default;
 RunReader::RunReader(RunReader&&) noexcept = default;
@@ -983,8 +943,8 @@ std::vector<std::string> RunReader::attr_names() const {
   const Impl& m = impl();
   std::vector<std::string> names;
   hsize_t idx = 0;
-  check(H5Aiterate2(m.root(), H5_INDEX_NAME, H5_ITER_INC, &idx, attr_name_cb, &names), m.path,
-        "root attributes", "cannot list attributes");
+  check(H5Aiterate2(m.root(), H5_INDEX_NAME, H5_ITER_INC, &idx, attr_name_cb, &names), m.path, "root attributes",
+        "cannot list attributes");
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -993,8 +953,7 @@ std::string RunReader::Impl::read_string_attr(const std::string& object_path, co
   const std::string obj = attr_label(object_path, name);
   Hid ftype;
   Hid attr = open_attr(name, &ftype, object_path);
-  if (H5Tget_class(ftype.get()) != H5T_STRING)
-    fail(path, obj, "is " + dtype_name(ftype.get()) + ", not a string");
+  if (H5Tget_class(ftype.get()) != H5T_STRING) fail(path, obj, "is " + dtype_name(ftype.get()) + ", not a string");
   htri_t vlen = H5Tis_variable_str(ftype.get());
   if (vlen < 0) fail_hdf5(path, obj, "cannot inspect string type");
   H5T_cset_t cset = H5Tget_cset(ftype.get());
@@ -1015,8 +974,7 @@ std::string RunReader::Impl::read_string_attr(const std::string& object_path, co
   std::vector<char> buf(size + 1, '\0');
   check(H5Aread(attr.get(), ftype.get(), buf.data()), path, obj, "cannot read attribute");
   std::string s(buf.data(), strnlen(buf.data(), size));
-  if (H5Tget_strpad(ftype.get()) == H5T_STR_SPACEPAD)
-    s.erase(s.find_last_not_of(' ') + 1);
+  if (H5Tget_strpad(ftype.get()) == H5T_STR_SPACEPAD) s.erase(s.find_last_not_of(' ') + 1);
   return utf8::sanitize(s);
 }
 
@@ -1025,16 +983,13 @@ double RunReader::Impl::read_double_attr(const std::string& object_path, const s
   Hid ftype;
   Hid attr = open_attr(name, &ftype, object_path);
   H5T_class_t c = H5Tget_class(ftype.get());
-  if (c != H5T_FLOAT && c != H5T_INTEGER)
-    fail(path, obj, "is " + dtype_name(ftype.get()) + ", not a number");
+  if (c != H5T_FLOAT && c != H5T_INTEGER) fail(path, obj, "is " + dtype_name(ftype.get()) + ", not a number");
   double v = 0;
   check(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &v), path, obj, "cannot read attribute");
   return v;
 }
 
-std::string RunReader::attr_string(const std::string& name) const {
-  return impl().read_string_attr("/", name);
-}
+std::string RunReader::attr_string(const std::string& name) const { return impl().read_string_attr("/", name); }
 
 std::string RunReader::dtype_attr(const std::string& name) const {
   const Impl& m = impl();
@@ -1042,10 +997,14 @@ std::string RunReader::dtype_attr(const std::string& name) const {
   hssize_t n = 0;
   Hid attr = m.open_attr(name, &ftype, "/", hssize_t(1) << 20, &n);
   switch (H5Tget_class(ftype.get())) {
-    case H5T_INTEGER: return "int";
-    case H5T_FLOAT: return "float";
-    case H5T_STRING: return "string";
-    default: return "other";
+    case H5T_INTEGER:
+      return "int";
+    case H5T_FLOAT:
+      return "float";
+    case H5T_STRING:
+      return "string";
+    default:
+      return "other";
   }
 }
 
@@ -1068,8 +1027,8 @@ bool RunReader::has_attr_at(const std::string& object_path, const std::string& n
 
 namespace {
 // Variable-length strings read through a memory type; HDF5 allocates them, we free them.
-std::vector<std::string> read_vlen_strings(hid_t obj_id, bool is_attr, hssize_t n, hid_t ftype,
-                                           const std::string& path, const std::string& label) {
+std::vector<std::string> read_vlen_strings(hid_t obj_id, bool is_attr, hssize_t n, hid_t ftype, const std::string& path,
+                                           const std::string& label) {
   htri_t vlen = H5Tis_variable_str(ftype);
   if (vlen <= 0) fail(path, label, "is not a variable-length string");
   Hid mtype = make(H5Tcopy(H5T_C_S1), H5Tclose, path, label, "cannot create string type");
@@ -1094,8 +1053,7 @@ std::vector<std::string> RunReader::attr_strings(const std::string& name) const 
   Hid ftype;
   hssize_t n = 0;
   Hid attr = m.open_attr(name, &ftype, "/", hssize_t(1) << 20, &n);
-  if (H5Tget_class(ftype.get()) != H5T_STRING)
-    fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not a string");
+  if (H5Tget_class(ftype.get()) != H5T_STRING) fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not a string");
   return read_vlen_strings(attr.get(), true, n, ftype.get(), m.path, obj);
 }
 
@@ -1118,24 +1076,20 @@ int64_t RunReader::attr_int(const std::string& name) const {
   const std::string obj = quoted("attribute", name);
   Hid ftype;
   Hid attr = m.open_attr(name, &ftype);
-  if (H5Tget_class(ftype.get()) != H5T_INTEGER)
-    fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not an integer");
+  if (H5Tget_class(ftype.get()) != H5T_INTEGER) fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not an integer");
   int64_t v = 0;
   check(H5Aread(attr.get(), H5T_NATIVE_INT64, &v), m.path, obj, "cannot read attribute");
   return v;
 }
 
-double RunReader::attr_double(const std::string& name) const {
-  return impl().read_double_attr("/", name);
-}
+double RunReader::attr_double(const std::string& name) const { return impl().read_double_attr("/", name); }
 
 std::vector<std::string> RunReader::tables() const {
   const Impl& m = impl();
   Kind k = object_kind(m.root(), m.path, "/metrics");
   if (k == Kind::None) return {};
   if (k != Kind::Group) fail(m.path, "'/metrics'", "is not a group");
-  Hid g = make(H5Gopen2(m.root(), "/metrics", H5P_DEFAULT), H5Gclose, m.path, "group '/metrics'",
-               "cannot open group");
+  Hid g = make(H5Gopen2(m.root(), "/metrics", H5P_DEFAULT), H5Gclose, m.path, "group '/metrics'", "cannot open group");
   return link_names(g.get(), m.path, "group '/metrics'");
 }
 
@@ -1160,8 +1114,7 @@ std::vector<double> RunReader::column(const std::string& table, const std::strin
   const Impl& m = impl();
   m.open_table(table);  // clearer message when the whole table is missing
   const std::string obj = quoted("column", "/metrics/" + table + "/" + column);
-  if (column.empty() || column.find('/') != std::string::npos)
-    fail(m.path, obj, "invalid column name");
+  if (column.empty() || column.find('/') != std::string::npos) fail(m.path, obj, "invalid column name");
   return m.read_numeric("/metrics/" + table + "/" + column, obj, nullptr, true);
 }
 
@@ -1196,8 +1149,7 @@ std::vector<int64_t> RunReader::extent(const std::string& dataset_path) const {
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
-std::vector<double> RunReader::read_array(const std::string& dataset_path,
-                                          std::vector<int64_t>* shape) const {
+std::vector<double> RunReader::read_array(const std::string& dataset_path, std::vector<int64_t>* shape) const {
   const Impl& m = impl();
   return m.read_numeric(dataset_path, quoted("dataset", absolute(dataset_path)), shape, false);
 }

@@ -75,9 +75,8 @@ class RunWriter {
   void set_attr(const std::string& name, double value);
   // Other integer types (int, unsigned, ...) are stored as int64; without this overload
   // set_attr("n", 5) would be ambiguous between int64_t and double.
-  template <typename T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool> &&
-                                              !std::is_same_v<T, int64_t>,
-                                          int> = 0>
+  template <typename T,
+            std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool> && !std::is_same_v<T, int64_t>, int> = 0>
   void set_attr(const std::string& name, T value) {
     set_attr(name, static_cast<int64_t>(value));
   }
@@ -87,8 +86,7 @@ class RunWriter {
   void set_attr_at(const std::string& object_path, const std::string& name, int64_t value);
   void set_attr_at(const std::string& object_path, const std::string& name, double value);
   // A 1-D array of strings (hostnames, devices per rank); h5py returns an array of str.
-  void set_attr_at(const std::string& object_path, const std::string& name,
-                   const std::vector<std::string>& values);
+  void set_attr_at(const std::string& object_path, const std::string& name, const std::vector<std::string>& values);
 
   // Declares the metrics table /metrics/<table>/<column>: one 1-D, chunked, unlimited dataset per
   // column, float64 except the columns named in int_columns, which are int64 (names in int_columns
@@ -107,14 +105,10 @@ class RunWriter {
   // Writes a dense float32 / float64 array at a path inside the file, creating intermediate
   // groups (e.g. "/snapshots/00000100/fc1/weight"). shape is row-major; an empty shape writes a
   // scalar. Throws if an object already exists at that path.
-  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                   const float* data);
-  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                   const double* data);
-  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                   const int64_t* data);
-  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape,
-                   const uint8_t* data);
+  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape, const float* data);
+  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape, const double* data);
+  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape, const int64_t* data);
+  void write_array(const std::string& dataset_path, const std::vector<int64_t>& shape, const uint8_t* data);
   // A 1-D dataset of variable-length UTF-8 strings (index summary columns).
   void write_strings(const std::string& dataset_path, const std::vector<std::string>& values);
   // Creates the groups of an absolute path that do not exist yet.
@@ -152,12 +146,12 @@ class RunReader {
   bool has_attr(const std::string& name) const;
   // The class of a root attribute: "int", "float", "string" or "other".
   std::string dtype_attr(const std::string& name) const;
-  std::vector<std::string> attr_names() const;  // root attributes, sorted
+  std::vector<std::string> attr_names() const;             // root attributes, sorted
   std::string attr_string(const std::string& name) const;  // string attributes only
   int64_t attr_int(const std::string& name) const;         // integer attributes only
   double attr_double(const std::string& name) const;       // float or integer attributes
 
-  std::vector<std::string> tables() const;  // sorted names under /metrics (empty if none)
+  std::vector<std::string> tables() const;                           // sorted names under /metrics (empty if none)
   std::vector<std::string> columns(const std::string& table) const;  // sorted names under /metrics/<table>
   // One column as doubles (int64 columns converted). Throws if it is not a 1-D numeric dataset.
   std::vector<double> column(const std::string& table, const std::string& column) const;
@@ -182,8 +176,7 @@ class RunReader {
   std::vector<int64_t> extent(const std::string& dataset_path) const;
   // Any float or integer dataset as doubles, row-major; its shape goes to *shape when given
   // (empty for a scalar).
-  std::vector<double> read_array(const std::string& dataset_path,
-                                 std::vector<int64_t>* shape) const;
+  std::vector<double> read_array(const std::string& dataset_path, std::vector<int64_t>* shape) const;
 
  private:
   struct Impl;

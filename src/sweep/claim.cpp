@@ -2,6 +2,7 @@
 #include "sweep/claim.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,8 +15,6 @@
 #include <fstream>
 #include <sstream>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -140,9 +139,10 @@ Claim::Claim(std::string path, std::string owner, double lease_seconds)
       // left to its new owner: renewing it would keep the new owner's claim alive for it.
       const std::string now_owner = claim_owner(path_);
       if (!now_owner.empty() && now_owner != owner_) {  // "" (unreadable for a moment): try again next period
-        log::warn("claim {} now belongs to another job (this one was stopped for longer than the lease); no longer "
-                  "renewing it",
-                  path_);
+        log::warn(
+            "claim {} now belongs to another job (this one was stopped for longer than the lease); no longer "
+            "renewing it",
+            path_);
         return;
       }
       if (::utimensat(AT_FDCWD, path_.c_str(), nullptr, 0) != 0)
@@ -177,8 +177,10 @@ std::unique_ptr<Claim> Claim::try_acquire(const std::string& out_dir, const std:
   const double again = claim_age(path);
   if (again < 0 || stale(path, lease_seconds)) {
     if (again >= 0)
-      log::warn("claim {} was not renewed for {:.0f} s (lease {:.0f} s) or its owner's process is gone: taking the "
-                "point over", path, again, lease_seconds);
+      log::warn(
+          "claim {} was not renewed for {:.0f} s (lease {:.0f} s) or its owner's process is gone: taking the "
+          "point over",
+          path, again, lease_seconds);
     ::unlink(path.c_str());
     if (create_exclusive(path, owner)) claim.reset(new Claim(path, owner, lease_seconds));
   }

@@ -3,8 +3,8 @@
 // O_EXCL by the group that trains the point, holds its owner (host, pid, group), and is kept alive
 // by a thread that touches it every lease/4 seconds. A claim whose file has not been touched for a
 // whole lease belongs to a dead owner, and so does one whose owner ran on this host and whose process
-// is gone (a killed job rerun on the same node goes on at once); either is taken over (under a takeover lock, so that of several
-// takers exactly one wins). Released (removed) when the point's run ends, whatever its status.
+// is gone (a killed job rerun on the same node goes on at once); either is taken over (under a takeover lock, so that
+// of several takers exactly one wins). Released (removed) when the point's run ends, whatever its status.
 #pragma once
 #include <atomic>
 #include <condition_variable>

@@ -1,23 +1,21 @@
 // Sweep scheduling, claiming and progress (see runner.h).
 #include "sweep/runner.h"
 
-#include <unistd.h>
-
+#include <fmt/format.h>
 #include <hdf5.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cmath>
+#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <mutex>
 #include <numeric>
 #include <set>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -69,7 +67,12 @@ std::string duration(double s) {
 class Progress {
  public:
   Progress(const Spec& spec, const std::vector<PointCost>& costs, double every, double lease, bool force)
-      : spec_(spec), costs_(costs), every_(every), lease_(lease), force_(force), final_(spec.points.size(), false),
+      : spec_(spec),
+        costs_(costs),
+        every_(every),
+        lease_(lease),
+        force_(force),
+        final_(spec.points.size(), false),
         redo_(spec.points.size(), false) {
     hbool_t safe = 0;
     H5is_library_threadsafe(&safe);
@@ -224,14 +227,15 @@ std::vector<PointCost> sweep_costs(const Spec& spec) {
       const double elem = p.cfg.get_string("dtype") == "float64" ? 8 : 4;
       const double bytes = double(split.theta_numel()) * double(p.cfg.get_int("param.omega_dim")) * elem;
       if ((proj == "dense" || proj == "dense-qr") && bytes > p.cfg.get_float("param.max_projection_bytes"))
-        p.cfg.fail("param.max_projection_bytes",
-                   fmt::format("point {}: a {} projection of {} x {} takes {:.3g} GB, above the limit of {:.3g} GB; use "
-                               "param.projection: fastfood (O(D) memory) or sparse, or raise the limit",
-                               p.run_id, proj, split.theta_numel(), p.cfg.get_int("param.omega_dim"), bytes / 1e9,
-                               p.cfg.get_float("param.max_projection_bytes") / 1e9));
+        p.cfg.fail(
+            "param.max_projection_bytes",
+            fmt::format("point {}: a {} projection of {} x {} takes {:.3g} GB, above the limit of {:.3g} GB; use "
+                        "param.projection: fastfood (O(D) memory) or sparse, or raise the limit",
+                        p.run_id, proj, split.theta_numel(), p.cfg.get_int("param.omega_dim"), bytes / 1e9,
+                        p.cfg.get_float("param.max_projection_bytes") / 1e9));
       if (p.cfg.get_string("param.anchor") == "column" && proj != "dense-qr")
-        p.cfg.fail("param.anchor", fmt::format("point {}: anchor: column needs param.projection: dense-qr, not {}",
-                                               p.run_id, proj));
+        p.cfg.fail("param.anchor",
+                   fmt::format("point {}: anchor: column needs param.projection: dense-qr, not {}", p.run_id, proj));
       c.trainable = p.cfg.get_int("param.omega_dim") + split.rest_numel();
       c.comm_bytes = double(c.trainable) * elem;
     }
@@ -252,8 +256,8 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
   std::vector<PointCost> costs = sweep_costs(spec);
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return costs[a].total_flops > costs[b].total_flops; });
-  const double total_work = std::accumulate(costs.begin(), costs.end(), 0.0,
-                                            [](double s, const PointCost& c) { return s + c.total_flops; });
+  const double total_work =
+      std::accumulate(costs.begin(), costs.end(), 0.0, [](double s, const PointCost& c) { return s + c.total_flops; });
   if (world_root)
     log::info("sweep {}: {} points over {}, {} group(s) of {} rank(s), {:.3g} FLOPs in all", spec.path, n,
               fmt::join(spec.axis_keys, ", "), group.count, group.comm->size(), total_work);
@@ -291,13 +295,16 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
           continue;
         }
         claim = Claim::try_acquire(p.cfg.get_string("output.dir"), p.run_id, owner, o.lease_seconds);
-        if (claim) pick = double(i);
-        else ++held;
+        if (claim)
+          pick = double(i);
+        else
+          ++held;
       }
       if (pick < 0 && held > 0) pick = -2;  // wait: a dead owner's claim may expire
       if (progress) progress->tick();
     }
-    if (group.comm->size() > 1) pick = group.comm->allreduce_scalar(leader ? pick : -1e300, dist::ReduceOp::Max, "sweep pick");
+    if (group.comm->size() > 1)
+      pick = group.comm->allreduce_scalar(leader ? pick : -1e300, dist::ReduceOp::Max, "sweep pick");
     if (pick == -1) break;
     if (pick == -2) {
       std::this_thread::sleep_for(std::chrono::duration<double>(std::min(5.0, o.lease_seconds / 4)));
@@ -326,10 +333,12 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
     } catch (const train::RunBusyError& e) {
       // Another live process trains this point (its claim lapsed while it was stopped, and this
       // group took the claim over): not a failure; the point is looked at again later.
-      if (leader) log::warn("group {}: point {} ({}): {}; leaving it to that process", group.index, p.run_id, axes, e.what());
+      if (leader)
+        log::warn("group {}: point {} ({}): {}; leaving it to that process", group.index, p.run_id, axes, e.what());
       attempted.erase(i);
-      busy_until[i] = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                            std::chrono::duration<double>(std::max(1.0, o.lease_seconds / 4)));
+      busy_until[i] =
+          std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                 std::chrono::duration<double>(std::max(1.0, o.lease_seconds / 4)));
     } catch (const std::exception& e) {
       // The run file records the failure; the sweep goes on (a multi-rank group has aborted the job).
       log::error("group {}: point {} ({}) failed: {}", group.index, p.run_id, axes, e.what());
@@ -362,10 +371,12 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
       missing += st.empty() || st == "running" || st == "preempted";
     }
     if (world_root)
-      log::info("sweep {}: {} completed, {} failed, {} diverged, {} not finished, in {}", spec.path, completed,
-                failed, diverged, missing, duration(wall.seconds()));
-    if (failed > 0 || missing > 0) code = std::max(code, int(kExitFailure));
-    else if (diverged > 0) code = std::max(code, int(kExitDiverged));
+      log::info("sweep {}: {} completed, {} failed, {} diverged, {} not finished, in {}", spec.path, completed, failed,
+                diverged, missing, duration(wall.seconds()));
+    if (failed > 0 || missing > 0)
+      code = std::max(code, int(kExitFailure));
+    else if (diverged > 0)
+      code = std::max(code, int(kExitDiverged));
   }
   return code;
 }

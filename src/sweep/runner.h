@@ -25,7 +25,7 @@ struct RunnerOptions {
   int ranks_per_run = 0;       // 0: one group of all ranks
   double lease_seconds = 120;  // a claim not renewed for this long belongs to a dead owner
   double progress_seconds = 30;
-  bool force = false;          // retrain completed points
+  bool force = false;  // retrain completed points
 };
 
 // Runs the sweep (collective over the MPI world). Returns the process exit code: 0 when every point

@@ -1,6 +1,7 @@
 // Sweep specification loading and expansion (see spec.h).
 #include "sweep/spec.h"
 
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -8,8 +9,6 @@
 #include <map>
 #include <set>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "train/trainer.h"
@@ -228,10 +227,11 @@ Spec spec_load(const std::string& path, const std::vector<std::string>& override
     p.run_id = train::run_id(p.cfg);
     auto [it, fresh] = ids.emplace(p.run_id, i);
     if (!fresh)
-      throw ConfigError(fmt::format("{}: points {} and {} resolve to the same configuration (run {}): an axis "
-                                    "repeats a value or sets a key to its default (device and threads are not part of a "
-                                    "run's identity: sweep them into separate --out directories)",
-                                    path, it->second, i, p.run_id));
+      throw ConfigError(
+          fmt::format("{}: points {} and {} resolve to the same configuration (run {}): an axis "
+                      "repeats a value or sets a key to its default (device and threads are not part of a "
+                      "run's identity: sweep them into separate --out directories)",
+                      path, it->second, i, p.run_id));
     spec.points.push_back(std::move(p));
   }
   return spec;

@@ -23,7 +23,7 @@
 namespace xpand::sweep {
 
 struct Point {
-  size_t index = 0;                                        // position in expansion order
+  size_t index = 0;                                       // position in expansion order
   std::vector<std::pair<std::string, std::string>> axes;  // swept keys and their YAML values
   config::Config cfg;
   std::string run_id;

@@ -7,13 +7,12 @@
 //   /rng/cpu                              (world_size, n) uint8: each rank's CPU generator state
 #include "train/checkpoint.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <functional>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "store/run_file.h"
@@ -29,10 +28,18 @@ void write_tensor(store::RunWriter& w, const std::string& path, const torch::Ten
   auto t = t0.detach().cpu().contiguous();
   std::vector<int64_t> shape = t.sizes().vec();
   switch (t.scalar_type()) {
-    case torch::kFloat32: w.write_array(path, shape, t.data_ptr<float>()); break;
-    case torch::kFloat64: w.write_array(path, shape, t.data_ptr<double>()); break;
-    case torch::kInt64: w.write_array(path, shape, t.data_ptr<int64_t>()); break;
-    case torch::kUInt8: w.write_array(path, shape, t.data_ptr<uint8_t>()); break;
+    case torch::kFloat32:
+      w.write_array(path, shape, t.data_ptr<float>());
+      break;
+    case torch::kFloat64:
+      w.write_array(path, shape, t.data_ptr<double>());
+      break;
+    case torch::kInt64:
+      w.write_array(path, shape, t.data_ptr<int64_t>());
+      break;
+    case torch::kUInt8:
+      w.write_array(path, shape, t.data_ptr<uint8_t>());
+      break;
     default: {  // bf16/fp16 and others: float32 holds them exactly
       auto f = t.to(torch::kFloat32);
       w.write_array(path, shape, f.data_ptr<float>());
@@ -77,8 +84,10 @@ std::string optimizer_kind(torch::optim::Optimizer& opt) {
 // changes which layers hold factors).
 void assign(torch::Tensor& t, const torch::Tensor& v) {
   torch::NoGradGuard ng;
-  if (t.sizes() == v.sizes()) t.copy_(v);
-  else t.set_data(v.to(t.device(), t.scalar_type()));
+  if (t.sizes() == v.sizes())
+    t.copy_(v);
+  else
+    t.set_data(v.to(t.device(), t.scalar_type()));
 }
 
 }  // namespace
@@ -132,8 +141,10 @@ void checkpoint_save(const std::string& path, const CheckpointInfo& info, model:
       if (it == state.end()) continue;  // no step taken for it yet
       const std::string g = fmt::format("/optimizer/{}", i);
       w.create_group(g);
-      if (auto* s = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get())) write_adam_state(w, g, *s);
-      else if (auto* s = dynamic_cast<torch::optim::AdamParamState*>(it->second.get())) write_adam_state(w, g, *s);
+      if (auto* s = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get()))
+        write_adam_state(w, g, *s);
+      else if (auto* s = dynamic_cast<torch::optim::AdamParamState*>(it->second.get()))
+        write_adam_state(w, g, *s);
       else if (auto* s = dynamic_cast<torch::optim::SGDParamState*>(it->second.get())) {
         if (s->momentum_buffer().defined()) write_tensor(w, g + "/momentum_buffer", s->momentum_buffer());
       }
@@ -162,9 +173,8 @@ void checkpoint_verify(const std::string& path, const std::vector<std::string>& 
   for (const auto& p : expected)
     if (!r.has_object(p)) throw Error(fmt::format("{}: checkpoint lacks {}", path, p));
   for (const char* g : {"/params", "/buffers"}) {
-    const size_t want = size_t(std::count_if(expected.begin(), expected.end(), [&](const std::string& p) {
-      return p.rfind(std::string(g) + "/", 0) == 0;
-    }));
+    const size_t want = size_t(std::count_if(
+        expected.begin(), expected.end(), [&](const std::string& p) { return p.rfind(std::string(g) + "/", 0) == 0; }));
     if (r.has_object(g) && r.children(g).size() != want)
       throw Error(fmt::format("{}: checkpoint holds {} tensors under {}, the network has {}", path,
                               r.children(g).size(), g, want));
@@ -184,8 +194,10 @@ void checkpoint_verify(const std::string& path, const std::vector<std::string>& 
       } catch (const store::StoreError&) {
         is_group = false;
       }
-      if (is_group) visit(p);
-      else r.read_array(p, nullptr);
+      if (is_group)
+        visit(p);
+      else
+        r.read_array(p, nullptr);
     }
   };
   for (const char* g : {"/params", "/buffers", "/optimizer", "/rng", "/extra"})
@@ -232,8 +244,10 @@ CheckpointInfo checkpoint_load(const std::string& path, model::Network& net, con
     const std::string g = fmt::format("/optimizer/{}", i);
     if (!r.has_object(g)) continue;
     const auto& p = params[i];
-    if (kind == "adamw") state[optimizer_state_key(p)] = read_adam_state<torch::optim::AdamWParamState>(r, g, p);
-    else if (kind == "adam") state[optimizer_state_key(p)] = read_adam_state<torch::optim::AdamParamState>(r, g, p);
+    if (kind == "adamw")
+      state[optimizer_state_key(p)] = read_adam_state<torch::optim::AdamWParamState>(r, g, p);
+    else if (kind == "adam")
+      state[optimizer_state_key(p)] = read_adam_state<torch::optim::AdamParamState>(r, g, p);
     else if (kind == "sgd") {
       auto s = std::make_unique<torch::optim::SGDParamState>();
       if (r.has_object(g + "/momentum_buffer"))
@@ -245,8 +259,8 @@ CheckpointInfo checkpoint_load(const std::string& path, model::Network& net, con
   std::vector<int64_t> shape;
   std::vector<double> rng = r.read_array("/rng/cpu", &shape);
   if (shape.size() == 2 && rank < shape[0]) {
-    auto row = torch::from_blob(rng.data() + size_t(rank) * size_t(shape[1]), {shape[1]}, torch::kFloat64)
-                   .to(torch::kUInt8);
+    auto row =
+        torch::from_blob(rng.data() + size_t(rank) * size_t(shape[1]), {shape[1]}, torch::kFloat64).to(torch::kUInt8);
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(row);

@@ -5,11 +5,11 @@
 // renamed over the previous one, so a kill during a checkpoint leaves the previous one whole. The
 // run file links it as /checkpoint (an HDF5 external link).
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "dist/comm.h"
 #include "model/network.h"

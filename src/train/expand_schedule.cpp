@@ -31,8 +31,8 @@ const std::string& ExpandSchedule::current() const {
 void ExpandSchedule::restore(int64_t index) {
   if (!rotate_) return;
   if (index < 0 || size_t(index) >= layers_.size())
-    throw Error(fmt::format("checkpoint names expanded layer {} of a rotate schedule over {} layers", index,
-                            layers_.size()));
+    throw Error(
+        fmt::format("checkpoint names expanded layer {} of a rotate schedule over {} layers", index, layers_.size()));
   if (size_t(index) == cur_) return;
   layers_[cur_].second->collapse_in_place();
   layers_[size_t(index)].second->expand_in_place(seed_);

@@ -5,10 +5,10 @@
 // Optimizer state (Adam moments, SGD momentum) of the two switched layers restarts from zero; every
 // other layer keeps its state.
 #pragma once
+#include <torch/torch.h>
+
 #include <memory>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "config/config.h"
 #include "model/network.h"

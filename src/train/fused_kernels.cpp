@@ -3,9 +3,9 @@
 // so each loop compiles to AVX-512, AVX2 or SSE2 code picked when the program loads.
 #include "train/fused_kernels.h"
 
-#include "core/vector_loops.h"
-
 #include <cmath>
+
+#include "core/vector_loops.h"
 
 namespace xpand::train::kernels {
 namespace {

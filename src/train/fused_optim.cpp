@@ -10,9 +10,9 @@
 // results equal libtorch's up to rounding (the CPU kernels contract a*b+c into fused multiply-adds
 // where libtorch's may not): tests/train/test_optim.cpp compares both on the same trajectories in
 // float64 and float32.
-#include <cmath>
-
 #include <ATen/Parallel.h>
+
+#include <cmath>
 
 #include "core/vector_loops.h"
 #include "train/fused_kernels.h"
@@ -74,14 +74,14 @@ torch::Tensor adam_step(torch::optim::Optimizer& opt, bool decoupled) {
       if (!v.is_contiguous()) v = v.contiguous();
       AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "xpand_fused_adam", [&] {
         kernels::AdamCoef<scalar_t> c{scalar_t(decoupled ? 0.0 : wd),
-                             scalar_t(decoupled ? 1 - lr * wd : 1.0),
-                             scalar_t(b1),
-                             scalar_t(1 - b1),
-                             scalar_t(b2),
-                             scalar_t(1 - b2),
-                             scalar_t(std::sqrt(bc2)),
-                             scalar_t(o.eps()),
-                             scalar_t(-lr / bc1)};
+                                      scalar_t(decoupled ? 1 - lr * wd : 1.0),
+                                      scalar_t(b1),
+                                      scalar_t(1 - b1),
+                                      scalar_t(b2),
+                                      scalar_t(1 - b2),
+                                      scalar_t(std::sqrt(bc2)),
+                                      scalar_t(o.eps()),
+                                      scalar_t(-lr / bc1)};
         scalar_t *pp = p.data_ptr<scalar_t>(), *mp = m.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>();
         const scalar_t* gp = g.data_ptr<scalar_t>();
         chunked(p.numel(), [&](int64_t b, int64_t n) { kernels::adam(pp + b, gp + b, mp + b, vp + b, n, c); });
@@ -148,7 +148,7 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
       }
       AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "xpand_fused_sgd", [&] {
         kernels::SgdCoef<scalar_t> c{scalar_t(o.weight_decay()), scalar_t(first ? 0.0 : mu),
-                            scalar_t(first ? 1.0 : 1 - o.dampening()), scalar_t(mu), scalar_t(-1 * o.lr())};
+                                     scalar_t(first ? 1.0 : 1 - o.dampening()), scalar_t(mu), scalar_t(-1 * o.lr())};
         scalar_t* pp = p.data_ptr<scalar_t>();
         const scalar_t* gp = g.data_ptr<scalar_t>();
         if (mu == 0) {
@@ -157,7 +157,8 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
         }
         scalar_t* bp = buf.data_ptr<scalar_t>();
         const bool nesterov = o.nesterov();
-        chunked(p.numel(), [&](int64_t b, int64_t n) { kernels::sgd_momentum(nesterov, pp + b, gp + b, bp + b, n, c); });
+        chunked(p.numel(),
+                [&](int64_t b, int64_t n) { kernels::sgd_momentum(nesterov, pp + b, gp + b, bp + b, n, c); });
       });
       bump_versions({p, buf});
     }

@@ -11,12 +11,12 @@
 namespace xpand::train {
 
 struct StepMetrics {
-  int64_t step = 0;       // 1-based count of optimizer steps taken
-  double epoch = 0;       // fractional epochs completed
-  int64_t samples = 0;    // training samples seen (global)
+  int64_t step = 0;     // 1-based count of optimizer steps taken
+  double epoch = 0;     // fractional epochs completed
+  int64_t samples = 0;  // training samples seen (global)
   double loss = 0, lr = 0, grad_norm = 0;
-  double time_step = 0;   // seconds for this step (data, forward, backward, optimizer)
-  int64_t mem_peak = 0;   // peak resident set size of the process since training started (bytes)
+  double time_step = 0;  // seconds for this step (data, forward, backward, optimizer)
+  int64_t mem_peak = 0;  // peak resident set size of the process since training started (bytes)
   // Data-parallel communication of this step (zero on one rank): seconds the all-reduces were in
   // flight, seconds the step waited for them (not hidden behind backward), the rest of the step, and
   // gradient bytes all-reduced per rank.
@@ -37,10 +37,10 @@ struct RunInfo {
   std::string run_id, path, config_yaml, name;
   int64_t total_steps = 0, steps_per_epoch = 0, world_size = 1;
   bool language_model = false;
-  bool focus = false;  // data.focus_classes set: eval rows carry test_focus_acc, test_rest_acc
-  std::string dtype = "float32";                     // training dtype (snapshot rank tolerances)
-  std::map<std::string, std::string> attrs;          // provenance: versions, host, dataset, times, ...
-  std::map<std::string, int64_t> int_attrs;          // ranks_per_run, seed, ...
+  bool focus = false;                        // data.focus_classes set: eval rows carry test_focus_acc, test_rest_acc
+  std::string dtype = "float32";             // training dtype (snapshot rank tolerances)
+  std::map<std::string, std::string> attrs;  // provenance: versions, host, dataset, times, ...
+  std::map<std::string, int64_t> int_attrs;  // ranks_per_run, seed, ...
   std::map<std::string, std::vector<std::string>> list_attrs;  // per rank: hostnames, devices
   std::vector<std::pair<std::string, std::string>> axes;       // sweep axes: config key, YAML value
   // Resuming: the previous run file whose metrics and snapshots up to resume_step are kept.
@@ -72,14 +72,15 @@ class MetricSink {
   // Before a checkpoint: everything emitted so far must be on disk when this returns.
   virtual void on_checkpoint(int64_t step) {}
   // status: completed | diverged | failed; error: message when not completed.
-  virtual void on_end(const std::string& status, const std::string& error, const std::map<std::string, std::string>& attrs) {}
+  virtual void on_end(const std::string& status, const std::string& error,
+                      const std::map<std::string, std::string>& attrs) {}
 };
 
 std::unique_ptr<MetricSink> console_sink(int64_t log_every);
 struct H5SinkOptions {
-  int compression = 0;          // deflate level of snapshot arrays
-  bool swmr = true;             // SWMR writing (live readers, crash safety)
-  double flush_seconds = 10;    // metrics reach the disk at least this often
+  int compression = 0;              // deflate level of snapshot arrays
+  bool swmr = true;                 // SWMR writing (live readers, crash safety)
+  double flush_seconds = 10;        // metrics reach the disk at least this often
   size_t queue_bytes = 256u << 20;  // bound of the writer thread's queue
 };
 // The HDF5 run file (docs/FORMAT.md), written by a background thread.

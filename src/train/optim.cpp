@@ -21,11 +21,9 @@ std::unique_ptr<torch::optim::Optimizer> optimizer_build(const config::Config& c
   auto betas = std::make_tuple(cfg.get_float("train.beta1"), cfg.get_float("train.beta2"));
   double eps = cfg.get_float("train.eps");
   if (kind == "adam")
-    return std::make_unique<FusedAdam>(
-        params, torch::optim::AdamOptions(lr).betas(betas).eps(eps).weight_decay(wd));
+    return std::make_unique<FusedAdam>(params, torch::optim::AdamOptions(lr).betas(betas).eps(eps).weight_decay(wd));
   if (kind == "adamw")
-    return std::make_unique<FusedAdamW>(
-        params, torch::optim::AdamWOptions(lr).betas(betas).eps(eps).weight_decay(wd));
+    return std::make_unique<FusedAdamW>(params, torch::optim::AdamWOptions(lr).betas(betas).eps(eps).weight_decay(wd));
   cfg.fail("train.optimizer", "unknown optimizer " + kind);
 }
 

@@ -3,10 +3,10 @@
 // step() replaced on CPU tensors by one pass over each tensor (fused_optim.cpp); their state, options
 // and serialisation are libtorch's own.
 #pragma once
+#include <torch/torch.h>
+
 #include <memory>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "config/config.h"
 

@@ -1,4 +1,5 @@
 // Metric sinks: console progress (rank 0) and the HDF5 run file (schema version 2).
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -8,11 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include <fmt/format.h>
-
+#include "core/error.h"
 #include "core/log.h"
 #include "core/timer.h"
-#include "core/error.h"
 #include "param/analysis.h"
 #include "store/async_writer.h"
 #include "store/index.h"
@@ -42,10 +41,10 @@ class ConsoleSink : public MetricSink {
   void on_step(const StepMetrics& m) override {
     if (m.step % every_ != 0 && m.step != info_.total_steps) return;
     double rate = timer_.seconds() / double(m.step);
-    std::string comm = info_.world_size > 1 ? fmt::format(" (comm {:.1f} ms, {:.1f} exposed, {:.3g} MB)",
-                                                          1e3 * m.time_comm, 1e3 * m.time_comm_exposed,
-                                                          double(m.comm_bytes) * 1e-6)
-                                            : "";
+    std::string comm = info_.world_size > 1
+                           ? fmt::format(" (comm {:.1f} ms, {:.1f} exposed, {:.3g} MB)", 1e3 * m.time_comm,
+                                         1e3 * m.time_comm_exposed, double(m.comm_bytes) * 1e-6)
+                           : "";
     log::info("step {:>6}/{} epoch {:.2f} loss {:.4f} lr {:.3g} |g| {:.3g} {:.1f} ms/step{} ETA {}", m.step,
               info_.total_steps, m.epoch, m.loss, m.lr, m.grad_norm, 1e3 * m.time_step, comm,
               duration(rate * double(info_.total_steps - m.step)));
@@ -60,8 +59,7 @@ class ConsoleSink : public MetricSink {
                 info_.focus ? fmt::format(" (focus {:.4f}, rest {:.4f})", e.test_focus_acc, e.test_rest_acc) : "",
                 e.collapse_error);
   }
-  void on_end(const std::string& status, const std::string& error,
-              const std::map<std::string, std::string>&) override {
+  void on_end(const std::string& status, const std::string& error, const std::map<std::string, std::string>&) override {
     if (status == "completed")
       log::info("run {} completed in {}", info_.run_id, duration(timer_.seconds()));
     else
@@ -79,8 +77,8 @@ class ConsoleSink : public MetricSink {
 // resume the kept history), switched to SWMR, then written by a background thread.
 constexpr int64_t kSchemaVersion = store::kRunSchemaVersion;
 
-const std::vector<std::string> kTrainColumns = {"step",      "epoch",        "samples",           "loss",
-                                                "lr",        "grad_norm",    "time_step",         "mem_peak",
+const std::vector<std::string> kTrainColumns = {"step",         "epoch",     "samples",           "loss",
+                                                "lr",           "grad_norm", "time_step",         "mem_peak",
                                                 "time_compute", "time_comm", "time_comm_exposed", "comm_bytes"};
 const std::vector<std::string> kTrainIntColumns = {"step", "samples", "mem_peak", "comm_bytes"};
 
@@ -122,10 +120,11 @@ void check_space_for_copy(const std::string& old_file) {
   const double free_bytes = double(fs.f_bavail) * double(fs.f_frsize);
   const double need = double(st.st_size) * 1.25 + double(4 << 20);  // the copy, HDF5's metadata, a margin
   if (free_bytes < need)
-    throw Error(fmt::format("resuming {} needs about {:.1f} MiB free in {} to rebuild its run file, but only {:.1f} "
-                            "MiB are free: free some space and run again (the old run file and its checkpoint are "
-                            "untouched)",
-                            old_file, need / 1048576.0, dir, free_bytes / 1048576.0));
+    throw Error(
+        fmt::format("resuming {} needs about {:.1f} MiB free in {} to rebuild its run file, but only {:.1f} "
+                    "MiB are free: free some space and run again (the old run file and its checkpoint are "
+                    "untouched)",
+                    old_file, need / 1048576.0, dir, free_bytes / 1048576.0));
 }
 
 class H5Sink : public MetricSink {
@@ -209,9 +208,9 @@ class H5Sink : public MetricSink {
   }
 
   void on_step(const StepMetrics& m) override {
-    std::vector<double> row = {double(m.step), m.epoch,          double(m.samples), m.loss,
-                               m.lr,           m.grad_norm,      m.time_step,       double(m.mem_peak),
-                               m.time_compute, m.time_comm,      m.time_comm_exposed, double(m.comm_bytes)};
+    std::vector<double> row = {double(m.step), m.epoch,     double(m.samples),   m.loss,
+                               m.lr,           m.grad_norm, m.time_step,         double(m.mem_peak),
+                               m.time_compute, m.time_comm, m.time_comm_exposed, double(m.comm_bytes)};
     writer_->post([row = std::move(row)](store::RunWriter& w) { w.append("train", row); }, 128);
   }
 
@@ -263,17 +262,22 @@ class H5Sink : public MetricSink {
   void on_end(const std::string& status, const std::string& error,
               const std::map<std::string, std::string>& attrs) override {
     if (!writer_) return;
-    writer_->post([attrs, error, status](store::RunWriter& w) {
-      for (const auto& [k, v] : attrs) {
-        if (k == "steps") w.set_attr(k, int64_t(std::atoll(v.c_str())));
-        else if (k == "wall_seconds") w.set_attr(k, std::atof(v.c_str()));
-        else w.set_attr(k, v);
-      }
-      w.set_attr("error", error);
-      w.flush();
-      w.set_attr("status", status);  // last, after everything else is on disk
-      w.flush();
-    }, 0, true);
+    writer_->post(
+        [attrs, error, status](store::RunWriter& w) {
+          for (const auto& [k, v] : attrs) {
+            if (k == "steps")
+              w.set_attr(k, int64_t(std::atoll(v.c_str())));
+            else if (k == "wall_seconds")
+              w.set_attr(k, std::atof(v.c_str()));
+            else
+              w.set_attr(k, v);
+          }
+          w.set_attr("error", error);
+          w.flush();
+          w.set_attr("status", status);  // last, after everything else is on disk
+          w.flush();
+        },
+        0, true);
     writer_->close();
   }
 

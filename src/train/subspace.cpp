@@ -3,11 +3,10 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <fmt/format.h>
 
 #include <cmath>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -25,8 +24,8 @@ namespace {
 // unit-stride over non-overlapping rows (restrict) and compiled for the CPU's vector width; each
 // pass is split over the intra-op threads (by groups, or within a group once groups are few).
 template <typename T>
-XPAND_VECTOR_CLONES
-void butterfly4(T* __restrict__ p0, T* __restrict__ p1, T* __restrict__ p2, T* __restrict__ p3, int64_t len) {
+XPAND_VECTOR_CLONES void butterfly4(T* __restrict__ p0, T* __restrict__ p1, T* __restrict__ p2, T* __restrict__ p3,
+                                    int64_t len) {
   for (int64_t j = 0; j < len; ++j) {
     const T a0 = p0[j] + p1[j], a1 = p0[j] - p1[j], a2 = p2[j] + p3[j], a3 = p2[j] - p3[j];
     p0[j] = a0 + a2, p2[j] = a0 - a2, p1[j] = a1 + a3, p3[j] = a1 - a3;
@@ -34,8 +33,7 @@ void butterfly4(T* __restrict__ p0, T* __restrict__ p1, T* __restrict__ p2, T* _
 }
 
 template <typename T>
-XPAND_VECTOR_CLONES
-void butterfly2(T* __restrict__ p0, T* __restrict__ p1, int64_t len) {
+XPAND_VECTOR_CLONES void butterfly2(T* __restrict__ p0, T* __restrict__ p1, int64_t len) {
   for (int64_t j = 0; j < len; ++j) {
     const T a = p0[j], b = p1[j];
     p0[j] = a + b, p1[j] = a - b;
@@ -91,9 +89,12 @@ torch::Tensor fwht(torch::Tensor x) {
   XPAND_CHECK(n > 0 && (n & (n - 1)) == 0 && x.dim() == 1,
               "Hadamard transform of a 1-D power-of-two length, got {} dimension(s) and {} elements", x.dim(), n);
   if (x.device().is_cpu() && x.is_contiguous()) {
-    if (x.scalar_type() == torch::kFloat) fwht_cpu(x.data_ptr<float>(), n);
-    else if (x.scalar_type() == torch::kDouble) fwht_cpu(x.data_ptr<double>(), n);
-    else XPAND_CHECK(false, "fwht: unsupported dtype");
+    if (x.scalar_type() == torch::kFloat)
+      fwht_cpu(x.data_ptr<float>(), n);
+    else if (x.scalar_type() == torch::kDouble)
+      fwht_cpu(x.data_ptr<double>(), n);
+    else
+      XPAND_CHECK(false, "fwht: unsupported dtype");
     return x;
   }
   torch::Tensor y = torch::empty_like(x);
@@ -182,8 +183,8 @@ class FastfoodProjection final : public Projection {
     auto h = torch::zeros({M_}, w.options());
     auto head = h.narrow(0, 0, d_);
     torch::mul_out(head, w, b_);
-    h = fwht(std::move(h));              // H B ω̃, one period of it
-    auto x = h.index_select(0, low_);    // Π: entry j is (H B ω̃)[perm(j)] = h[perm(j) mod M]
+    h = fwht(std::move(h));            // H B ω̃, one period of it
+    auto x = h.index_select(0, low_);  // Π: entry j is (H B ω̃)[perm(j)] = h[perm(j) mod M]
     x.mul_(g_);
     return fwht(std::move(x)).narrow(0, 0, D_);
   }
@@ -272,8 +273,8 @@ std::unique_ptr<Projection> projection_make(const config::Config& cfg, const std
     }
     auto signs = torch::randint(0, 2, {d * per_col}, gen, torch::TensorOptions().dtype(torch::kFloat64)) * 2 - 1;
     auto vals = signs / std::sqrt(double(per_col));  // unit-norm columns
-    return std::make_unique<SparseProjection>(torch::cat(rows).to(device), torch::cat(cols).to(device), vals.to(opt),
-                                              D, d);
+    return std::make_unique<SparseProjection>(torch::cat(rows).to(device), torch::cat(cols).to(device), vals.to(opt), D,
+                                              d);
   }
   if (kind == "fastfood") return std::make_unique<FastfoodProjection>(D, d, gen, opt);
   cfg.fail("param.projection", fmt::format("unknown projection '{}'", kind));
@@ -291,7 +292,8 @@ Subspace::Subspace(const config::Config& cfg, std::vector<torch::Tensor> theta, 
   const bool column = cfg.get_string("param.anchor") == "column";
   if (column && kind_ != "dense-qr")
     cfg.fail("param.anchor", fmt::format("anchor: column puts theta_init into an orthonormal P: it needs "
-                                         "param.projection: dense-qr, not {}", kind_));
+                                         "param.projection: dense-qr, not {}",
+                                         kind_));
   if (column && theta0_.norm().item<double>() == 0)
     cfg.fail("param.anchor", "anchor: column needs a non-zero initialisation of the subspace's tensors");
   Timer t;
@@ -305,9 +307,10 @@ Subspace::Subspace(const config::Config& cfg, std::vector<torch::Tensor> theta, 
   } else {
     omega_ = torch::zeros({d}, theta0_.options()).set_requires_grad(true);
   }
-  log::info("subspace: omega {} of {} parameters (compression {:.1f}x), {} projection{}, {:.3g} MB, set up in "
-            "{:.2f} s", d, D_, double(D_) / double(d), kind_, column ? " through theta_init" : "",
-            proj_->bytes() / 1e6, t.seconds());
+  log::info(
+      "subspace: omega {} of {} parameters (compression {:.1f}x), {} projection{}, {:.3g} MB, set up in "
+      "{:.2f} s",
+      d, D_, double(D_) / double(d), kind_, column ? " through theta_init" : "", proj_->bytes() / 1e6, t.seconds());
 }
 
 void Subspace::pull_grad() {
@@ -318,14 +321,18 @@ void Subspace::pull_grad() {
   int64_t at = 0;
   for (auto& t : theta_) {
     auto dst = flat.narrow(0, at, t.numel());
-    if (t.grad().defined()) dst.view(t.sizes()).copy_(t.grad());
-    else dst.zero_();
+    if (t.grad().defined())
+      dst.view(t.sizes()).copy_(t.grad());
+    else
+      dst.zero_();
     at += t.numel();
   }
   if (n > at) flat.narrow(0, at, n - at).zero_();
   auto g = proj_->transpose_consume(std::move(flat));
-  if (omega_.grad().defined()) omega_.mutable_grad().copy_(g);
-  else omega_.mutable_grad() = g.clone();  // not a view of the projection's buffer (zero_grad detaches it)
+  if (omega_.grad().defined())
+    omega_.mutable_grad().copy_(g);
+  else
+    omega_.mutable_grad() = g.clone();  // not a view of the projection's buffer (zero_grad detaches it)
 }
 
 void Subspace::push() {

@@ -22,11 +22,11 @@
 //   fastfood  V = H·G·Π·H·B on ω zero-padded to L = 2^⌈log2 D⌉, the first D rows (Le et al.; Li et
 //             al.): fast Walsh–Hadamard transforms on tensors, O(L log L) time and O(L) memory
 #pragma once
+#include <torch/torch.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "config/config.h"
 #include "model/network.h"
@@ -37,12 +37,12 @@ class Projection {
  public:
   virtual ~Projection() = default;
   virtual torch::Tensor forward(const torch::Tensor& omega) = 0;  // P·ω, length D
-  virtual torch::Tensor transpose(const torch::Tensor& g) = 0;     // Pᵀ·g, length d; g is left as it was
+  virtual torch::Tensor transpose(const torch::Tensor& g) = 0;    // Pᵀ·g, length d; g is left as it was
   // Pᵀ·g for g handed over in a buffer of input_length() entries (zeros after D) that the
   // projection may transform in place (Subspace::pull_grad's buffer): no copy.
   virtual torch::Tensor transpose_consume(torch::Tensor padded) { return transpose(padded); }
   virtual int64_t input_length() const = 0;
-  virtual double bytes() const = 0;                                // memory it holds
+  virtual double bytes() const = 0;  // memory it holds
 };
 
 // The seed P is generated from, given the run's seed (the same on every rank and on resume).

@@ -1,25 +1,24 @@
 // The single-run trainer (see trainer.h).
 #include "train/trainer.h"
 
-#include <sched.h>
-
-#include <fmt/format.h>
-#include <torch/version.h>
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <fnmatch.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <torch/version.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <fnmatch.h>
 #include <cmath>
 #include <cstring>
 #include <ctime>
-#include <unordered_map>
-#include <unordered_set>
 #include <filesystem>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "core/blas.h"
 #include "core/build_info.h"
@@ -41,9 +40,9 @@
 #include "store/run_file.h"
 #include "train/autocast.h"
 #include "train/checkpoint.h"
-#include "train/subspace.h"
 #include "train/expand_schedule.h"
 #include "train/optim.h"
+#include "train/subspace.h"
 
 namespace fs = std::filesystem;
 
@@ -90,9 +89,10 @@ dist::CommPtr gradient_comm(const config::Config& cfg, const dist::CommPtr& grou
   // otherwise pair NCCL set-up broadcasts with another rank's parameter broadcasts).
   const double cuda_ranks = group->allreduce_scalar(device.is_cuda() ? 1 : 0, dist::ReduceOp::Sum, "device check");
   if (cuda_ranks != 0 && cuda_ranks != group->size())
-    throw Error(fmt::format("{} of the group's {} ranks see a CUDA device and the others do not; check "
-                            "CUDA_VISIBLE_DEVICES and the GPUs of every node (or set device: cpu)",
-                            int(cuda_ranks), group->size()));
+    throw Error(
+        fmt::format("{} of the group's {} ranks see a CUDA device and the others do not; check "
+                    "CUDA_VISIBLE_DEVICES and the GPUs of every node (or set device: cpu)",
+                    int(cuda_ranks), group->size()));
   const bool nccl = b == "nccl" || (b == "auto" && device.is_cuda() && XPAND_HAVE_NCCL);
 #if XPAND_HAVE_NCCL
   if (nccl) return dist::comm_nccl(group, device, cfg.get_float("dist.timeout_s"));
@@ -176,7 +176,8 @@ std::vector<MetricSink::Tensor> snapshot_of(model::Network& net, bool factors) {
   torch::NoGradGuard ng;
   auto as_array = [](const torch::Tensor& t) {
     auto c = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
-    return MetricSink::Array{c.sizes().vec(), std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel())};
+    return MetricSink::Array{c.sizes().vec(),
+                             std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel())};
   };
   auto named = net.named_parameters();
   for (auto& s : net.slots()) {
@@ -223,16 +224,19 @@ void init_from_run(const config::Config& cfg, model::Network& net) {
     for (auto& slot : net.slots()) {
       const param::Spec spec = param::spec_for(cfg, slot.name);
       if (spec.kind == "dense" || spec.kind == "subspace") {
-        slot.param->named_parameters()["weight"].copy_(param::snapshot_weight(from, step, slot.name, slot.param->shape()));
+        slot.param->named_parameters()["weight"].copy_(
+            param::snapshot_weight(from, step, slot.name, slot.param->shape()));
       } else if (spec.kind == "lora") {  // again, now in the training dtype (a float64 run keeps every digit)
         slot.param->named_buffers()["w0"].copy_(
             param::snapshot_weight(spec.init_from, spec.init_step, slot.name, slot.param->shape()));
       } else if (spec.kind == "lowrank" && spec.init != "svd") {
-        spec.fail("init", "model.init_from starts a lowrank layer only with init: svd (the truncated SVD of the "
-                          "snapshot's weight)");
+        spec.fail("init",
+                  "model.init_from starts a lowrank layer only with init: svd (the truncated SVD of the "
+                  "snapshot's weight)");
       } else if (spec.kind == "expanded") {
-        spec.fail("kind", "model.init_from cannot start an expanded layer (a dense snapshot does not fix its "
-                          "factors); make the layer dense, lowrank (init: svd) or lora");
+        spec.fail("kind",
+                  "model.init_from cannot start an expanded layer (a dense snapshot does not fix its "
+                  "factors); make the layer dense, lowrank (init: svd) or lora");
       }
       if (auto* b = named.find(slot.name + "_bias"))
         b->copy_(param::snapshot_array(from, step, slot.name, "bias", b->sizes().vec()));
@@ -242,7 +246,8 @@ void init_from_run(const config::Config& cfg, model::Network& net) {
   } catch (const Error& e) {
     cfg.fail("model.init_from", e.what());
   }
-  log::info("model: every layer and bias from {} ({})", from, step > 0 ? fmt::format("step {}", step) : "its last snapshot");
+  log::info("model: every layer and bias from {} ({})", from,
+            step > 0 ? fmt::format("step {}", step) : "its last snapshot");
 }
 
 // Moves a file aside to <path>.prev-N (nothing is deleted).
@@ -286,9 +291,10 @@ class RunLock {
     if (fd_ < 0) throw Error(fmt::format("cannot open {}: {}", path_, std::strerror(errno)));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       ::close(fd_);
-      throw RunBusyError(fmt::format("{} is locked: another xpand process is training this run now (wait for it, or "
-                              "stop it first)",
-                              path_));
+      throw RunBusyError(
+          fmt::format("{} is locked: another xpand process is training this run now (wait for it, or "
+                      "stop it first)",
+                      path_));
     }
   }
   ~RunLock() {
@@ -335,8 +341,8 @@ std::vector<std::string> checkpoint_datasets(model::Network& net, const NamedTen
   return out;
 }
 
-Existing examine_existing(const std::string& path, const std::string& ckpt, const std::string& run_id,
-                          int64_t total, bool force, bool resume, const std::vector<std::string>& expected) {
+Existing examine_existing(const std::string& path, const std::string& ckpt, const std::string& run_id, int64_t total,
+                          bool force, bool resume, const std::vector<std::string>& expected) {
   Existing ex;
   remove_temporaries(path);
   remove_temporaries(ckpt);
@@ -384,8 +390,12 @@ EvalMetrics last_eval(const std::string& path) {
     return v.empty() ? NAN : v.back();
   };
   const double step = last("step");
-  return {std::isfinite(step) ? int64_t(step) : 0, last("train_loss"), last("train_acc"),
-          last("test_loss"),                       last("test_acc"),   last("collapse_error")};
+  return {std::isfinite(step) ? int64_t(step) : 0,
+          last("train_loss"),
+          last("train_acc"),
+          last("test_loss"),
+          last("test_acc"),
+          last("collapse_error")};
 }
 
 // Every rank's string, on every rank (hostnames, devices), in group rank order.
@@ -447,9 +457,10 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     // Every rank of a group must train the same configuration.
     std::string theirs = group->broadcast_string(result.run_id, 0, "run id check");
     if (theirs != result.run_id)
-      throw ConfigError(fmt::format("rank {} resolved the configuration to run {} but group rank 0 to {}: every "
-                                    "rank of a group must get the same config file and --set overrides",
-                                    rank, result.run_id, theirs));
+      throw ConfigError(
+          fmt::format("rank {} resolved the configuration to run {} but group rank 0 to {}: every "
+                      "rank of a group must get the same config file and --set overrides",
+                      rank, result.run_id, theirs));
   }
 
   // --- set-up: threads, device, data, network, optimizer ---
@@ -468,8 +479,9 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   if (bf16 && dtype != torch::kFloat32)
     cfg.fail("train.precision", "bf16 autocast lowers float32 work to bfloat16: it needs dtype: float32");
   if (bf16 && device.is_cpu())
-    log::warn("train.precision: bf16 on the CPU runs libtorch's bfloat16 CPU kernels, usually slower than float32 "
-              "without AMX/AVX512-BF16 hardware; it is meant for GPUs");
+    log::warn(
+        "train.precision: bf16 on the CPU runs libtorch's bfloat16 CPU kernels, usually slower than float32 "
+        "without AMX/AVX512-BF16 hardware; it is meant for GPUs");
 
   data::Dataset ds = data::dataset_load(cfg, device);
   if (ds.task == data::Task::Classification) {
@@ -501,8 +513,10 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
     if (world == 1) return;
     torch::NoGradGuard ng;
     for (auto& t : net->buffers()) {
-      if (t.is_floating_point()) comm->allreduce(t, dist::ReduceOp::Avg, "batch-norm statistics");
-      else comm->broadcast(t, 0, "buffers");
+      if (t.is_floating_point())
+        comm->allreduce(t, dist::ReduceOp::Avg, "batch-norm statistics");
+      else
+        comm->broadcast(t, 0, "buffers");
     }
   };
 
@@ -536,13 +550,14 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   // P omega (train/subspace.h).
   std::unique_ptr<Subspace> subspace;
   std::vector<torch::Tensor> subspace_rest;  // trained as usual next to omega
-  NamedTensors extra;  // what checkpoints keep besides the network
+  NamedTensors extra;                        // what checkpoints keep besides the network
   if (SubspaceSplit split = subspace_split(cfg, *net); !split.theta.empty()) {
     // theta0 (and P, with anchor: column) come from the initial network: a resumed run rebuilds them,
     // so they must not depend on which snapshot is the source run's last one at the time.
     if (cfg.has("model.init_from") && !cfg.get_string("model.init_from").empty() && cfg.get_int("model.init_step") == 0)
-      cfg.fail("model.init_step", "subspace layers started from model.init_from need the snapshot step named "
-                                  "(model.init_step > 0): a resumed run rebuilds theta0 from it");
+      cfg.fail("model.init_step",
+               "subspace layers started from model.init_from need the snapshot step named "
+               "(model.init_step > 0): a resumed run rebuilds theta0 from it");
     subspace = std::make_unique<Subspace>(cfg, split.theta, seed);
     subspace_rest = split.rest;
     params = {subspace->omega()};
@@ -591,13 +606,14 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       }
     }
     if (world > 1) {
-      existing.action = Existing::Action(int(group->allreduce_scalar(double(existing.action), dist::ReduceOp::Max,
-                                                                      "existing run decision")));
-      existing.resume_step = int64_t(group->allreduce_scalar(double(existing.resume_step), dist::ReduceOp::Max,
-                                                             "resume step"));
+      existing.action = Existing::Action(
+          int(group->allreduce_scalar(double(existing.action), dist::ReduceOp::Max, "existing run decision")));
+      existing.resume_step =
+          int64_t(group->allreduce_scalar(double(existing.resume_step), dist::ReduceOp::Max, "resume step"));
     }
     if (existing.action == Existing::Busy)
-      throw RunBusyError(root ? busy_message : fmt::format("run {} is being trained by another process", result.run_id));
+      throw RunBusyError(root ? busy_message
+                              : fmt::format("run {} is being trained by another process", result.run_id));
     if (existing.action == Existing::Skip && !root) {
       result.status = "skipped";
       return result;
@@ -648,9 +664,8 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
   }
   {
     dist::Context* ctx = dist::Context::get();
-    info.int_attrs = {{"ranks_per_run", world},
-                      {"trainable_params", trainable},
-                      {"world_ranks", ctx ? ctx->world_size() : 1}};
+    info.int_attrs = {
+        {"ranks_per_run", world}, {"trainable_params", trainable}, {"world_ranks", ctx ? ctx->world_size() : 1}};
     info.list_attrs = {{"hostnames", gather_strings(*group, hostname(), "hostnames")},
                        {"devices", gather_strings(*group, device.str(), "devices")}};
   }
@@ -731,7 +746,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       for (auto& group : opt->param_groups())
         for (auto& p : group.params()) p.mutable_grad() = torch::Tensor();
       if (subspace) net->zero_grad(/*set_to_none=*/true);  // theta's gradients are not the optimizer's
-      if (cut)  // W_eff once per step, as a detached leaf the forward uses
+      if (cut)                                             // W_eff once per step, as a detached leaf the forward uses
         for (auto& slot : net->slots())
           if (cut_this(slot, batch / world / accum)) slot.param->cut_begin();  // same choice on every rank
       double loss_local = 0;
@@ -750,7 +765,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       dist::ReduceStats comm_stats;
       if (subspace) {
         subspace->pull_grad();  // dL/domega = P^T dL/dtheta: d numbers instead of theta's D
-        if (world > 1) {  // omega's gradient and those of the tensors outside the subspace, in one message
+        if (world > 1) {        // omega's gradient and those of the tensors outside the subspace, in one message
           Timer tc;
           std::vector<torch::Tensor> grads = {subspace->omega().grad().reshape(-1)};
           for (auto& p : subspace_rest)
@@ -795,8 +810,9 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
       if (subspace) subspace->push();  // theta = theta0 + P omega
       result.losses.push_back(loss_v);
       result.steps = step + 1;
-      StepMetrics m{step + 1, double(step + 1) / double(spe), (step + 1) * batch, loss_v, lr, grad_norm, t.seconds(),
-                    peak_rss_bytes()};
+      StepMetrics m{
+          step + 1,        double(step + 1) / double(spe), (step + 1) * batch, loss_v, lr, grad_norm, t.seconds(),
+          peak_rss_bytes()};
       m.time_comm = comm_stats.comm_seconds;
       m.time_comm_exposed = comm_stats.exposed_seconds;
       m.time_compute = m.time_step - m.time_comm_exposed;
@@ -824,8 +840,7 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
         ci.run_id = result.run_id;
         checkpoint_save(ckpt_path, ci, *net, params, *opt, expand, *group, compression, extra);
       };
-      const bool scheduled =
-          checkpoint_every > 0 ? (step + 1) % checkpoint_every == 0 || step + 1 == total : evaluated;
+      const bool scheduled = checkpoint_every > 0 ? (step + 1) % checkpoint_every == 0 || step + 1 == total : evaluated;
       if (opts.write_file && scheduled) checkpoint_now();
       // Preemption (SIGTERM/SIGINT/SIGUSR1): every rank of the group stops at the same step boundary.
       int sig = signals::preempt_requested();
@@ -863,9 +878,10 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
                                                   {"wall_seconds", fmt::format("{:.3f}", result.wall_seconds)}};
   for (auto& s : sinks) s->on_end(status, error, end_attrs);
   if (opts.write_file && root && !(file_id(result.path) == written))
-    throw Error(fmt::format("{} no longer names the run file this run wrote (its directory was removed or the file "
-                            "replaced while the run trained): its results are lost; train it again",
-                            result.path));
+    throw Error(
+        fmt::format("{} no longer names the run file this run wrote (its directory was removed or the file "
+                    "replaced while the run trained): its results are lost; train it again",
+                    result.path));
   if (opts.write_file && root && opts.update_index) {
     try {
       store::IndexOptions io;
@@ -881,8 +897,8 @@ RunResult run_train(const config::Config& cfg, const RunOptions& opts) {
 }
 
 void print_summary(const std::vector<RunResult>& results) {
-  fmt::print("\n{:<34} {:<10} {:>7} {:>10} {:>9} {:>10} {:>9} {:>8} {:>9}\n", "run", "status", "steps",
-             "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "peak_MiB");
+  fmt::print("\n{:<34} {:<10} {:>7} {:>10} {:>9} {:>10} {:>9} {:>8} {:>9}\n", "run", "status", "steps", "train_loss",
+             "train_acc", "test_loss", "test_acc", "time_s", "peak_MiB");
   for (const auto& r : results)
     fmt::print("{:<34} {:<10} {:>7} {:>10.4f} {:>9.4f} {:>10.4f} {:>9.4f} {:>8.1f} {:>9.1f}\n", r.run_id, r.status,
                r.steps, r.final_eval.train_loss, r.final_eval.train_acc, r.final_eval.test_loss, r.final_eval.test_acc,

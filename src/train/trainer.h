@@ -27,12 +27,12 @@ class RunBusyError : public Error {
 };
 
 struct RunOptions {
-  bool write_file = true;   // false: no HDF5 output (tests)
-  bool console = true;      // progress lines on stderr
-  bool force = false;       // retrain from scratch even if a run file (completed or resumable) exists
-  bool resume = true;       // continue an unfinished run from its checkpoint
-  bool update_index = true; // rebuild <out>/index.h5 when the run ends (group rank 0)
-  int64_t stop_after = 0;   // > 0: stop as if preempted (checkpoint, status preempted) after this step (tests)
+  bool write_file = true;    // false: no HDF5 output (tests)
+  bool console = true;       // progress lines on stderr
+  bool force = false;        // retrain from scratch even if a run file (completed or resumable) exists
+  bool resume = true;        // continue an unfinished run from its checkpoint
+  bool update_index = true;  // rebuild <out>/index.h5 when the run ends (group rank 0)
+  int64_t stop_after = 0;    // > 0: stop as if preempted (checkpoint, status preempted) after this step (tests)
   // Sweep axes: config keys and their YAML values, recorded as root attributes and index columns.
   std::vector<std::pair<std::string, std::string>> axes;
   // The data-parallel group training this run (an mpi communicator from dist::Context::split);
@@ -42,7 +42,7 @@ struct RunOptions {
 
 struct RunResult {
   std::string run_id, path;
-  std::string status;  // completed | diverged | skipped (already completed)
+  std::string status;        // completed | diverged | skipped (already completed)
   int64_t resumed_from = 0;  // the checkpoint step training continued from (0: from scratch)
   int64_t steps = 0;
   double wall_seconds = 0;

@@ -19,7 +19,8 @@ void expect_error(const std::string& yaml, const std::vector<std::string>& needl
     FAIL() << "no error for:\n" << yaml;
   } catch (const ConfigError& e) {
     EXPECT_EQ(e.exit_code(), 2);
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "'" << n << "' not in: " << e.what();
+    for (const auto& n : needles)
+      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "'" << n << "' not in: " << e.what();
   }
 }
 
@@ -33,10 +34,10 @@ TEST(Config, ValuesDefaultsAndOverrides) {
   EXPECT_EQ(cfg.get_int("seed"), 7);
   EXPECT_DOUBLE_EQ(cfg.get_float("train.lr"), 3e-4);
   EXPECT_DOUBLE_EQ(cfg.get_float("train.momentum"), 0.9);
-  EXPECT_FALSE(cfg.get_bool("train.nesterov"));              // default of an applicable conditional key
-  EXPECT_FALSE(cfg.has("train.beta1"));                      // adam-only key absent under sgd
+  EXPECT_FALSE(cfg.get_bool("train.nesterov"));  // default of an applicable conditional key
+  EXPECT_FALSE(cfg.has("train.beta1"));          // adam-only key absent under sgd
   EXPECT_EQ(cfg.get_ints("model.widths"), (std::vector<int64_t>{784, 10}));
-  EXPECT_DOUBLE_EQ(cfg.get_float("train.epochs"), 3.0);     // an integer is a valid float
+  EXPECT_DOUBLE_EQ(cfg.get_float("train.epochs"), 3.0);  // an integer is a valid float
   EXPECT_EQ(cfg.get_int("data.batch_size"), 32);
   EXPECT_EQ(cfg.get_string("model.activation"), "tanh");
   EXPECT_EQ(cfg.get_string("data.name"), "fashion-mnist");  // unconditional default
@@ -45,8 +46,8 @@ TEST(Config, ValuesDefaultsAndOverrides) {
 }
 
 TEST(Config, ResolvedYamlReloadsToTheSameConfig) {
-  auto a = Config::load_string("train: {lr: 0.1, schedule: cosine, lr_min: 0.001}\nmodel: {kind: gpt}\ndata: {name: chars}",
-                                "a.yaml");
+  auto a = Config::load_string(
+      "train: {lr: 0.1, schedule: cosine, lr_min: 0.001}\nmodel: {kind: gpt}\ndata: {name: chars}", "a.yaml");
   auto b = Config::load_string(a.to_yaml(), "resolved.yaml");
   EXPECT_EQ(a.to_yaml(), b.to_yaml());
   EXPECT_EQ(a.hash(), b.hash());
@@ -67,9 +68,10 @@ TEST(Config, ResolvedYamlReloadsToTheSameConfig) {
 // Several layers with several fields each (the lowrank preset's points): every layer's section
 // appears once in the resolved YAML, which reloads to the same keys and values.
 TEST(Config, ResolvedYamlNestsEachLayerOnce) {
-  auto a = Config::load_string("model: {widths: [784, 64, 32, 10]}\n"
-                               "layers: {fc1: {kind: lowrank, rank: 10}, fc2: {kind: lowrank, rank: 8}}\n",
-                               "a.yaml");
+  auto a = Config::load_string(
+      "model: {widths: [784, 64, 32, 10]}\n"
+      "layers: {fc1: {kind: lowrank, rank: 10}, fc2: {kind: lowrank, rank: 8}}\n",
+      "a.yaml");
   const std::string y = a.to_yaml();
   EXPECT_NE(y.find("layers:\n  fc1:\n    kind: lowrank\n    rank: 10\n  fc2:\n    kind: lowrank\n    rank: 8\n"),
             std::string::npos)
@@ -82,7 +84,8 @@ TEST(Config, ResolvedYamlNestsEachLayerOnce) {
 }
 
 TEST(Config, UnknownKeysNameLineAndSuggestion) {
-  expect_error("name: x\ntrain:\n  lrr: 0.1\n", {"test.yaml:3:", "train.lrr", "unknown key", "did you mean 'train.lr'"});
+  expect_error("name: x\ntrain:\n  lrr: 0.1\n",
+               {"test.yaml:3:", "train.lrr", "unknown key", "did you mean 'train.lr'"});
   expect_error("bogus: 1\n", {"test.yaml:1:", "bogus", "unknown key"});
   expect_error("train: 5\n", {"train", "is a section"});
   expect_error("name: x\n", {"--set", "train.nope", "unknown key"}, {"train.nope=1"});
@@ -116,10 +119,12 @@ TEST(Config, EnumsListTheAcceptedValues) {
 }
 
 TEST(Config, KeysThatDoNotApplyAreRejected) {
-  expect_error("model:\n  kind: mlp\n  n_head: 4\n", {"test.yaml:3:", "model.n_head", "only when model.kind is gpt", "'mlp'"});
+  expect_error("model:\n  kind: mlp\n  n_head: 4\n",
+               {"test.yaml:3:", "model.n_head", "only when model.kind is gpt", "'mlp'"});
   expect_error("train:\n  optimizer: adam\n  momentum: 0.9\n", {"train.momentum", "only when train.optimizer is sgd"});
   // ...but becomes valid when the override switches the condition.
-  EXPECT_NO_THROW(Config::load_string("train:\n  optimizer: adam\n  momentum: 0.9\n", "t.yaml", {"train.optimizer=sgd"}));
+  EXPECT_NO_THROW(
+      Config::load_string("train:\n  optimizer: adam\n  momentum: 0.9\n", "t.yaml", {"train.optimizer=sgd"}));
 }
 
 TEST(Config, MalformedYamlAndDuplicates) {

@@ -1,10 +1,10 @@
 // Tests for core/utf8.h against the Unicode Standard's own examples (version 15, section 3.9,
 // "U+FFFD Substitution of Maximal Subparts", tables 3-8 to 3-11) and every code point's encoding.
-#include "core/utf8.h"
-
 #include <gtest/gtest.h>
 
 #include <string>
+
+#include "core/utf8.h"
 
 namespace {
 
@@ -66,8 +66,10 @@ TEST(Utf8, UnicodeTable3_8MaximalSubparts) {
 // Tables 3-9 (non-shortest forms), 3-10 (surrogates), 3-11 (other ill-formed sequences): every
 // byte that cannot start a maximal subpart is its own U+FFFD.
 TEST(Utf8, UnicodeTables3_9To3_11) {
-  EXPECT_EQ(sanitize(bytes({0xC0, 0xAF, 0xE0, 0x80, 0xBF, 0xF0, 0x81, 0x82, 0x41})), encode({R, R, R, R, R, R, R, R, 0x41}));
-  EXPECT_EQ(sanitize(bytes({0xED, 0xA0, 0x80, 0xED, 0xBF, 0xBF, 0xED, 0xAF, 0x41})), encode({R, R, R, R, R, R, R, R, 0x41}));
+  EXPECT_EQ(sanitize(bytes({0xC0, 0xAF, 0xE0, 0x80, 0xBF, 0xF0, 0x81, 0x82, 0x41})),
+            encode({R, R, R, R, R, R, R, R, 0x41}));
+  EXPECT_EQ(sanitize(bytes({0xED, 0xA0, 0x80, 0xED, 0xBF, 0xBF, 0xED, 0xAF, 0x41})),
+            encode({R, R, R, R, R, R, R, R, 0x41}));
   EXPECT_EQ(sanitize(bytes({0xF4, 0x91, 0x92, 0x93, 0xFF, 0x41, 0x80, 0xBF, 0x42})),
             encode({R, R, R, R, R, 0x41, R, R, 0x42}));
   EXPECT_EQ(sanitize(bytes({0xE1, 0x80, 0xE2, 0xF0, 0x91, 0x92, 0xF1, 0xBF, 0x41})), encode({R, R, R, R, 0x41}));

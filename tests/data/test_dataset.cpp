@@ -4,9 +4,9 @@
 
 #include <fstream>
 
+#include "../test_util.h"
 #include "config/config.h"
 #include "data/dataset.h"
-#include "../test_util.h"
 
 using namespace xpand;
 
@@ -47,7 +47,8 @@ TEST(Dataset, AnEpochVisitsEverySampleOnce) {
 TEST(Dataset, CharsWindowsAreNextTokenPairs) {
   test::TempDir dir;
   std::ofstream(dir.file("t.txt")) << std::string(2000, 'a') + "hello world, this is xpand.\n" + std::string(500, 'b');
-  auto cfg = config::Config::load_string("data: {name: chars, block_size: 8, root: " + dir.file("t.txt") + "}", "c.yaml");
+  auto cfg =
+      config::Config::load_string("data: {name: chars, block_size: 8, root: " + dir.file("t.txt") + "}", "c.yaml");
   auto ds = data::dataset_load(cfg, torch::kCPU);
   EXPECT_EQ(ds.task, data::Task::LanguageModel);
   EXPECT_EQ(ds.num_classes, int64_t(ds.vocab.size()));

@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../test_util.h"
 #include "core/error.h"
 #include "data/idx.h"
-#include "../test_util.h"
 
 using namespace xpand;
 using namespace xpand::data;

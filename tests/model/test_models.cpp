@@ -87,8 +87,8 @@ TEST(Models, MisfitWidthsAreConfigErrors) {
 
 TEST(Models, GptIsCausal) {
   torch::manual_seed(2);
-  auto net = build("model: {kind: gpt, n_layer: 2, n_head: 2, n_embd: 16, dropout: 0}\ndata: {name: chars}",
-                   text_meta(11, 8));
+  auto net =
+      build("model: {kind: gpt, n_layer: 2, n_head: 2, n_embd: 16, dropout: 0}\ndata: {name: chars}", text_meta(11, 8));
   net->to(torch::kFloat64);
   net->eval();
   auto idx = torch::randint(0, 11, {3, 8}, torch::kInt64);
@@ -99,7 +99,7 @@ TEST(Models, GptIsCausal) {
   using torch::indexing::Slice;
   auto past = (a.index({Slice(), Slice(0, 5)}) - b.index({Slice(), Slice(0, 5)})).abs().max().item<double>();
   EXPECT_LT(past, 1e-12);  // the past is untouched (up to summation order in the batched matmuls)
-  EXPECT_FALSE(torch::allclose(a.index({Slice(), Slice(5)}), b.index({Slice(), Slice(5)})));     // the future sees it
+  EXPECT_FALSE(torch::allclose(a.index({Slice(), Slice(5)}), b.index({Slice(), Slice(5)})));  // the future sees it
   // Output head tied to the token embedding, and the nanoGPT layer names.
   auto slots = net->slots();
   ASSERT_EQ(slots.size(), 8u);

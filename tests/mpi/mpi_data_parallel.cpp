@@ -70,10 +70,11 @@ std::vector<Net> nets() {
                                                "layers: {fc2: {kind: subspace}}\n"},
       // Batch norm normalises each rank's shard on its own (as DDP without SyncBatchNorm), which is
       // not the single-rank function; the conv network is compared without it.
-      {"cnn", "data: {name: fashion-mnist, batch_size: 24, eval_max_samples: 96}\n"
-              "model: {kind: cnn, channels: [4, 8], fc: [16], batch_norm: false}\n"
-              "param: {kind: expanded, factor: 2}\n"
-              "train: {epochs: 0, max_steps: 4, lr: 0.003}\nthreads: 1\n"},
+      {"cnn",
+       "data: {name: fashion-mnist, batch_size: 24, eval_max_samples: 96}\n"
+       "model: {kind: cnn, channels: [4, 8], fc: [16], batch_norm: false}\n"
+       "param: {kind: expanded, factor: 2}\n"
+       "train: {epochs: 0, max_steps: 4, lr: 0.003}\nthreads: 1\n"},
   };
 }
 
@@ -112,15 +113,17 @@ TEST(DataParallel, SameParametersAsOneRank) {
 TEST(DataParallel, SubspaceAllReducesOnlyOmega) {
   if (test::world().comm->size() < 2) GTEST_SKIP() << "needs 2 ranks";
   for (const char* dtype : {"float32", "float64"}) {
-    auto r = train_run(std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
-                                               "param: {kind: subspace, omega_dim: 24, projection: sparse}\n",
+    auto r = train_run(std::string(kTeacher) +
+                           "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
+                           "param: {kind: subspace, omega_dim: 24, projection: sparse}\n",
                        {std::string("dtype=") + dtype}, /*distributed=*/true);
     ASSERT_EQ(r.status, "completed");
     EXPECT_EQ(r.comm_bytes, 24 * (std::string(dtype) == "float64" ? 8 : 4)) << dtype;
     // One layer in the subspace: omega plus the other layers' weights and biases.
-    auto one = train_run(std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
-                                                 "param: {omega_dim: 24, projection: sparse}\n"
-                                                 "layers: {fc2: {kind: subspace}}\n",
+    auto one = train_run(std::string(kTeacher) +
+                             "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
+                             "param: {omega_dim: 24, projection: sparse}\n"
+                             "layers: {fc2: {kind: subspace}}\n",
                          {std::string("dtype=") + dtype}, /*distributed=*/true);
     ASSERT_EQ(one.status, "completed");
     EXPECT_EQ(one.comm_bytes, (24 + 32 * 48 + 48 + 48 * 10 + 10) * (std::string(dtype) == "float64" ? 8 : 4)) << dtype;

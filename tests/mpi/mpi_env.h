@@ -12,8 +12,8 @@ dist::Group& world();
 }  // namespace xpand::test
 
 // Skips (not fails) a test that needs more ranks than the job has.
-#define XPAND_NEED_RANKS(n)                                                                       \
-  do {                                                                                            \
-    if (::xpand::test::world().comm->size() < (n))                                                \
+#define XPAND_NEED_RANKS(n)                                                                      \
+  do {                                                                                           \
+    if (::xpand::test::world().comm->size() < (n))                                               \
       GTEST_SKIP() << "needs " << (n) << " ranks, have " << ::xpand::test::world().comm->size(); \
   } while (0)

@@ -1,9 +1,8 @@
 // Low-rank analysis (param/analysis.h) against independent references: matrices built as
 // U·diag(s)·Vᵀ with known s, torch::linalg_matrix_rank for the rank rule, closed forms for the
 // effective / stable ranks and the Eckart–Young error.
-#include <gtest/gtest.h>
-
 #include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <functional>

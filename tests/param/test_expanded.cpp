@@ -2,11 +2,10 @@
 // float32 ≤ 1e-5 relative), identical gradients in every contraction order and through the
 // data-parallel cut, the init scale, exact re-expansion for the rotate schedule, and the
 // parameter counts of the low-rank notebook's network.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include <fmt/format.h>
 
 #include "config/config.h"
 #include "core/error.h"
@@ -74,7 +73,8 @@ TEST(Expanded, CollapseGridIsExact) {
             std::string mode = residual.rfind("every", 0) == 0 ? "every" : residual;
             int64_t every = mode == "every" ? residual.back() - '0' : 1;
             auto spec = expanded_spec(factor, depth, mode, every, bn, fbias);
-            std::string name = fmt::format("depth {} factor {} residual {} bn {} bias {}", depth, factor, residual, bn, fbias);
+            std::string name =
+                fmt::format("depth {} factor {} residual {} bn {} bias {}", depth, factor, residual, bn, fbias);
             for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
               torch::manual_seed(depth * 1000 + int(factor * 10));
               std::unique_ptr<Expanded> p;
@@ -110,7 +110,8 @@ TEST(Expanded, NonSquareLayersAndLearnableSkipCollapse) {
         torch::manual_seed(1);
         auto spec = expanded_spec(2.0, 4, residual, 1, bn, true, learnable);
         Expanded p(spec, {{7, 5}}, Init::torch_default({{7, 5}}));
-        EXPECT_LE(collapse_error(p, torch::kFloat64, 5), 1e-10) << residual << " learnable " << learnable << " bn " << bn;
+        EXPECT_LE(collapse_error(p, torch::kFloat64, 5), 1e-10)
+            << residual << " learnable " << learnable << " bn " << bn;
       }
   EXPECT_THROW(Expanded(expanded_spec(2.0, 3, "end", 1, false, false), {{7, 5}}, Init::torch_default({{7, 5}})),
                ConfigError);
@@ -150,7 +151,8 @@ TEST(Expanded, EveryOrderAndTheCutGiveTheSameGradients) {
     for (size_t k = 1; k < grads.size(); ++k) {
       EXPECT_TRUE(torch::allclose(xgrads[0], xgrads[k], 1e-12, 1e-12)) << residual << " order " << k;
       for (size_t i = 0; i < grads[0].size(); ++i)
-        EXPECT_TRUE(torch::allclose(grads[0][i], grads[k][i], 1e-11, 1e-12)) << residual << " order " << k << " tensor " << i;
+        EXPECT_TRUE(torch::allclose(grads[0][i], grads[k][i], 1e-11, 1e-12))
+            << residual << " order " << k << " tensor " << i;
     }
   }
 }

@@ -1,10 +1,9 @@
 // Expanded convolutions collapse exactly: the chain (activation-first) equals one conv with the
 // composed kernel and folded bias, over kernel lists, strides, groups and the CL / CK strategies;
 // the composed kernel matches a brute-force 1-D reference.
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <gtest/gtest.h>
 
 #include "core/error.h"
 #include "param/expanded_conv.h"
@@ -75,10 +74,18 @@ TEST(ExpandedConv, CollapseGridIsExact) {
     std::vector<int64_t> kernels;
     int64_t k;
   };
-  std::vector<Case> cases = {{"kernels", {1}, 1},        {"kernels", {5}, 5},       {"kernels", {3, 3}, 5},
-                             {"kernels", {5, 3, 1}, 7},  {"kernels", {1, 3, 5}, 7}, {"kernels", std::vector<int64_t>(8, 3), 17},
-                             {"cl", {}, 1},              {"cl", {}, 3},             {"cl", {}, 5},
-                             {"ck", {}, 3},              {"ck", {}, 5},             {"ck", {}, 7}};
+  std::vector<Case> cases = {{"kernels", {1}, 1},
+                             {"kernels", {5}, 5},
+                             {"kernels", {3, 3}, 5},
+                             {"kernels", {5, 3, 1}, 7},
+                             {"kernels", {1, 3, 5}, 7},
+                             {"kernels", std::vector<int64_t>(8, 3), 17},
+                             {"cl", {}, 1},
+                             {"cl", {}, 3},
+                             {"cl", {}, 5},
+                             {"ck", {}, 3},
+                             {"ck", {}, 5},
+                             {"ck", {}, 7}};
   int checked = 0;
   for (const auto& c : cases)
     for (double rate : {1.0, 4.0})
@@ -105,8 +112,9 @@ TEST(ExpandedConv, StrategiesHaveTheirShapesAndOrdersAgree) {
   EXPECT_EQ(ck.channels(), (std::vector<int64_t>{4, 16, 8}));
   EXPECT_THROW(ExpandedConv(conv_spec("kernels", 2, {3, 5}, false, "auto"), shape, Init::torch_default(shape)),
                ConfigError);
-  EXPECT_THROW(ExpandedConv(conv_spec("ck", 2, {}, false, "auto"), WeightShape{{8, 4, 4, 4}}, Init::torch_default(shape)),
-               ConfigError);
+  EXPECT_THROW(
+      ExpandedConv(conv_spec("ck", 2, {}, false, "auto"), WeightShape{{8, 4, 4, 4}}, Init::torch_default(shape)),
+      ConfigError);
   // Weight-first and activation-first give the same values and gradients.
   std::vector<torch::Tensor> grads;
   for (std::string order : {"activation", "weight"}) {

@@ -64,7 +64,8 @@ TEST(Planner, EveryOrderGivesTheSameValuesAndGradients) {
   std::vector<int64_t> dims = {7, 5, 40, 3, 30, 6};
   auto x = torch::randn({7, 5}, opts);
   std::vector<torch::Tensor> mats;
-  for (size_t i = 1; i + 1 < dims.size(); ++i) mats.push_back(torch::randn({dims[i], dims[i + 1]}, opts).requires_grad_());
+  for (size_t i = 1; i + 1 < dims.size(); ++i)
+    mats.push_back(torch::randn({dims[i], dims[i + 1]}, opts).requires_grad_());
   auto g = torch::randn({7, 6}, opts);
   std::vector<std::vector<torch::Tensor>> grads;
   std::vector<torch::Tensor> outs;
@@ -84,7 +85,7 @@ TEST(Planner, EveryOrderGivesTheSameValuesAndGradients) {
 }
 
 TEST(Planner, FlopsCountForwardAndTheGradientsThatRun) {
-  auto plan = chain_plan({64, 10, 100}, OrderPolicy::Activation);  // one matmul
+  auto plan = chain_plan({64, 10, 100}, OrderPolicy::Activation);       // one matmul
   EXPECT_DOUBLE_EQ(chain_flops(plan, false), 2.0 * 64 * 10 * 100 * 2);  // forward + weight gradient
   EXPECT_DOUBLE_EQ(chain_flops(plan, true), 2.0 * 64 * 10 * 100 * 3);   // + input gradient
 }

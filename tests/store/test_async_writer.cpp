@@ -1,7 +1,5 @@
 // Tests for the store's background writer, SWMR files, object attributes, links and copies,
 // atomic commits, the index and checkpoints: each against values computed here independently.
-#include "store/async_writer.h"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,9 +7,10 @@
 #include <filesystem>
 #include <thread>
 
+#include "../test_util.h"
+#include "store/async_writer.h"
 #include "store/index.h"
 #include "store/run_file.h"
-#include "../test_util.h"
 
 namespace fs = std::filesystem;
 using namespace xpand::store;
@@ -26,8 +25,7 @@ TEST(AsyncRunWriter, JobsRunInOrderAndEveryRowArrives) {
     w->add_table("t", {"step", "x"});
     w->start_swmr();
     AsyncRunWriter aw(std::move(w), 1 << 20, 0.05);
-    for (int i = 1; i <= 5000; ++i)
-      aw.post([i](RunWriter& w) { w.append("t", {double(i), 0.5 * i}); }, 64);
+    for (int i = 1; i <= 5000; ++i) aw.post([i](RunWriter& w) { w.append("t", {double(i), 0.5 * i}); }, 64);
     aw.close();
   }
   RunReader r(path);
@@ -47,9 +45,7 @@ TEST(AsyncRunWriter, FullQueueBlocksThePosterAndMemoryStaysBounded) {
   // Slow jobs of 400 bytes: at most 2 fit the bound, so posting 10 must wait for the writer.
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 10; ++i)
-    aw.post(
-        [](RunWriter&) { std::this_thread::sleep_for(std::chrono::milliseconds(20)); },
-        400);
+    aw.post([](RunWriter&) { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }, 400);
   const double posted_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   aw.sync();
   EXPECT_GT(aw.blocked_seconds(), 0.05);  // 10 jobs × 20 ms, at most ~3 queued at a time
@@ -136,7 +132,7 @@ TEST(RunWriterSwmr, ObjectsAttributesAndLinksAfterSwmrStarts) {
   EXPECT_EQ(shape, (std::vector<int64_t>{300, 200}));
   for (size_t i = 0; i < back.size(); ++i) ASSERT_EQ(back[i], double(i % 17));
   EXPECT_LT(fs::file_size(path), 300u * 200u * 8u / 4u);  // deflate: 17 distinct values compress well
-  EXPECT_EQ(r.attr_string_at("/link", "who"), "other");    // the external link resolves next to the file
+  EXPECT_EQ(r.attr_string_at("/link", "who"), "other");   // the external link resolves next to the file
 }
 
 TEST(RunWriterSwmr, CopyFromKeepsChildrenAndAttributes) {
@@ -194,7 +190,7 @@ TEST(Index, SummarisesRunsAndSkipsForeignFiles) {
     for (int s = 1; s <= (i == 2 ? 4 : 10); ++s) w.append("train", {double(s)});
     w.close();
   }
-  { RunWriter w(dir.file("runs/foreign.h5")); }               // no xpand attributes
+  { RunWriter w(dir.file("runs/foreign.h5")); }  // no xpand attributes
   {
     RunWriter w(dir.file("runs/future.h5"));
     w.set_attr("schema_version", int64_t(99));

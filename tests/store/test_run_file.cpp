@@ -1,15 +1,10 @@
 // Tests for the run-file store: attribute, metrics-table and array round trips through RunWriter /
 // RunReader, and StoreError (naming the file) for every malformed use or input.
 // Set XPAND_STORE_SAMPLE_OUT=/some/file.h5 to also keep a schema-shaped sample for read_run.py.
-#include "store/run_file.h"
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
-
-#include "core/utf8.h"
-#include "store/index.h"
-
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -19,7 +14,9 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
+#include "core/utf8.h"
+#include "store/index.h"
+#include "store/run_file.h"
 
 namespace fs = std::filesystem;
 using xpand::store::RunReader;
@@ -33,8 +30,8 @@ class RunFileTest : public ::testing::Test {
   void SetUp() override {
     std::random_device rd;
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("xpand_store_" + std::string(info->name()) + "_" +
-                                        std::to_string(::getpid()) + "_" + std::to_string(rd()));
+    dir_ = fs::temp_directory_path() /
+           ("xpand_store_" + std::string(info->name()) + "_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
     fs::create_directories(dir_);
   }
   void TearDown() override {
@@ -47,8 +44,7 @@ class RunFileTest : public ::testing::Test {
 };
 
 // Runs fn, expecting a StoreError whose message contains the file path and `needle`.
-void expect_store_error(const std::function<void()>& fn, const std::string& path,
-                        const std::string& needle) {
+void expect_store_error(const std::function<void()>& fn, const std::string& path, const std::string& needle) {
   try {
     fn();
     ADD_FAILURE() << "expected StoreError containing '" << needle << "'";
@@ -70,7 +66,7 @@ std::vector<double> train_row(int64_t r) {
 TEST_F(RunFileTest, AttributesRoundTripAndOverwrite) {
   const std::string path = file("attrs.h5");
   const std::string utf8 = "r\xC3\xA9sum\xC3\xA9 \xE2\x9C\x93";  // "résumé ✓"
-  const std::string big_config(200000, 'x');                      // beyond the 64 KiB header limit
+  const std::string big_config(200000, 'x');                     // beyond the 64 KiB header limit
   {
     RunWriter w(path);
     EXPECT_EQ(w.path(), path);
@@ -105,8 +101,8 @@ TEST_F(RunFileTest, AttributesRoundTripAndOverwrite) {
   EXPECT_EQ(r.attr_string("empty"), "");
   EXPECT_EQ(r.attr_string("config"), big_config);
   EXPECT_EQ(r.attr_string("seed"), "forty-two");
-  const std::vector<std::string> names = {"big",  "config", "empty",  "lr",   "neg", "run_id",
-                                          "schema_version", "seed", "status", "text", "tiny"};
+  const std::vector<std::string> names = {"big",  "config", "empty", "lr",  "neg", "run_id", "schema_version",
+                                          "seed", "status", "text",  "tiny"};
   EXPECT_EQ(r.attr_names(), names);
   EXPECT_TRUE(r.tables().empty());
 }
@@ -269,8 +265,7 @@ TEST_F(RunFileTest, WriterErrorsNameTheFile) {
   w.write_array("/snap/x", {2}, v);
   expect_store_error([&] { w.write_array("/snap/x", {2}, v); }, path, "already exists");
   expect_store_error([&] { w.write_array("/snap/y", {-1}, v); }, path, "negative extent");
-  expect_store_error([&] { w.write_array("/snap/z", {2}, static_cast<const float*>(nullptr)); },
-                     path, "null");
+  expect_store_error([&] { w.write_array("/snap/z", {2}, static_cast<const float*>(nullptr)); }, path, "null");
   // Failed calls leave the writer usable.
   w.append("train", {1, 0.5});
   w.flush();
@@ -339,8 +334,8 @@ TEST_F(RunFileTest, ReaderErrorsNameTheFile) {
 }  // namespace
 
 // Every string the reader hands out is valid UTF-8, whatever bytes the file holds: attribute values
-// (variable-length; fixed-length ones with embedded NULs: tests/store/utf8_strings.py), attribute names, link names, string lists
-// and string datasets; control characters are kept (they are valid UTF-8) for the printers to escape.
+// (variable-length; fixed-length ones with embedded NULs: tests/store/utf8_strings.py), attribute names, link names,
+// string lists and string datasets; control characters are kept (they are valid UTF-8) for the printers to escape.
 TEST_F(RunFileTest, ReaderSanitisesInvalidUtf8FromEveryString) {
   const std::string bad = std::string("id-\xC0\x80-\xED\xA0\x80-\xF4\x90\x80\x80-\xFF-") + "\x1b[2J\x01" + "end";
   const std::string clean = xpand::utf8::sanitize(bad);
@@ -422,7 +417,8 @@ TEST_F(RunFileTest, HalfWrittenNewestSnapshotIsMarkedNotFatal) {
     w.set_attr("run_id", name);
     w.set_attr("status", status);
     const std::vector<double> a = {1, 2, 3, 4};
-    for (const char* layer : {"fc1", "fc2"}) w.write_array(std::string("/snapshots/00000010/") + layer + "/weight", {2, 2}, a.data());
+    for (const char* layer : {"fc1", "fc2"})
+      w.write_array(std::string("/snapshots/00000010/") + layer + "/weight", {2, 2}, a.data());
     w.write_array("/snapshots/00000020/fc1/weight", {2, 2}, a.data());  // fc2 never came
     if (layer_without_weight) w.write_array("/snapshots/00000020/fc2/bias", {2}, a.data());
     w.close();
@@ -458,7 +454,7 @@ TEST_F(RunFileTest, HalfWrittenNewestSnapshotIsMarkedNotFatal) {
     return xpand::store::snapshot_list(RunReader(path)).back().complete;
   };
   EXPECT_TRUE(live("l2of2.h5", 2, 2, true));
-  EXPECT_FALSE(live("l1of2.h5", 2, 1, true));   // the only snapshot, half-written
-  EXPECT_FALSE(live("nosv.h5", 2, 2, false));   // weights, no spectra yet
-  EXPECT_TRUE(live("noattr.h5", 0, 2, true));   // an older file: judged by its contents
+  EXPECT_FALSE(live("l1of2.h5", 2, 1, true));  // the only snapshot, half-written
+  EXPECT_FALSE(live("nosv.h5", 2, 2, false));  // weights, no spectra yet
+  EXPECT_TRUE(live("noattr.h5", 0, 2, true));  // an older file: judged by its contents
 }

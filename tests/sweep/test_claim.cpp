@@ -1,7 +1,5 @@
 // Tests for sweep claims: a claim taken over by another job while its first owner was stopped stays
 // the new owner's when the first owner ends (its destructor must not remove another's claim).
-#include "sweep/claim.h"
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -9,6 +7,7 @@
 #include <string>
 
 #include "../test_util.h"
+#include "sweep/claim.h"
 
 namespace {
 

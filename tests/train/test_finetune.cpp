@@ -8,6 +8,7 @@
 //   moves (lora: r (in + out) per layer).
 #include <gtest/gtest.h>
 
+#include "../test_util.h"
 #include "config/config.h"
 #include "core/error.h"
 #include "data/dataset.h"
@@ -16,7 +17,6 @@
 #include "param/spec.h"
 #include "store/run_file.h"
 #include "train/trainer.h"
-#include "../test_util.h"
 
 using xpand::config::Config;
 using namespace xpand::train;
@@ -40,8 +40,8 @@ torch::Tensor accuracy_on(xpand::model::Network& net, const torch::Tensor& x, co
 
 TEST(Finetune, TrainClassesFilterTheTrainingSplitOnly) {
   auto all = xpand::data::dataset_load(Config::load_string(kBase, "f.yaml"), torch::kCPU);
-  auto some = xpand::data::dataset_load(Config::load_string(kBase, "f.yaml", {"data.train_classes=[0, 2]"}),
-                                        torch::kCPU);
+  auto some =
+      xpand::data::dataset_load(Config::load_string(kBase, "f.yaml", {"data.train_classes=[0, 2]"}), torch::kCPU);
   auto keep = all.train_y.ne(1);
   EXPECT_EQ(some.train_size(), keep.sum().item<int64_t>());
   EXPECT_TRUE(torch::equal(some.train_y, all.train_y.masked_select(keep)));
@@ -61,9 +61,9 @@ TEST(Finetune, PretrainThenFullAndLoraFineTuning) {
   o.console = false;
   o.update_index = false;
   // Pretrain without class 2, reporting accuracy on it and on the rest.
-  auto pre_cfg = Config::load_string(kBase, "pre.yaml",
-                                     {"data.train_classes=[0, 1]", "data.focus_classes=[2]", "name=pre",
-                                      "output.dir=" + dir.file("pre")});
+  auto pre_cfg = Config::load_string(
+      kBase, "pre.yaml",
+      {"data.train_classes=[0, 1]", "data.focus_classes=[2]", "name=pre", "output.dir=" + dir.file("pre")});
   auto pre = run_train(pre_cfg, o);
   ASSERT_EQ(pre.status, "completed");
   auto ds = xpand::data::dataset_load(pre_cfg, torch::kCPU);
@@ -93,12 +93,12 @@ TEST(Finetune, PretrainThenFullAndLoraFineTuning) {
 
   // LoRA on class 2 only, biases frozen: W0 and biases stay the snapshot's exactly, the adapters
   // learn, and class 2 is learnt.
-  auto lora = run_train(
-      Config::load_string(kBase, "lora.yaml",
-                          {"model.init_from=" + pre.path, "param.kind=lora", "param.rank=2", "train.freeze=['*_bias']",
-                           "data.train_classes=[2]", "data.focus_classes=[2]", "train.lr=0.01", "name=lora",
-                           "output.dir=" + dir.file("lora")}),
-      o);
+  auto lora =
+      run_train(Config::load_string(kBase, "lora.yaml",
+                                    {"model.init_from=" + pre.path, "param.kind=lora", "param.rank=2",
+                                     "train.freeze=['*_bias']", "data.train_classes=[2]", "data.focus_classes=[2]",
+                                     "train.lr=0.01", "name=lora", "output.dir=" + dir.file("lora")}),
+                o);
   ASSERT_EQ(lora.status, "completed");
   auto pl = pre.network->named_parameters();
   auto nl = lora.network->named_parameters();
@@ -114,9 +114,8 @@ TEST(Finetune, PretrainThenFullAndLoraFineTuning) {
   EXPECT_GT(r.column("eval", "test_focus_acc").back(), 0.5);
 
   // An expanded layer cannot start from a dense snapshot; a missing file names model.init_from.
-  for (const auto& bad : std::vector<std::vector<std::string>>{
-           {"model.init_from=" + pre.path, "param.kind=expanded"},
-           {"model.init_from=" + dir.file("missing.h5")}}) {
+  for (const auto& bad : std::vector<std::vector<std::string>>{{"model.init_from=" + pre.path, "param.kind=expanded"},
+                                                               {"model.init_from=" + dir.file("missing.h5")}}) {
     auto args = bad;
     args.push_back("output.dir=" + dir.file("bad"));
     try {
@@ -143,9 +142,9 @@ TEST(Finetune, FreezePatternThatMatchesNothingIsRefused) {
 
 // A layer with its own init_from keeps its own step; the others take model.init_from with model.init_step.
 TEST(Finetune, LayerInitFromKeepsItsOwnStep) {
-  auto cfg = Config::load_string(kBase, "f.yaml",
-                                 {"model.init_from=/b.h5", "model.init_step=200", "layers.fc1.kind=lora",
-                                  "layers.fc1.init_from=/a.h5"});
+  auto cfg = Config::load_string(
+      kBase, "f.yaml",
+      {"model.init_from=/b.h5", "model.init_step=200", "layers.fc1.kind=lora", "layers.fc1.init_from=/a.h5"});
   auto own = xpand::param::spec_for(cfg, "fc1"), shared = xpand::param::spec_for(cfg, "fc2");
   EXPECT_EQ(own.init_from, "/a.h5");
   EXPECT_EQ(own.init_step, 0);

@@ -1,12 +1,11 @@
 // Optimizers and schedules against closed forms written out here in float64: SGD (momentum,
 // Nesterov, weight decay), Adam (L2) and AdamW (decoupled decay); warmup, step and cosine.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <functional>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "config/config.h"
 #include "core/error.h"
@@ -66,7 +65,8 @@ TEST(Optim, SgdMomentumNesterovWeightDecay) {
       want.push_back(w);
     }
     expect_same(trajectory(fmt::format("train: {{optimizer: sgd, lr: 0.05, momentum: 0.9, nesterov: {}, "
-                                       "weight_decay: 0.01}}", nesterov)),
+                                       "weight_decay: 0.01}}",
+                                       nesterov)),
                 want);
   }
 }
@@ -79,8 +79,10 @@ TEST(Optim, AdamAndAdamW) {
     for (int t = 1; t <= 5; ++t) {
       auto g = grad_of(w);
       for (int i = 0; i < 3; ++i) {
-        if (decoupled) w[i] *= 1 - lr * wd;  // AdamW: decay applied to the weight, not the gradient
-        else g[i] += wd * w[i];              // Adam: L2 added to the gradient
+        if (decoupled)
+          w[i] *= 1 - lr * wd;  // AdamW: decay applied to the weight, not the gradient
+        else
+          g[i] += wd * w[i];  // Adam: L2 added to the gradient
         m[i] = b1 * m[i] + (1 - b1) * g[i];
         v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
         double mhat = m[i] / (1 - std::pow(b1, t)), vhat = v[i] / (1 - std::pow(b2, t));
@@ -89,7 +91,8 @@ TEST(Optim, AdamAndAdamW) {
       want.push_back(w);
     }
     expect_same(trajectory(fmt::format("train: {{optimizer: {}, lr: 0.1, beta1: 0.8, beta2: 0.95, eps: 1e-6, "
-                                       "weight_decay: 0.05}}", decoupled ? "adamw" : "adam")),
+                                       "weight_decay: 0.05}}",
+                                       decoupled ? "adamw" : "adam")),
                 want);
   }
 }
@@ -109,11 +112,11 @@ TEST(Schedule, WarmupStepAndCosine) {
   EXPECT_DOUBLE_EQ(step.at(35), 0.0125);
 
   auto cosine = sched("train: {lr: 1.0, schedule: cosine, lr_min: 0.1, warmup_steps: 10}", 110);
-  EXPECT_DOUBLE_EQ(cosine.at(4), 0.5);                 // warmup: (4+1)/10
-  EXPECT_DOUBLE_EQ(cosine.at(10), 1.0);                // peak right after warmup
-  EXPECT_NEAR(cosine.at(60), 0.55, 1e-12);             // halfway: lr_min + (lr - lr_min)/2
+  EXPECT_DOUBLE_EQ(cosine.at(4), 0.5);      // warmup: (4+1)/10
+  EXPECT_DOUBLE_EQ(cosine.at(10), 1.0);     // peak right after warmup
+  EXPECT_NEAR(cosine.at(60), 0.55, 1e-12);  // halfway: lr_min + (lr - lr_min)/2
   EXPECT_NEAR(cosine.at(35), 0.1 + 0.45 * (1 + std::cos(M_PI * 0.25)), 1e-12);
-  EXPECT_NEAR(cosine.at(110), 0.1, 1e-12);             // floor at the end
+  EXPECT_NEAR(cosine.at(110), 0.1, 1e-12);                                       // floor at the end
   for (int64_t s = 11; s < 110; ++s) EXPECT_LE(cosine.at(s), cosine.at(s - 1));  // monotone decay
 
   EXPECT_THROW(sched("train: {lr: 0.1, warmup_steps: 200}", 100), xpand::ConfigError);
@@ -164,27 +167,32 @@ TEST(Optim, FusedUpdatesEqualLibtorchs) {
     std::function<std::unique_ptr<Optimizer>(std::vector<torch::Tensor>, bool fused)> make;
   };
   std::vector<Kind> kinds = {
-      {"sgd", [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
+      {"sgd",
+       [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
          auto o = torch::optim::SGDOptions(0.01).weight_decay(0.01);
          if (f) return std::make_unique<FusedSGD>(ps, o);
          return std::make_unique<torch::optim::SGD>(ps, o);
        }},
-      {"sgd-momentum", [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
+      {"sgd-momentum",
+       [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
          auto o = torch::optim::SGDOptions(0.01).momentum(0.9).dampening(0.1).weight_decay(0.01);
          if (f) return std::make_unique<FusedSGD>(ps, o);
          return std::make_unique<torch::optim::SGD>(ps, o);
        }},
-      {"sgd-nesterov", [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
+      {"sgd-nesterov",
+       [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
          auto o = torch::optim::SGDOptions(0.01).momentum(0.9).nesterov(true);
          if (f) return std::make_unique<FusedSGD>(ps, o);
          return std::make_unique<torch::optim::SGD>(ps, o);
        }},
-      {"adam", [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
+      {"adam",
+       [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
          auto o = torch::optim::AdamOptions(0.01).betas({0.8, 0.95}).eps(1e-6).weight_decay(0.05);
          if (f) return std::make_unique<FusedAdam>(ps, o);
          return std::make_unique<torch::optim::Adam>(ps, o);
        }},
-      {"adamw", [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
+      {"adamw",
+       [](auto ps, bool f) -> std::unique_ptr<Optimizer> {
          auto o = torch::optim::AdamWOptions(0.01).weight_decay(0.1);
          if (f) return std::make_unique<FusedAdamW>(ps, o);
          return std::make_unique<torch::optim::AdamW>(ps, o);

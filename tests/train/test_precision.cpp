@@ -59,8 +59,8 @@ TEST(Precision, Bf16TrainingLearnsLikeFloat32) {
   opts.console = false;
   opts.write_file = false;
   auto fp32 = train::run_train(Config::load_string(kExpandedMlp, "p.yaml", {"train.epochs=6"}), opts);
-  auto bf16 = train::run_train(Config::load_string(kExpandedMlp, "p.yaml", {"train.epochs=6", "train.precision=bf16"}),
-                               opts);
+  auto bf16 =
+      train::run_train(Config::load_string(kExpandedMlp, "p.yaml", {"train.epochs=6", "train.precision=bf16"}), opts);
   ASSERT_EQ(bf16.status, "completed");
   EXPECT_LT(bf16.losses.back(), 0.7 * bf16.losses.front());
   EXPECT_NE(bf16.losses[5], fp32.losses[5]);  // the forward did run in bf16

@@ -9,14 +9,14 @@
 // - resuming from a checkpoint gives the same losses as a run that never stopped.
 #include <gtest/gtest.h>
 
+#include "../test_util.h"
 #include "config/config.h"
 #include "core/error.h"
-#include "model/network.h"
 #include "data/dataset.h"
+#include "model/network.h"
 #include "param/param.h"
 #include "train/subspace.h"
 #include "train/trainer.h"
-#include "../test_util.h"
 
 using xpand::config::Config;
 using namespace xpand::train;
@@ -70,7 +70,8 @@ TEST(Subspace, ProjectionsAreAdjointAndNormalised) {
       auto cfg = cfg_with(kind, d);
       auto p = projection_make(cfg, kind, D, d, 1234, torch::kFloat64, torch::kCPU);
       auto w = torch::randn({d}, torch::kFloat64), g = torch::randn({D}, torch::kFloat64);
-      const double lhs = torch::dot(p->forward(w), g).item<double>(), rhs = torch::dot(w, p->transpose(g)).item<double>();
+      const double lhs = torch::dot(p->forward(w), g).item<double>(),
+                   rhs = torch::dot(w, p->transpose(g)).item<double>();
       EXPECT_NEAR(lhs, rhs, 1e-10 * std::max(1.0, std::abs(lhs)));
       auto m = explicit_matrix(*p, D, d);
       EXPECT_TRUE(torch::allclose(p->transpose(g), torch::mv(m.t(), g), 1e-12, 1e-12));
@@ -124,8 +125,7 @@ TEST(Subspace, OmegaGradientEqualsAutogradThroughTheta) {
     sub.pull_grad();
     auto mine = sub.omega().grad().clone();
     // Reference: theta as a differentiable function of omega (explicit P), one autograd pass.
-    auto p = projection_make(cfg, kind, sub.full_dim(), 5, projection_seed(7), torch::kFloat64,
-                             torch::kCPU);
+    auto p = projection_make(cfg, kind, sub.full_dim(), 5, projection_seed(7), torch::kFloat64, torch::kCPU);
     auto P = explicit_matrix(*p, sub.full_dim(), 5);
     std::vector<torch::Tensor> flat0;
     for (auto& t : theta) flat0.push_back(t.detach().reshape(-1));

@@ -1,20 +1,19 @@
 // The trainer end to end in one process: same seed ⇒ bit-identical losses for every network kind,
 // another seed ⇒ different ones; divergence ends the run with status "diverged"; the run file
 // reads back in C++ with one row per step and the status written last.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <fstream>
 
-#include <fmt/format.h>
-
+#include "../test_util.h"
 #include "config/config.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "model/network.h"
 #include "store/run_file.h"
 #include "train/trainer.h"
-#include "../test_util.h"
 
 using xpand::config::Config;
 using namespace xpand::train;
@@ -44,8 +43,9 @@ TEST(Trainer, SameSeedSameLossesForEveryNetwork) {
   std::vector<std::pair<std::string, std::string>> variants = {
       {"mlp", kTeacherMlp},
       {"mlp-f64", std::string(kTeacherMlp) + "dtype: float64\n"},
-      {"cnn", "data: {name: fashion-mnist, batch_size: 16, eval_max_samples: 64}\n"
-              "model: {kind: cnn, channels: [4, 8], fc: [16]}\ntrain: {max_steps: 6, eval_every: 3}\n"},
+      {"cnn",
+       "data: {name: fashion-mnist, batch_size: 16, eval_max_samples: 64}\n"
+       "model: {kind: cnn, channels: [4, 8], fc: [16]}\ntrain: {max_steps: 6, eval_every: 3}\n"},
       {"gpt", "data: {name: chars, batch_size: 4, block_size: 16, root: " + dir.file("corpus.txt") +
                   ", eval_batches: 2}\nmodel: {kind: gpt, n_layer: 2, n_head: 2, n_embd: 16, dropout: 0.1}\n"
                   "train: {max_steps: 6, epochs: 0, optimizer: adamw, eval_every: 3}\n"}};
@@ -70,8 +70,9 @@ TEST(Trainer, LearnsTheTeacherTask) {
 
 TEST(Trainer, DivergenceEndsTheRunWithStatusDiverged) {
   xpand::test::TempDir dir;
-  auto r = train_quiet(kTeacherMlp, {"train.optimizer=sgd", "train.lr=1e12", "train.grad_clip=0",
-                                     "output.dir=" + dir.path().string()}, true);
+  auto r = train_quiet(
+      kTeacherMlp, {"train.optimizer=sgd", "train.lr=1e12", "train.grad_clip=0", "output.dir=" + dir.path().string()},
+      true);
   EXPECT_EQ(r.status, "diverged");
   EXPECT_LT(r.steps, 32);
   xpand::store::RunReader reader(r.path);
@@ -81,8 +82,8 @@ TEST(Trainer, DivergenceEndsTheRunWithStatusDiverged) {
 
 TEST(Trainer, RunFileReadsBackInCpp) {
   xpand::test::TempDir dir;
-  auto r = train_quiet(kTeacherMlp, {"train.eval_every=5", "output.snapshot_every=10", "output.dir=" + dir.path().string()},
-                       true);
+  auto r = train_quiet(kTeacherMlp,
+                       {"train.eval_every=5", "output.snapshot_every=10", "output.dir=" + dir.path().string()}, true);
   ASSERT_EQ(r.status, "completed");
   EXPECT_EQ(r.steps, 32);  // 2 epochs of 512 / 32
   xpand::store::RunReader reader(r.path);
@@ -117,9 +118,9 @@ TEST(Trainer, LowRankStartsFromTheTruncatedSvdOfADenseSnapshot) {
   auto [u, s, vh] = torch::linalg_svd(w, false);
   auto best = torch::mm(u.slice(1, 0, 5) * s.slice(0, 0, 5), vh.slice(0, 0, 5));
 
-  auto cfg = Config::load_string(kTeacherMlp, "svd.yaml",
-                                 {"layers.fc2.kind=lowrank", "layers.fc2.rank=5", "layers.fc2.init=svd",
-                                  "layers.fc2.init_from=" + dense.path});
+  auto cfg = Config::load_string(
+      kTeacherMlp, "svd.yaml",
+      {"layers.fc2.kind=lowrank", "layers.fc2.rank=5", "layers.fc2.init=svd", "layers.fc2.init_from=" + dense.path});
   xpand::data::Dataset ds;
   ds.sample_shape = {32};
   ds.num_classes = 10;
@@ -131,8 +132,9 @@ TEST(Trainer, LowRankStartsFromTheTruncatedSvdOfADenseSnapshot) {
       EXPECT_LE((got - best).abs().max().item<double>(), 1e-5 * best.abs().max().item<double>());
     }
   // A missing run file is an error naming it.
-  auto bad = Config::load_string(kTeacherMlp, "svd.yaml",
-                                 {"layers.fc2.kind=lowrank", "layers.fc2.init=svd", "layers.fc2.init_from=/nonexistent.h5"});
+  auto bad =
+      Config::load_string(kTeacherMlp, "svd.yaml",
+                          {"layers.fc2.kind=lowrank", "layers.fc2.init=svd", "layers.fc2.init_from=/nonexistent.h5"});
   EXPECT_THROW(xpand::model::network_build(bad, ds, xpand::param::factory_from_config(bad)), xpand::Error);
 }
 
@@ -144,7 +146,8 @@ TEST(Trainer, LowRankStartsFromTheTruncatedSvdOfADenseSnapshot) {
 TEST(Trainer, ResumedRunFileKeepsTakingSnapshots) {
   const std::string yaml =
       "name: robust\nseed: 11\nthreads: 1\n"
-      "data: {name: teacher, teacher_inputs: 32, teacher_classes: 6, train_size: 6000, test_size: 400, batch_size: 32}\n"
+      "data: {name: teacher, teacher_inputs: 32, teacher_classes: 6, train_size: 6000, test_size: 400, batch_size: "
+      "32}\n"
       "model: {kind: mlp, widths: [32, 128, 64, 6]}\n"
       "param: {kind: expanded, factor: 2, depth: 2}\n"
       "train: {optimizer: adam, lr: 0.002, epochs: 0, max_steps: 500, eval_every: 40, log_every: 1000}\n"
