@@ -11,6 +11,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 packages=(
   cmake g++ make git ccache pkg-config
+  clang-format-14                           # the format check (tests/style/check_format.sh)
   libtorch-dev libopenblas0-openmp          # OpenBLAS: ~14x faster libtorch matmuls than reference BLAS
   libopenmpi-dev openmpi-bin
   libhdf5-dev hdf5-tools

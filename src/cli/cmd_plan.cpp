@@ -81,11 +81,7 @@ Runner plan_command(CLI::App& app) {
     model::network_check(cfg, ds, 1);  // options and size from shapes, before the weights are allocated
     // The layers' tensors on the meta device: the plan comes from shapes, no weight is allocated
     // or drawn (biases, norms and embeddings, a few per layer, are still real).
-    model::NetworkPtr net;
-    {
-      param::ShapeOnlyScope shapes_only;
-      net = model::network_build(cfg, ds, param::factory_from_config(cfg));
-    }
+    model::NetworkPtr net = train::network_shapes(cfg, ds);  // from shapes: no weight allocated
     int64_t batch = cfg.get_int("data.batch_size");
     auto rep = model::network_report(*net, batch);
     if (*json) {

@@ -91,8 +91,8 @@ Runner train_command(CLI::App& app) {
       } else {
         r = train::run_train(cfgs[i], opts);
       }
-      if (r.status == "diverged") code = std::max(code, int(kExitDiverged));
-      if (r.status == "preempted") {  // the remaining configs wait for the resubmission
+      if (r.status == store::RunStatus::Diverged) code = std::max(code, int(kExitDiverged));
+      if (r.status == store::RunStatus::Preempted) {  // the remaining configs wait for the resubmission
         if (group.comm->rank() == 0) results.push_back(std::move(r));
         code = kExitPreempted;
         break;

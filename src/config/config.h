@@ -4,6 +4,7 @@
 // and line, and the accepted values.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -32,8 +33,16 @@ struct KeyDef {
 
 // The schema: every key xpand accepts, in display order.
 const std::vector<KeyDef>& schema();
-// The parameterization fields (keys without the "param." / "layers.*." prefix).
+// The parameterization fields (keys without the "param." / "layers.*." prefix): "kind", then the
+// options of every kind, as the parameterization registry (src/param/registry.cpp) provides them.
+// The config layer does not know the kinds: the registry hands them over before main() through
+// set_param_fields(), and the first call here fixes the list.
 const std::vector<KeyDef>& param_fields();
+void set_param_fields(std::function<std::vector<KeyDef>()> provider);
+// Builders for schema entries (key, type, YAML default, help; then a range or choices).
+KeyDef key_def(std::string key, Type type, std::string default_yaml, std::string doc);
+KeyDef key_range(KeyDef d, double lo, double hi = std::numeric_limits<double>::infinity(), bool lo_open = false);
+KeyDef key_choices(KeyDef d, std::vector<std::string> choices);
 // Human-readable description of the accepted values of a key ("float > 0", "one of: a, b").
 std::string describe_accepted(const KeyDef& def);
 

@@ -1,8 +1,10 @@
 // The schema: every configuration key xpand accepts, its type, default, range and documentation.
 // This one table drives validation, defaults, `xpand keys` and the resolved config of each run.
 #include <algorithm>
+#include <functional>
 
 #include "config/config.h"
+#include "core/error.h"
 
 namespace xpand::config {
 
@@ -32,56 +34,28 @@ KeyDef when(KeyDef d, std::string k, std::vector<std::string> v) {
 }
 }  // namespace
 
-// The fields of a parameterization (param.* and layers.*.*).
+KeyDef key_def(std::string k, Type t, std::string def, std::string doc) {
+  return key(std::move(k), t, std::move(def), std::move(doc));
+}
+KeyDef key_range(KeyDef d, double lo, double hi, bool lo_open) { return range(std::move(d), lo, hi, lo_open); }
+KeyDef key_choices(KeyDef d, std::vector<std::string> c) { return choices(std::move(d), std::move(c)); }
+
+namespace {
+std::function<std::vector<KeyDef>()>& param_fields_provider() {
+  static std::function<std::vector<KeyDef>()> provider;
+  return provider;
+}
+}  // namespace
+
+void set_param_fields(std::function<std::vector<KeyDef>()> provider) { param_fields_provider() = std::move(provider); }
+
+// The fields of a parameterization (param.* and layers.*.*): the registry's kinds and options.
 const std::vector<KeyDef>& param_fields() {
-  using T = Type;
-  static const std::vector<KeyDef> fields = {
-      choices(key("kind", T::String, "dense", "parameterization of linear and conv weights"),
-              {"dense", "expanded", "lowrank", "lora", "subspace"}),
-      range(key("factor", T::Float, "4",
-                "expanded: inner width = factor x max(in, out) (fractions allowed; < 1 is a bottleneck); "
-                "conv CL/CK: channel expansion rate r"),
-            0, kInf, true),
-      range(key("depth", T::Int, "2", "expanded: number of factors W_d...W_1"), 1, 64),
-      choices(key("residual", T::String, "none",
-                  "expanded: identity skip around every residual_every factors (every), around the whole chain "
-                  "(end), or none"),
-              {"none", "every", "end"}),
-      range(key("residual_every", T::Int, "1", "expanded: factors per residual block (residual: every)"), 1),
-      key("learnable_residual", T::Bool, "false", "expanded: y = G x + F(x) with G dense trainable (initialised to 0)"),
-      key("batch_norm", T::Bool, "false", "expanded: batch norm between factors (folded at collapse)"),
-      key("factor_bias", T::Bool, "false", "expanded: a bias in every factor (propagated at collapse)"),
-      choices(key("conv", T::String, "cl",
-                  "expanded conv: cl (1x1, kxk, 1x1), ck (chain of 3x3), kernels (param.kernels list)"),
-              {"cl", "ck", "kernels"}),
-      range(key("kernels", T::IntList, "[]", "expanded conv with conv: kernels: kernel sizes of the chain"), 1),
-      range(key("rank", T::Int, "8", "lowrank / lora: rank r"), 1),
-      choices(key("init", T::String, "default",
-                  "lowrank: default (product matches the dense init scale) or svd (truncated SVD of init_from)"),
-              {"default", "svd"}),
-      key("init_from", T::String, "''", "run file whose snapshot gives the dense weights (lowrank svd, lora W0)"),
-      range(key("init_step", T::Int, "0", "snapshot step in init_from (0 = the last)"), 0),
-      range(key("lora_alpha", T::Float, "16", "lora: scale alpha (adapter enters as alpha/r B A)"), 0, kInf, true),
-      range(key("omega_dim", T::Int, "100",
-                "subspace: dimension d of omega (theta = theta0 + P omega; the network's parameters are D)"),
-            1),
-      choices(key("projection", T::String, "fastfood",
-                  "subspace: random projection P: dense (Gaussian), dense-qr (orthonormal), sparse (Li et al.), "
-                  "fastfood (Hadamard-based, O(D) memory)"),
-              {"dense", "dense-qr", "sparse", "fastfood"}),
-      range(key("max_projection_bytes", T::Float, "1e9",
-                "subspace: a dense or dense-qr P larger than this (d x D x element size) is refused"),
-            0, kInf, true),
-      choices(key("anchor", T::String, "offset",
-                  "subspace: offset = theta0 + P omega with omega from 0 (Li et al.); column = P omega with P "
-                  "the QR of [theta_init, Gaussian columns], omega from P^T theta_init (the omega-space notebook; "
-                  "needs projection: dense-qr)"),
-              {"offset", "column"}),
-      choices(key("order", T::String, "auto",
-                  "contraction order: auto (planner: cheapest exact order), activation (x through each factor) "
-                  "or weight (factors multiplied first)"),
-              {"auto", "activation", "weight"}),
-  };
+  static const std::vector<KeyDef> fields = [] {
+    if (!param_fields_provider())
+      throw Error("xpand: no parameterization registry is linked (param::kinds() provides param.* keys)");
+    return param_fields_provider()();
+  }();
   return fields;
 }
 

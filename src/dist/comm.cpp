@@ -20,6 +20,19 @@ std::string Communicator::broadcast_string(const std::string& s, int root, const
   return std::string(static_cast<const char*>(bytes.data_ptr()), size_t(bytes.numel()));
 }
 
+std::vector<std::string> Communicator::allgather_strings(const std::string& mine, const std::string& what) {
+  if (size() == 1) return {mine};
+  auto lengths = allgather(torch::full({1}, int64_t(mine.size()), torch::kInt64), what + " (lengths)");
+  const int64_t longest = lengths.max().item<int64_t>();
+  auto bytes = torch::zeros({longest}, torch::kUInt8);
+  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  auto all = allgather(bytes, what).cpu().contiguous();
+  std::vector<std::string> out;
+  for (int r = 0; r < size(); ++r)
+    out.emplace_back(static_cast<const char*>(all[r].data_ptr()), size_t(lengths[r][0].item<int64_t>()));
+  return out;
+}
+
 namespace {
 
 class LocalWork : public Work {
@@ -37,6 +50,7 @@ class LocalComm : public Communicator {
     return std::make_shared<LocalWork>();
   }
   void broadcast(torch::Tensor, int, const std::string&) override {}
+  torch::Tensor allgather(const torch::Tensor& mine, const std::string&) override { return mine.unsqueeze(0).clone(); }
   void barrier(const std::string&) override {}
 };
 

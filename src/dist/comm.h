@@ -38,6 +38,9 @@ class Communicator {
   virtual std::shared_ptr<Work> allreduce_async(torch::Tensor t, ReduceOp op, const std::string& what) = 0;
   void allreduce(torch::Tensor t, ReduceOp op, const std::string& what) { allreduce_async(t, op, what)->wait(); }
   virtual void broadcast(torch::Tensor t, int root, const std::string& what) = 0;
+  // Every rank's `mine` (contiguous, the same numel and dtype on every rank), on every rank: rows of
+  // the result in group rank order, shaped (size(), mine's shape...).
+  virtual torch::Tensor allgather(const torch::Tensor& mine, const std::string& what) = 0;
   virtual void barrier(const std::string& what) = 0;
   // Seconds after which an unfinished collective aborts the job (dist.timeout_s).
   virtual void set_timeout(double seconds) {}
@@ -45,6 +48,8 @@ class Communicator {
   double allreduce_scalar(double v, ReduceOp op, const std::string& what);
   // Root's string on every rank (unique ids, config checks).
   std::string broadcast_string(const std::string& s, int root, const std::string& what);
+  // Every rank's string, on every rank, in group rank order (hostnames, devices): two allgathers.
+  std::vector<std::string> allgather_strings(const std::string& mine, const std::string& what);
 };
 
 using CommPtr = std::shared_ptr<Communicator>;

@@ -152,6 +152,23 @@ class MpiComm : public Communicator {
     submit(fmt::format("broadcast of {} from rank {}", what, root), start, finish)->wait();
   }
 
+  torch::Tensor allgather(const torch::Tensor& mine, const std::string& what) override {
+    XPAND_CHECK(mine.is_contiguous(), "allgather of a non-contiguous tensor ({})", what);
+    auto host = mine.is_cuda() ? mine.to(torch::kCPU) : mine;
+    std::vector<int64_t> shape = {size_};
+    for (int64_t d : mine.sizes()) shape.push_back(d);
+    auto all = torch::empty(shape, host.options());
+    MPI_Datatype type = mpi_type(mine.scalar_type());
+    XPAND_CHECK(mine.numel() * int64_t(size_) <= INT32_MAX, "{}: too many elements for MPI's int count", what);
+    int n = int(mine.numel());
+    auto start = [=](MPI_Request* r) {
+      XPAND_MPI(MPI_Iallgather(host.data_ptr(), n, type, all.data_ptr(), n, type, comm_, r));
+    };
+    if (size_ == 1) all[0].copy_(host);
+    submit(fmt::format("allgather of {} ({} bytes per rank)", what, mine.nbytes()), start, [] {})->wait();
+    return mine.is_cuda() ? all.to(mine.device()) : all;
+  }
+
   void barrier(const std::string& what) override {
     submit(
         fmt::format("barrier ({})", what), [=](MPI_Request* r) { XPAND_MPI(MPI_Ibarrier(comm_, r)); }, [] {})

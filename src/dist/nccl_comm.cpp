@@ -73,7 +73,7 @@ struct Pending {
   cudaEvent_t start = nullptr, done = nullptr;
   std::string what;
   std::chrono::steady_clock::time_point issued;
-  torch::Tensor keep;  // keeps the buffer alive until the collective finished
+  torch::Tensor keep, keep2;  // keep the buffers alive until the collective finished
   Pending() {
     XPAND_CUDA(cudaEventCreate(&start));
     XPAND_CUDA(cudaEventCreate(&done));
@@ -169,6 +169,19 @@ class NcclComm : public Communicator {
                              comm_, stream_));
     end(p)->wait();
     if (!t.is_cuda()) t.copy_(dev);  // synchronous copy back on the compute stream
+  }
+
+  torch::Tensor allgather(const torch::Tensor& mine, const std::string& what) override {
+    auto dev = (mine.is_cuda() ? mine : mine.to(device_)).contiguous();
+    std::vector<int64_t> shape = {size_};
+    for (int64_t d : mine.sizes()) shape.push_back(d);
+    auto all = torch::empty(shape, dev.options());
+    auto p = begin(what, dev);
+    p->keep2 = all;
+    XPAND_NCCL(ncclAllGather(dev.data_ptr(), all.data_ptr(), size_t(dev.numel()), nccl_type(dev.scalar_type()), comm_,
+                             stream_));
+    end(p)->wait();
+    return mine.is_cuda() ? all : all.to(mine.device());
   }
 
   void barrier(const std::string& what) override {

@@ -77,6 +77,15 @@ void Reducer::arm(const std::vector<torch::Tensor>& tensors) {
   works_.assign(layout_.size(), nullptr);
   stats_ = ReduceStats{};
   armed_ = true;
+  // The hooks stay registered while the list holds the same tensors (every step of a run, unless
+  // an expansion schedule changes what trains): registered once, they ignore the backward passes
+  // of unarmed micro-batches.
+  std::vector<const void*> ids;
+  for (const auto& t : tensors) ids.push_back(t.unsafeGetTensorImpl());
+  if (ids == attached_) return;
+  for (auto& h : hooks_) h->accumulator->del_post_hook(h->key);
+  hooks_.clear();
+  attached_ = ids;
   for (size_t i = 0; i < tensors.size(); ++i) {
     auto h = std::make_unique<Hook>();
     h->accumulator = torch::autograd::impl::grad_accumulator(tensors[i]);
@@ -87,12 +96,13 @@ void Reducer::arm(const std::vector<torch::Tensor>& tensors) {
           return outputs;
         }));
     hooks_.push_back(std::move(h));
+    ++registrations_;
   }
 }
 
 void Reducer::on_ready(size_t i) {
   std::lock_guard<std::mutex> lock(m_);
-  if (!armed_ || ready_[i]) return;
+  if (!armed_ || i >= ready_.size() || ready_[i]) return;
   const torch::Tensor& g = tensors_[i].grad();
   auto dst = flat_[bucket_of_[i]].narrow(0, offset_[i], numels_[i]);
   if (g.defined())
@@ -151,8 +161,6 @@ ReduceStats Reducer::finish() {
     else
       g = src.clone();
   }
-  for (auto& h : hooks_) h->accumulator->del_post_hook(h->key);
-  hooks_.clear();
   tensors_.clear();
   return stats_;
 }

@@ -47,8 +47,8 @@ class Reducer {
   ~Reducer();
 
   // Collect this step's gradients of `tensors` (leaves requiring grad, one dtype and device). The
-  // layout is (re)built when the tensors' sizes change. Call before the backward pass whose
-  // gradients complete the step (the last micro-batch); earlier micro-batches only accumulate.
+  // layout is (re)built when the tensors' sizes change, the hooks only when the tensors change. Call before the
+  // backward pass whose gradients complete the step (the last micro-batch); earlier micro-batches only accumulate.
   void arm(const std::vector<torch::Tensor>& tensors);
   // Starts the buckets still pending (a tensor that got no gradient counts as zero), waits for all,
   // and stores each sum in the tensor's .grad().
@@ -56,6 +56,9 @@ class Reducer {
 
   const std::vector<BucketSpan>& layout() const { return layout_; }
   const CommPtr& comm() const { return comm_; }
+  // Autograd hooks registered so far: one per tensor when a list is first armed, none for later
+  // steps over the same tensors.
+  int64_t hook_registrations() const { return registrations_; }
 
  private:
   void on_ready(size_t index);
@@ -79,7 +82,9 @@ class Reducer {
   std::vector<std::shared_ptr<Work>> works_;
   ReduceStats stats_;
   struct Hook;
-  std::vector<std::unique_ptr<Hook>> hooks_;
+  std::vector<std::unique_ptr<Hook>> hooks_;  // on the accumulators of attached_, kept across steps
+  std::vector<const void*> attached_;         // the tensors the hooks are registered on
+  int64_t registrations_ = 0;
 };
 
 }  // namespace xpand::dist

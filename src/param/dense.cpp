@@ -1,6 +1,10 @@
 // Dense parameterization (see dense.h).
 #include "param/dense.h"
 
+#include <limits>
+
+#include "param/spec.h"
+
 namespace xpand::param {
 
 void init_fill(torch::Tensor& t, const Init& init) {
@@ -21,6 +25,56 @@ Dense::Dense(WeightShape shape, const torch::Tensor& weight, const torch::Tensor
     : Parameterization(std::move(shape)) {
   w_ = register_parameter("weight", weight.detach().clone());
   if (bias.defined()) b_ = register_parameter("bias", bias.detach().clone());
+}
+
+namespace {
+using config::key_choices;
+using config::key_def;
+using config::key_range;
+using config::Type;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Dense and subspace layers copy the snapshot's weight.
+void copy_weight(Parameterization& layer, const Spec&, const torch::Tensor& w0) {
+  torch::NoGradGuard ng;
+  layer.named_parameters()["weight"].copy_(w0);
+}
+}  // namespace
+
+KindInfo dense_kind() {
+  KindInfo k;
+  k.name = "dense";
+  k.doc = "one trainable matrix per layer (the baseline and the collapsed form)";
+  k.make = [](const Spec&, const WeightShape& s, const Init& init) { return std::make_shared<Dense>(s, init); };
+  k.init_from_weights = copy_weight;
+  return k;
+}
+
+KindInfo subspace_kind() {
+  KindInfo k;
+  k.name = "subspace";
+  k.doc = "dense layers whose parameters move together in theta0 + P omega (train/subspace.h)";
+  k.network_wide = true;  // every subspace layer shares one omega
+  k.options = {
+      key_range(key_def("omega_dim", Type::Int, "100",
+                        "subspace: dimension d of omega (theta = theta0 + P omega; the network's parameters are D)"),
+                1),
+      key_choices(key_def("projection", Type::String, "fastfood",
+                          "subspace: random projection P: dense (Gaussian), dense-qr (orthonormal), sparse (Li et "
+                          "al.), fastfood (Hadamard-based, O(D) memory)"),
+                  {"dense", "dense-qr", "sparse", "fastfood"}),
+      key_range(key_def("max_projection_bytes", Type::Float, "1e9",
+                        "subspace: a dense or dense-qr P larger than this (d x D x element size) is refused"),
+                0, kInf, true),
+      key_choices(key_def("anchor", Type::String, "offset",
+                          "subspace: offset = theta0 + P omega with omega from 0 (Li et al.); column = P omega with "
+                          "P the QR of [theta_init, Gaussian columns], omega from P^T theta_init (the omega-space "
+                          "notebook; needs projection: dense-qr)"),
+                  {"offset", "column"}),
+  };
+  k.make = [](const Spec&, const WeightShape& s, const Init& init) { return std::make_shared<Dense>(s, init); };
+  k.init_from_weights = copy_weight;
+  return k;
 }
 
 }  // namespace xpand::param

@@ -22,4 +22,9 @@ class Dense : public Parameterization {
 // Fills `t` in place from the init distribution (no autograd).
 void init_fill(torch::Tensor& t, const Init& init);
 
+// The registry entries of kind dense (one trainable matrix) and kind subspace (dense layers whose
+// parameters move together in theta0 + P omega: the optimizer side lives in train/subspace.h).
+KindInfo dense_kind();
+KindInfo subspace_kind();
+
 }  // namespace xpand::param

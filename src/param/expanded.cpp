@@ -5,9 +5,11 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 #include "param/dense.h"
+#include "param/expanded_conv.h"
 
 namespace xpand::param {
 
@@ -269,6 +271,44 @@ void Expanded::expand_in_place(uint64_t seed) {
   for (int64_t i = 0; i < depth_; ++i) w_[i].set_data(f[i].contiguous());
   dense_.set_data(torch::empty({0}, opts));
   collapsed_ = false;
+}
+
+KindInfo expanded_kind() {
+  using config::key_choices;
+  using config::key_def;
+  using config::key_range;
+  using config::Type;
+  KindInfo k;
+  k.name = "expanded";
+  k.doc = "product of depth factors through width factor x max(in, out); conv: cl, ck or a kernel list";
+  k.options = {
+      key_range(key_def("factor", Type::Float, "4",
+                        "expanded: inner width = factor x max(in, out) (fractions allowed; < 1 is a bottleneck); "
+                        "conv CL/CK: channel expansion rate r"),
+                0, std::numeric_limits<double>::infinity(), true),
+      key_range(key_def("depth", Type::Int, "2", "expanded: number of factors W_d...W_1"), 1, 64),
+      key_choices(key_def("residual", Type::String, "none",
+                          "expanded: identity skip around every residual_every factors (every), around the whole "
+                          "chain (end), or none"),
+                  {"none", "every", "end"}),
+      key_range(key_def("residual_every", Type::Int, "1", "expanded: factors per residual block (residual: every)"), 1),
+      key_def("learnable_residual", Type::Bool, "false",
+              "expanded: y = G x + F(x) with G dense trainable (initialised to 0)"),
+      key_def("batch_norm", Type::Bool, "false", "expanded: batch norm between factors (folded at collapse)"),
+      key_def("factor_bias", Type::Bool, "false", "expanded: a bias in every factor (propagated at collapse)"),
+      key_choices(key_def("conv", Type::String, "cl",
+                          "expanded conv: cl (1x1, kxk, 1x1), ck (chain of 3x3), kernels (param.kernels list)"),
+                  {"cl", "ck", "kernels"}),
+      key_range(key_def("kernels", Type::IntList, "[]", "expanded conv with conv: kernels: kernel sizes of the chain"),
+                1),
+  };
+  k.also_reads = {"order"};
+  k.make = [](const Spec& s, const WeightShape& shape, const Init& init) -> ParamPtr {
+    if (shape.is_conv()) return std::make_shared<ExpandedConv>(s, shape, init);
+    return std::make_shared<Expanded>(s, shape, init);
+  };
+  // No init_from_weights: a dense snapshot does not fix an expanded layer's factors.
+  return k;
 }
 
 }  // namespace xpand::param

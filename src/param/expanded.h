@@ -71,4 +71,7 @@ class Expanded : public Parameterization {
   static constexpr double kBnEps = 1e-5, kBnMomentum = 0.1;
 };
 
+// The registry entry of kind expanded (linear: Expanded; conv: ExpandedConv).
+KindInfo expanded_kind();
+
 }  // namespace xpand::param

@@ -4,55 +4,15 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 #include "param/dense.h"
-#include "store/index.h"
-#include "store/run_file.h"
+#include "param/spec.h"
 
 namespace xpand::param {
 
 namespace F = torch::nn::functional;
-
-torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::string& layer, const std::string& name,
-                             const std::vector<int64_t>& dims_expected) {
-  try {
-    store::RunReader r(path);
-    if (!r.has_object("/snapshots")) throw Error(fmt::format("{}: has no snapshots", path));
-    const auto snaps = store::snapshot_list(r);
-    if (snaps.empty()) throw Error(fmt::format("{}: has no snapshots", path));
-    // The default is the newest complete snapshot (the newest may be half-written: docs/FORMAT.md).
-    auto at = snaps.end() - (snaps.back().complete || snaps.size() == 1 ? 1 : 2);
-    if (step > 0)
-      at = std::find_if(snaps.begin(), snaps.end(), [&](const store::SnapshotRef& sn) { return sn.step == step; });
-    if (at == snaps.end())
-      throw Error(fmt::format("{}: no snapshot at step {} (have {})", path, step, store::snapshot_steps_str(snaps)));
-    if (!at->complete)
-      throw Error(
-          fmt::format("{}: the snapshot at step {} is incomplete (its run did not finish writing it)", path, at->step));
-    const std::string s = at->group.substr(at->group.rfind('/') + 1);
-    const std::string obj = fmt::format("{}/{}/{}", at->group, layer, name);
-    if (!r.has_object(obj))
-      throw Error(fmt::format("{}: snapshot {} has no {} of layer {}{}", path, s, name, layer,
-                              name == "bias" ? " (the run file predates biases in snapshots; retrain it)" : ""));
-    // Shape-only (xpand plan): the file and the shape are checked, the values are not read.
-    std::vector<int64_t> dims = shape_only() ? r.extent(obj) : std::vector<int64_t>{};
-    std::vector<double> data;
-    if (!shape_only()) data = r.read_array(obj, &dims);
-    if (dims != dims_expected)
-      throw Error(fmt::format("{}: snapshot {} of layer {} has {} {}, this network needs {}", path, s, layer, name,
-                              fmt::join(dims, "x"), fmt::join(dims_expected, "x")));
-    if (shape_only()) return torch::empty(dims, alloc_options().dtype(torch::kFloat64));
-    return torch::tensor(data, torch::kFloat64).reshape(dims);  // the network is moved to its dtype after
-  } catch (const store::StoreError& e) {
-    throw Error(fmt::format("init_from: {}", e.what()));
-  }
-}
-
-torch::Tensor snapshot_weight(const std::string& path, int64_t step, const std::string& layer,
-                              const WeightShape& shape) {
-  return snapshot_array(path, step, layer, "weight", shape.dims);
-}
 
 // --- lowrank -----------------------------------------------------------------------------
 
@@ -62,18 +22,10 @@ LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
   const int64_t out = shape_.dims[0], in = shape_.dims[1];
   if (rank_ > std::min(in, out))
     spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
-  torch::Tensor b = torch::empty({out, rank_}, alloc_options()), c = torch::empty({rank_, in}, alloc_options());
+  torch::Tensor b = torch::zeros({out, rank_}, alloc_options()), c = torch::zeros({rank_, in}, alloc_options());
   if (spec.init == "svd" && spec.init_from.empty())
     spec.fail("init", "init svd needs param.init_from, a run file with a dense snapshot");
-  // Shape-only: snapshot_weight checks the file and the shape; the init below fills meta tensors.
-  auto w = spec.init == "svd" ? snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_) : torch::Tensor();
-  if (spec.init == "svd" && !shape_only()) {
-    w = w.to(torch::kFloat64);
-    auto [u, s, vh] = torch::linalg_svd(w, /*full_matrices=*/false);
-    auto root = s.slice(0, 0, rank_).sqrt();
-    b = (u.slice(1, 0, rank_) * root.unsqueeze(0)).to(torch::kFloat32);
-    c = (root.unsqueeze(1) * vh.slice(0, 0, rank_)).to(torch::kFloat32);
-  } else {
+  if (spec.init != "svd") {  // init svd: init_from_weights() sets the factors from the snapshot's weight
     double var = init.kind == Init::Uniform ? init.scale * init.scale / 3.0 : init.scale * init.scale;
     double sd = std::pow(var / double(rank_), 0.25);
     init_fill(b, Init::normal(sd));
@@ -81,6 +33,15 @@ LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
   }
   b_ = register_parameter("b", b);
   c_ = register_parameter("c", c);
+}
+
+void LowRank::init_from_weights(const torch::Tensor& w0) {
+  // The best rank-r approximation (truncated SVD, in float64): B = U_r sqrt(S_r), C = sqrt(S_r) V_r^T.
+  torch::NoGradGuard ng;
+  auto [u, s, vh] = torch::linalg_svd(w0.to(torch::kFloat64), /*full_matrices=*/false);
+  auto root = s.slice(0, 0, rank_).sqrt();
+  b_.copy_(u.slice(1, 0, rank_) * root.unsqueeze(0));
+  c_.copy_(root.unsqueeze(1) * vh.slice(0, 0, rank_));
 }
 
 const ChainPlan& LowRank::chain_plan_for(int64_t rows) const {
@@ -113,18 +74,18 @@ Lora::Lora(const Spec& spec, WeightShape shape, const Init& init)
   const int64_t out = shape_.dims[0], in = shape_.dims[1];
   if (rank_ > std::min(in, out))
     spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
-  torch::Tensor w0 = torch::empty({out, in}, alloc_options());
-  if (!spec.init_from.empty()) {
-    auto w = snapshot_weight(spec.init_from, spec.init_step, spec.layer, shape_);  // shape-only: checked, not read
-    if (!shape_only()) w0 = w.to(torch::kFloat32);
-  } else {
-    init_fill(w0, init);
-  }
+  torch::Tensor w0 = torch::zeros({out, in}, alloc_options());
+  if (spec.init_from.empty()) init_fill(w0, init);  // else init_from_weights() sets W0 from the snapshot
   w0_ = register_buffer("w0", w0);
   auto a = torch::empty({rank_, in}, alloc_options());
   init_fill(a, Init::torch_default(WeightShape{{rank_, in}}));  // Kaiming uniform, as nn.Linear
   a_ = register_parameter("a", a);
   b_ = register_parameter("b", torch::zeros({out, rank_}, alloc_options()));
+}
+
+void Lora::init_from_weights(const torch::Tensor& w0) {
+  torch::NoGradGuard ng;
+  w0_.copy_(w0);  // in the training dtype: a float64 run keeps every digit
 }
 
 torch::Tensor Lora::weight() { return merged_ ? w0_ : w0_ + scale_ * torch::mm(b_, a_); }
@@ -159,6 +120,62 @@ void Lora::unmerge() {
   torch::NoGradGuard ng;
   w0_.sub_(torch::mm(b_, a_), scale_);
   merged_ = false;
+}
+
+// --- registry entries ------------------------------------------------------------------
+
+namespace {
+using config::key_choices;
+using config::key_def;
+using config::key_range;
+using config::Type;
+
+template <typename T>
+ParamPtr make_linear_only(const Spec& s, const WeightShape& shape, const Init& init) {
+  if (shape.is_conv())
+    s.fail("kind", fmt::format("kind {} is for linear layers; this layer is a {} convolution", s.kind, shape.str()));
+  return std::make_shared<T>(s, shape, init);
+}
+}  // namespace
+
+KindInfo lowrank_kind() {
+  KindInfo k;
+  k.name = "lowrank";
+  k.doc = "W = B C with rank r";
+  k.options = {
+      key_range(key_def("rank", Type::Int, "8", "lowrank / lora: rank r"), 1),
+      key_choices(key_def("init", Type::String, "default",
+                          "lowrank: default (product matches the dense init scale) or svd (truncated SVD of "
+                          "init_from)"),
+                  {"default", "svd"}),
+      key_def("init_from", Type::String, "''",
+              "run file whose snapshot gives the dense weights (lowrank svd, lora W0)"),
+      key_range(key_def("init_step", Type::Int, "0", "snapshot step in init_from (0 = the last)"), 0),
+  };
+  k.also_reads = {"order"};
+  k.make = make_linear_only<LowRank>;
+  k.init_from_weights = [](Parameterization& layer, const Spec& spec, const torch::Tensor& w0) {
+    if (spec.init != "svd")
+      spec.fail("init",
+                "init_from starts a lowrank layer only with init: svd (the truncated SVD of the "
+                "snapshot's weight)");
+    dynamic_cast<LowRank&>(layer).init_from_weights(w0);
+  };
+  return k;
+}
+
+KindInfo lora_kind() {
+  KindInfo k;
+  k.name = "lora";
+  k.doc = "frozen W0 + (alpha/r) B A adapters";
+  k.options = {key_range(key_def("lora_alpha", Type::Float, "16", "lora: scale alpha (adapter enters as alpha/r B A)"),
+                         0, std::numeric_limits<double>::infinity(), true)};
+  k.also_reads = {"rank", "init_from", "init_step", "order"};
+  k.make = make_linear_only<Lora>;
+  k.init_from_weights = [](Parameterization& layer, const Spec&, const torch::Tensor& w0) {
+    dynamic_cast<Lora&>(layer).init_from_weights(w0);
+  };
+  return k;
 }
 
 }  // namespace xpand::param

@@ -22,6 +22,8 @@ class LowRank : public Parameterization {
   torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& bias) override;
   Plan plan(int64_t rows, bool input_grad) const override;
   bool cut_at_weight() override { return shape_.numel() < trainable_count(); }
+  // init: svd: B and C from the truncated SVD of a dense weight (the snapshot's, float64).
+  void init_from_weights(const torch::Tensor& w0);
 
  private:
   const ChainPlan& chain_plan_for(int64_t rows) const;
@@ -39,6 +41,8 @@ class Lora : public Parameterization {
   torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& bias) override;
   Plan plan(int64_t rows, bool input_grad) const override;
   bool cut_at_weight() override { return false; }  // the adapters are always the smaller set
+  // W0 from a dense weight (the snapshot's), in the layer's dtype.
+  void init_from_weights(const torch::Tensor& w0);
 
   void merge();
   void unmerge();
@@ -53,12 +57,8 @@ class Lora : public Parameterization {
   torch::Tensor a_, b_;  // (r × in), (out × r)
 };
 
-// Array `name` ("weight", "bias") of `layer` in a run file's snapshot (step 0: the last one), checked
-// against the expected dimensions; float64 (as stored). Throws Error naming the file and what is missing.
-torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::string& layer, const std::string& name,
-                             const std::vector<int64_t>& dims_expected);
-// The dense weight of `layer` in a run file's snapshot (step 0: the last one), checked against the shape.
-torch::Tensor snapshot_weight(const std::string& path, int64_t step, const std::string& layer,
-                              const WeightShape& shape);
+// The registry entries of kinds lowrank and lora.
+KindInfo lowrank_kind();
+KindInfo lora_kind();
 
 }  // namespace xpand::param

@@ -71,10 +71,24 @@ int64_t Parameterization::cut_numel() {
 
 void Parameterization::cut_begin() {
   if (!cut_at_weight()) return;
+  // The leaves persist from step to step (the reducer's hooks stay on their accumulators); each
+  // step they take W_eff's current values.
+  auto leaf_of = [](torch::Tensor& leaf, const torch::Tensor& src) {
+    if (!leaf.defined() || leaf.sizes() != src.sizes() || leaf.options().dtype() != src.options().dtype() ||
+        leaf.device() != src.device())
+      leaf = torch::empty_like(src).requires_grad_(true);
+    torch::NoGradGuard ng;
+    leaf.copy_(src.detach());
+    leaf.mutable_grad() = torch::Tensor();
+  };
   cut_w_src_ = weight();
-  cut_w_ = cut_w_src_.detach().requires_grad_(true);
+  leaf_of(cut_w_, cut_w_src_);
   cut_b_src_ = bias();
-  if (cut_b_src_.defined()) cut_b_ = cut_b_src_.detach().requires_grad_(true);
+  if (cut_b_src_.defined())
+    leaf_of(cut_b_, cut_b_src_);
+  else
+    cut_b_ = torch::Tensor();
+  cut_on_ = true;
 }
 
 std::vector<torch::Tensor> Parameterization::cut_tensors() {
@@ -100,7 +114,10 @@ void Parameterization::cut_finish() {
       if (!grads[i].defined()) grads[i] = torch::zeros_like(roots[i]);
     torch::autograd::backward(roots, grads);
   }
-  cut_w_ = cut_b_ = cut_w_src_ = cut_b_src_ = torch::Tensor();
+  cut_w_src_ = cut_b_src_ = torch::Tensor();
+  cut_w_.mutable_grad() = torch::Tensor();
+  if (cut_b_.defined()) cut_b_.mutable_grad() = torch::Tensor();
+  cut_on_ = false;
 }
 
 }  // namespace xpand::param

@@ -1,5 +1,5 @@
 // Parameterizations: how the effective weight W_eff of one layer is computed from raw trainable
-// tensors (ARCHITECTURE.md). Base networks only see this interface: they ask for x·W_effᵀ (or a
+// tensors (docs/ARCHITECTURE.md). Base networks only see this interface: they ask for x·W_effᵀ (or a
 // convolution with W_eff) and never know whether the weight is dense, a product of factors, a
 // low-rank product, an adapter or a point of a random subspace.
 #pragma once
@@ -84,18 +84,18 @@ class Parameterization : public torch::nn::Module {
   };
   virtual Plan plan(int64_t rows, bool input_grad) const;
 
-  // --- the data-parallel cut (ARCHITECTURE.md) ---
+  // --- the data-parallel cut (docs/ARCHITECTURE.md, docs/DISTRIBUTED.md) ---
   // Elements whose gradients are all-reduced: the smaller of W_eff (+ bias()) and the raw tensors.
   virtual int64_t cut_numel();
   // Whether the cut is W_eff rather than the raw tensors.
   virtual bool cut_at_weight() { return false; }
-  // cut_begin: W_eff is computed once and replaced by a detached leaf that the forward uses, so
+  // cut_begin: W_eff is computed once and copied into a leaf (the same tensor every step) that the forward uses, so
   // the batch backward stops there. cut_tensors: the tensors whose .grad() the reducer sums.
   // cut_finish: backward from the leaves' gradients to the raw tensors (batch-independent).
   void cut_begin();
   std::vector<torch::Tensor> cut_tensors();
   void cut_finish();
-  bool cut_active() const { return cut_w_.defined(); }
+  bool cut_active() const { return cut_on_; }
 
  protected:
   // Forward helpers that honour an active cut: the weight and bias the batch computation uses.
@@ -106,7 +106,8 @@ class Parameterization : public torch::nn::Module {
   WeightShape shape_;
 
  private:
-  torch::Tensor cut_w_, cut_b_;          // leaves used by the forward while a cut is active
+  torch::Tensor cut_w_, cut_b_;  // leaves used by the forward while a cut is active (kept)
+  bool cut_on_ = false;
   torch::Tensor cut_w_src_, cut_b_src_;  // their graphs back to the raw tensors
 };
 
@@ -116,15 +117,40 @@ using ParamPtr = std::shared_ptr<Parameterization>;
 using Factory = std::function<ParamPtr(const std::string& layer, const WeightShape&, const Init&)>;
 
 // --- registry ------------------------------------------------------------------------
-// Each kind registers here (registry.cpp: one line per kind).
+// A parameterization kind is one file (its class and its KindInfo) plus one line in the registry:
+// the built-in kinds are listed in registry.cpp; a kind elsewhere (a test, a plug-in) registers
+// itself with a static RegisterKind. Everything else derives from the entries: the schema's
+// param.kind choices and its param.* / layers.*.* keys (`xpand keys`), which options each kind
+// reads (an option set for a layer whose kind does not read it is a config error), and how a
+// layer starts from a snapshot's dense weight (model.init_from).
 struct Spec;
 struct KindInfo {
   std::string name;
   std::string doc;
+  // The options this kind defines (field names without "param."), with type, default, range, help.
+  std::vector<config::KeyDef> options;
+  // Options defined by the registry ("order") or by another kind that this kind reads too.
+  std::vector<std::string> also_reads;
+  // Options set once for the whole network (param.* only, never layers.*): the subspace's omega.
+  bool network_wide = false;
   std::function<ParamPtr(const Spec& spec, const WeightShape&, const Init&)> make;
+  // model.init_from (or the layer's init_from): starts a built layer from the dense weight W0 of a
+  // snapshot (float64, the layer's shape; the trainer reads it). Empty: this kind cannot start from
+  // a dense weight, and asking for it is a config error naming the layer's kind.
+  std::function<void(Parameterization& layer, const Spec& spec, const torch::Tensor& w0)> init_from_weights;
+  // Whether the layer takes W0 only when its spec says so (lowrank: init: svd); others always do.
+  std::function<bool(const Spec& spec)> wants_weights;
 };
+// Every kind: the built-ins, then those registered with RegisterKind.
 const std::vector<KindInfo>& kinds();
 std::vector<std::string> kind_names();
+// The entry of kind `name`, or null.
+const KindInfo* find_kind(const std::string& name);
+// The kinds reading option `field` (empty for "kind", which every layer reads).
+std::vector<std::string> option_readers(const std::string& field);
+struct RegisterKind {
+  explicit RegisterKind(KindInfo kind);
+};
 
 // The factory for a run: each layer's kind and options from param.* and layers.* (spec.h).
 // The returned factory refers to cfg, which must outlive it.

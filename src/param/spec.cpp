@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fnmatch.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -33,38 +34,17 @@ bool glob(const std::string& pattern, const std::string& name) {
   return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
 }
 
-// The kinds that read each option; "kind" itself is read by every layer.
-const std::map<std::string, std::set<std::string>>& readers() {
-  static const std::map<std::string, std::set<std::string>> r = {
-      {"factor", {"expanded"}},
-      {"depth", {"expanded"}},
-      {"residual", {"expanded"}},
-      {"residual_every", {"expanded"}},
-      {"learnable_residual", {"expanded"}},
-      {"batch_norm", {"expanded"}},
-      {"factor_bias", {"expanded"}},
-      {"conv", {"expanded"}},
-      {"kernels", {"expanded"}},
-      {"rank", {"lowrank", "lora"}},
-      {"init", {"lowrank"}},
-      {"init_from", {"lowrank", "lora"}},
-      {"init_step", {"lowrank", "lora"}},
-      {"lora_alpha", {"lora"}},
-      {"order", {"expanded", "lowrank", "lora"}},
-      {"omega_dim", {"subspace"}},
-      {"projection", {"subspace"}},
-      {"max_projection_bytes", {"subspace"}},
-      {"anchor", {"subspace"}},
-  };
-  return r;
-}
-
 }  // namespace
 
 std::string Spec::key_of(const std::string& field) const {
   for (const auto& [f, k] : sources)
     if (f == field) return k;
   return "param." + field;
+}
+
+const config::Config& Spec::config() const {
+  XPAND_CHECK(cfg != nullptr, "layer {}: option read from a Spec not resolved from a config (spec_for)", layer);
+  return *cfg;
 }
 
 void Spec::fail(const std::string& field, const std::string& msg) const {
@@ -88,28 +68,32 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
     s.sources.emplace_back(field, found);
     return found;
   };
-  s.kind = cfg.get_string(source("kind"));
-  s.factor = cfg.get_float(source("factor"));
-  s.depth = cfg.get_int(source("depth"));
-  s.residual = cfg.get_string(source("residual"));
-  s.residual_every = cfg.get_int(source("residual_every"));
-  s.learnable_residual = cfg.get_bool(source("learnable_residual"));
-  s.batch_norm = cfg.get_bool(source("batch_norm"));
-  s.factor_bias = cfg.get_bool(source("factor_bias"));
-  s.conv = cfg.get_string(source("conv"));
-  s.kernels = cfg.get_ints(source("kernels"));
-  s.rank = cfg.get_int(source("rank"));
-  s.init = cfg.get_string(source("init"));
-  s.init_from = cfg.get_string(source("init_from"));
-  s.init_step = cfg.get_int(source("init_step"));
-  s.lora_alpha = cfg.get_float(source("lora_alpha"));
-  s.order = cfg.get_string(source("order"));
-  // Subspace options are the whole network's: read once from param.* (train/subspace.h).
-  // Subspace layers share one omega: its options are read once from param.* (train/subspace.h).
-  for (const char* field : {"omega_dim", "projection", "max_projection_bytes", "anchor"}) {
-    const std::string key = source(field);
-    if (key != std::string("param.") + field)
-      cfg.fail(key, fmt::format("every subspace layer shares one omega: set param.{}", field));
+  s.cfg = &cfg;
+  for (const auto& f : config::param_fields()) source(f.key);  // every option resolves to one key
+  s.kind = s.get_string("kind");
+  s.factor = s.get_float("factor");
+  s.depth = s.get_int("depth");
+  s.residual = s.get_string("residual");
+  s.residual_every = s.get_int("residual_every");
+  s.learnable_residual = s.get_bool("learnable_residual");
+  s.batch_norm = s.get_bool("batch_norm");
+  s.factor_bias = s.get_bool("factor_bias");
+  s.conv = s.get_string("conv");
+  s.kernels = s.get_ints("kernels");
+  s.rank = s.get_int("rank");
+  s.init = s.get_string("init");
+  s.init_from = s.get_string("init_from");
+  s.init_step = s.get_int("init_step");
+  s.lora_alpha = s.get_float("lora_alpha");
+  s.order = s.get_string("order");
+  // A network-wide kind's options (the subspace's shared omega) are read once, from param.*.
+  for (const auto& k : kinds()) {
+    if (!k.network_wide) continue;
+    for (const auto& d : k.options) {
+      const std::string key = s.key_of(d.key);
+      if (key != "param." + d.key)
+        cfg.fail(key, fmt::format("every {} layer shares one set of these options: set param.{}", k.name, d.key));
+    }
   }
   if (s.init_from.empty() && cfg.has("model.init_from")) {  // the network-wide source, with its step
     s.init_from = cfg.get_string("model.init_from");
@@ -137,8 +121,8 @@ void check_layer_options(const config::Config& cfg, const std::vector<std::strin
   for (const auto& l : layers) {
     Spec s = spec_for(cfg, l);
     for (const auto& [field, key] : s.sources) {
-      auto it = readers().find(field);
-      bool reads = it == readers().end() || it->second.count(s.kind) > 0;
+      const auto readers = option_readers(field);
+      const bool reads = field == "kind" || std::find(readers.begin(), readers.end(), s.kind) != readers.end();
       read[key] = read[key] || reads;
     }
   }
@@ -146,7 +130,7 @@ void check_layer_options(const config::Config& cfg, const std::vector<std::strin
     if (was_read || cfg.location(key).source == "<default>" || cfg.location(key).source == "<unset>") continue;
     std::string field = key.substr(key.rfind('.') + 1);
     std::string kinds;
-    for (const auto& k : readers().at(field)) kinds += (kinds.empty() ? "" : " or ") + k;
+    for (const auto& k : option_readers(field)) kinds += (kinds.empty() ? "" : " or ") + k;
     cfg.fail(key, fmt::format("is set but no layer it applies to has kind {}", kinds));
   }
 }

@@ -1,5 +1,8 @@
 // Per-layer parameterization options: param.<field> for every layer, overridden by
-// layers.<name or glob>.<field> (glob over the layer's dotted name, e.g. "h*.mlp.c_fc").
+// layers.<name or glob>.<field> (glob over the layer's dotted name, e.g. "h*.mlp.c_fc"). Every
+// field of config::param_fields() (the registry's options) resolves to one key; a kind reads its
+// options with get_int / get_float / ... (the typed fields below are the built-in kinds' options,
+// read once).
 #pragma once
 #include <string>
 #include <vector>
@@ -26,6 +29,14 @@ struct Spec {
 
   // The config key that set a field for this layer ("layers.fc2.factor" or "param.factor"), for messages.
   std::string key_of(const std::string& field) const;
+  // The value of any registered option for this layer (a kind outside this file reads its own).
+  int64_t get_int(const std::string& field) const { return config().get_int(key_of(field)); }
+  double get_float(const std::string& field) const { return config().get_float(key_of(field)); }
+  bool get_bool(const std::string& field) const { return config().get_bool(key_of(field)); }
+  std::string get_string(const std::string& field) const { return config().get_string(key_of(field)); }
+  std::vector<int64_t> get_ints(const std::string& field) const { return config().get_ints(key_of(field)); }
+  const config::Config* cfg = nullptr;   // the config the spec was resolved from (outlives it)
+  const config::Config& config() const;  // *cfg; an internal error for a spec built by hand
   // Throws ConfigError "<key> (layer <layer>): <msg>" for an option this layer cannot take.
   [[noreturn]] void fail(const std::string& field, const std::string& msg) const;
   std::vector<std::pair<std::string, std::string>> sources;  // field -> key

@@ -14,9 +14,7 @@ AsyncRunWriter::AsyncRunWriter(std::unique_ptr<RunWriter> writer, size_t max_que
   if (!writer_) throw StoreError("xpand store: AsyncRunWriter needs a writer");
   // HDF5 calls from two threads need a thread-safe build (Debian's is); without one every job runs
   // on the posting thread instead.
-  hbool_t safe = 0;
-  H5is_library_threadsafe(&safe);
-  inline_ = !safe;
+  inline_ = !hdf5_threadsafe();
   if (!inline_) thread_ = std::thread([this] { loop(); });
 }
 

@@ -20,6 +20,7 @@
 
 #include "core/log.h"
 #include "core/signals.h"
+#include "store/columns.h"
 #include "store/run_file.h"
 
 namespace xpand::store {
@@ -69,8 +70,8 @@ std::string attr_text(const RunReader& r, const std::string& name) {
 
 namespace {
 // Whether the run file's status attribute is a string equal to value.
-bool status_is(const RunReader& r, const char* value) {
-  return r.has_attr("status") && r.dtype_attr("status") == "string" && r.attr_string("status") == value;
+bool status_is(const RunReader& r, RunStatus value) {
+  return r.has_attr("status") && r.dtype_attr("status") == "string" && status_parse(r.attr_string("status")) == value;
 }
 }  // namespace
 
@@ -87,7 +88,7 @@ std::vector<SnapshotRef> snapshot_list(const RunReader& r) {
   // Snapshots are written one after another, so only the newest can be half-written, and only in a
   // run that did not complete. The writer sets the group's `layers` attribute (the number of layer
   // groups) after its last layer; files without it are judged by their contents.
-  if (!out.empty() && !status_is(r, "completed")) {
+  if (!out.empty() && !status_is(r, RunStatus::Completed)) {
     SnapshotRef& last = out.back();
     try {
       const auto layers = r.children(last.group);
@@ -130,7 +131,7 @@ void run_validate(const RunReader& r, const std::string& path) {
   auto bad = [&](const std::string& what) { throw StoreError("xpand store: " + path + ": " + what); };
   // A live file's columns are extended one after another (and a killed writer may stop between
   // two): a running run's tables may be ragged, and readers use their common length.
-  const bool live = status_is(r, "running");
+  const bool live = status_is(r, RunStatus::Running);
   if (r.dtype_attr("schema_version") != "int")
     bad("attribute schema_version is not an integer (not an xpand run file?)");
   const double version = r.attr_double("schema_version");
@@ -160,7 +161,7 @@ void run_validate(const RunReader& r, const std::string& path) {
   if (r.has_object("/snapshots")) {
     // The newest snapshot of a run that did not complete may be half-written: its layers appear one
     // after another (a live reader sees them come), and a killed or failed writer may stop between two.
-    const bool completed = status_is(r, "completed");
+    const bool completed = status_is(r, RunStatus::Completed);
     const std::vector<std::string> snapshots = r.children("/snapshots");
     for (const auto& name : snapshots) {
       const bool may_be_partial = !completed && name == snapshots.back();
@@ -205,7 +206,7 @@ RunSummary summary_read(const std::string& run_path) {
                      " is newer than this xpand reads (" + std::to_string(kRunSchemaVersion) + "); update xpand");
   s.run_id = r.attr_string("run_id");
   s.status = r.attr_string("status");
-  s.live = s.status == "running";
+  s.live = status_parse(s.status) == RunStatus::Running;
   s.name = r.has_attr("name") ? r.attr_string("name") : "";
   s.error = r.has_attr("error") ? r.attr_string("error") : "";
   if (r.has_attr("total_steps")) s.total_steps = int64_t(r.attr_double("total_steps"));
@@ -329,7 +330,7 @@ std::map<std::string, std::pair<FileStamp, RunSummary>> previous_rows(const std:
     for (size_t i = 0; i < n; ++i) {
       RunSummary s;
       s.run_id = ids[i], s.status = status[i], s.path = paths[i], s.error = errors[i];
-      s.live = s.status == "running";
+      s.live = status_parse(s.status) == RunStatus::Running;
       s.steps = int64_t(steps[i]), s.total_steps = int64_t(total[i]);
       s.train_loss = trl[i], s.train_acc = tra[i], s.test_loss = tel[i], s.test_acc = tea[i];
       s.wall_seconds = wall[i];

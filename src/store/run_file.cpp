@@ -494,6 +494,12 @@ void RunWriter::reopen() {
     }
 }
 
+bool hdf5_threadsafe() {
+  hbool_t safe = 0;
+  H5is_library_threadsafe(&safe);
+  return safe > 0;
+}
+
 std::string hdf5_version() {
   unsigned maj = 0, min = 0, rel = 0;
   H5get_libversion(&maj, &min, &rel);

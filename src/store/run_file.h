@@ -18,6 +18,8 @@ struct StoreError : std::runtime_error {
 
 // The HDF5 library's version, "1.10.8".
 std::string hdf5_version();
+// Whether this HDF5 build may be called from two threads (Debian's is thread-safe).
+bool hdf5_threadsafe();
 
 // Makes a freshly written file durable under its final name: fsync(tmp), rename(tmp, path),
 // fsync(directory). A reader sees either the old file at `path` or the complete new one.

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/host.h"
 #include "core/log.h"
 
 namespace xpand::sweep {
@@ -50,12 +51,6 @@ bool create_exclusive(const std::string& path, const std::string& owner) {
   ::close(fd);
   if (w != ssize_t(text.size())) throw Error(fmt::format("cannot write claim {}", path));
   return true;
-}
-
-std::string this_host() {
-  char buf[256] = {0};
-  ::gethostname(buf, sizeof buf - 1);
-  return buf;
 }
 
 // Where a pid means this process: the boot and the pid namespace (containers sharing a hostname
@@ -96,7 +91,7 @@ bool owner_dead_here(const std::string& path) {
   std::vector<std::string> f;
   std::istringstream parts(owner);
   for (std::string x; std::getline(parts, x, '|');) f.push_back(x);
-  if (f.size() != 5 || f[0] != this_host() || f[3] != pid_space()) return false;
+  if (f.size() != 5 || f[0] != hostname() || f[3] != pid_space()) return false;
   long pid = 0;
   try {
     pid = std::stol(f[1]);
@@ -118,7 +113,7 @@ bool stale(const std::string& path, double lease_seconds) {
 }  // namespace
 
 std::string owner_id(const std::string& group) {
-  return fmt::format("{}|{}|{}|{}|{}", this_host(), ::getpid(), group, pid_space(), start_time(::getpid()));
+  return fmt::format("{}|{}|{}|{}|{}", hostname(), ::getpid(), group, pid_space(), start_time(::getpid()));
 }
 
 // The owner line of the claim file at path ("" when there is none).

@@ -2,7 +2,6 @@
 #include "sweep/runner.h"
 
 #include <fmt/format.h>
-#include <hdf5.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/host.h"
 #include "core/log.h"
 #include "core/signals.h"
 #include "core/timer.h"
@@ -28,6 +28,7 @@
 #include "store/run_file.h"
 #include "sweep/claim.h"
 #include "train/optim.h"
+#include "train/settings.h"
 #include "train/subspace.h"
 #include "train/trainer.h"
 
@@ -52,13 +53,6 @@ std::string file_status(const Point& p) {
   }
 }
 
-std::string duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  if (s < 90) return fmt::format("{:.0f}s", s);
-  if (s < 5400) return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60));
-  return fmt::format("{:.0f}h{:02.0f}m", std::floor(s / 3600), std::fmod(s / 60, 60));
-}
-
 // Progress of the whole sweep (every group and job sharing the output directory), shown by world
 // rank 0 from a thread of its own so that it keeps coming while a long point trains: a live bar on
 // a terminal (redrawn each second, files rescanned every few seconds), a log line every `every`
@@ -74,8 +68,7 @@ class Progress {
         force_(force),
         final_(spec.points.size(), false),
         redo_(spec.points.size(), false) {
-    hbool_t safe = 0;
-    H5is_library_threadsafe(&safe);
+    const bool safe = store::hdf5_threadsafe();
     tty_ = log::stderr_is_tty();
     scan(true);
     // Without a thread-safe HDF5 no second thread may open run files: tick() from the sweep loop.
@@ -200,20 +193,13 @@ std::vector<PointCost> sweep_costs(const Spec& spec) {
     if (it == datasets.end()) it = datasets.emplace(key, data::dataset_load(p.cfg, torch::kCPU)).first;
     const data::Dataset& ds = it->second;
     torch::manual_seed(p.cfg.get_int("seed"));
-    model::NetworkPtr net;
-    {
-      param::ShapeOnlyScope shapes_only;  // costs come from shapes: no weight is allocated
-      net = model::network_build(p.cfg, ds, param::factory_from_config(p.cfg));
-    }
+    model::NetworkPtr net = train::network_shapes(p.cfg, ds);  // from shapes: no weight allocated
     const int64_t batch = p.cfg.get_int("data.batch_size");
     auto rep = model::network_report(*net, batch);
     PointCost c;
     c.flops_per_step = rep.flops;
-    const int64_t spe = ds.steps_per_epoch(batch);
-    int64_t total = static_cast<int64_t>(std::ceil(p.cfg.get_float("train.epochs") * double(spe)));
-    if (p.cfg.get_int("train.max_steps") > 0)
-      total = p.cfg.get_float("train.epochs") > 0 ? std::min(total, p.cfg.get_int("train.max_steps"))
-                                                  : p.cfg.get_int("train.max_steps");
+    // The run's own settings (one rank: the group's size is checked when it trains).
+    const int64_t total = train::read_settings(p.cfg, ds, 1).total;
     c.steps = total;
     // Schedule errors (warmup longer than the run) surface here, before anything trains.
     (void)train::Schedule::from_config(p.cfg, std::max<int64_t>(total, 1));
@@ -325,11 +311,12 @@ int sweep_run(const Spec& spec, const RunnerOptions& o) {
     Timer t;
     try {
       train::RunResult r = train::run_train(p.cfg, ro);
-      if (r.status == "diverged") code = std::max(code, int(kExitDiverged));
-      if (r.status == "preempted") preempted = true;
+      if (r.status == store::RunStatus::Diverged) code = std::max(code, int(kExitDiverged));
+      if (r.status == store::RunStatus::Preempted) preempted = true;
       if (leader)
-        log::info_all("group {}: {} {} in {}{}", group.index, p.run_id, r.status, duration(t.seconds()),
-                      r.status == "completed" ? fmt::format(" ({:.4f} test acc)", r.final_eval.test_acc) : "");
+        log::info_all(
+            "group {}: {} {} in {}{}", group.index, p.run_id, store::status_name(r.status), duration(t.seconds()),
+            r.status == store::RunStatus::Completed ? fmt::format(" ({:.4f} test acc)", r.final_eval.test_acc) : "");
     } catch (const train::RunBusyError& e) {
       // Another live process trains this point (its claim lapsed while it was stopped, and this
       // group took the claim over): not a failure; the point is looked at again later.

@@ -101,16 +101,14 @@ void checkpoint_save(const std::string& path, const CheckpointInfo& info, model:
                      const std::vector<torch::Tensor>& params, torch::optim::Optimizer& opt,
                      const ExpandSchedule& expand, dist::Communicator& group, int compression,
                      const NamedTensors& extra) {
-  // Every rank's CPU generator state, gathered on rank 0 (a sum of rows each rank fills alone).
+  // Every rank's CPU generator state, gathered (rank 0 writes them).
   torch::Tensor mine;
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     mine = gen.get_state().clone();
   }
-  torch::Tensor all = torch::zeros({group.size(), mine.numel()}, torch::kFloat64);
-  all[group.rank()].copy_(mine.to(torch::kFloat64));
-  if (group.size() > 1) group.allreduce(all, dist::ReduceOp::Sum, "checkpoint RNG states");
+  const torch::Tensor all = group.allgather(mine.contiguous(), "checkpoint RNG states");
   if (group.rank() != 0) return;
 
   const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "store/columns.h"
+
 namespace xpand::train {
 
 struct StepMetrics {
@@ -30,6 +32,15 @@ struct EvalMetrics {
   double collapse_error = 0;  // max |f_collapsed - f| / max |f| on an evaluation batch
   // data.focus_classes: test accuracy on the focus classes and on the others (NaN when unset)
   double test_focus_acc = std::nan(""), test_rest_acc = std::nan("");
+};
+
+// How a run ended (the run file's closing attributes).
+struct RunEnd {
+  store::RunStatus status = store::RunStatus::Completed;  // completed | diverged | preempted | failed
+  std::string error;                                      // why, when not completed
+  std::string end_time;                                   // ISO 8601 UTC
+  int64_t steps = 0;                                      // optimizer steps taken
+  double wall_seconds = std::nan("");                     // set-up to end (NaN when the run failed)
 };
 
 // What a run is, for provenance and headers.
@@ -71,9 +82,7 @@ class MetricSink {
   virtual void on_snapshot(int64_t step, const std::vector<Tensor>& weights) {}
   // Before a checkpoint: everything emitted so far must be on disk when this returns.
   virtual void on_checkpoint(int64_t step) {}
-  // status: completed | diverged | failed; error: message when not completed.
-  virtual void on_end(const std::string& status, const std::string& error,
-                      const std::map<std::string, std::string>& attrs) {}
+  virtual void on_end(const RunEnd& end) {}
 };
 
 std::unique_ptr<MetricSink> console_sink(int64_t log_every);

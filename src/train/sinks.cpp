@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/host.h"
 #include "core/log.h"
 #include "core/timer.h"
 #include "param/analysis.h"
@@ -21,13 +22,6 @@
 namespace xpand::train {
 
 namespace {
-
-std::string duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  if (s < 90) return fmt::format("{:.0f}s", s);
-  if (s < 5400) return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60));
-  return fmt::format("{:.0f}h{:02.0f}m", std::floor(s / 3600), std::fmod(s / 60, 60));
-}
 
 class ConsoleSink : public MetricSink {
  public:
@@ -59,11 +53,11 @@ class ConsoleSink : public MetricSink {
                 info_.focus ? fmt::format(" (focus {:.4f}, rest {:.4f})", e.test_focus_acc, e.test_rest_acc) : "",
                 e.collapse_error);
   }
-  void on_end(const std::string& status, const std::string& error, const std::map<std::string, std::string>&) override {
-    if (status == "completed")
+  void on_end(const RunEnd& end) override {
+    if (end.status == store::RunStatus::Completed)
       log::info("run {} completed in {}", info_.run_id, duration(timer_.seconds()));
     else
-      log::warn("run {} ended with status {}: {}", info_.run_id, status, error);
+      log::warn("run {} ended with status {}: {}", info_.run_id, store::status_name(end.status), end.error);
   }
 
  private:
@@ -77,10 +71,22 @@ class ConsoleSink : public MetricSink {
 // resume the kept history), switched to SWMR, then written by a background thread.
 constexpr int64_t kSchemaVersion = store::kRunSchemaVersion;
 
-const std::vector<std::string> kTrainColumns = {"step",         "epoch",     "samples",           "loss",
-                                                "lr",           "grad_norm", "time_step",         "mem_peak",
-                                                "time_compute", "time_comm", "time_comm_exposed", "comm_bytes"};
-const std::vector<std::string> kTrainIntColumns = {"step", "samples", "mem_peak", "comm_bytes"};
+std::vector<std::string> names_of(const std::vector<store::Column>& cols, bool integer_only = false) {
+  std::vector<std::string> out;
+  for (const auto& c : cols)
+    if (!integer_only || c.integer) out.push_back(c.name);
+  return out;
+}
+
+// A metric table from its column definitions, each dataset carrying its units and description.
+void add_table(store::RunWriter& w, const std::string& table, const std::vector<store::Column>& cols) {
+  w.add_table(table, names_of(cols), names_of(cols, true));
+  for (const auto& c : cols) {
+    const std::string d = "/metrics/" + table + "/" + c.name;
+    w.set_attr_at(d, "units", c.units);
+    w.set_attr_at(d, "description", c.description);
+  }
+}
 
 // An axis value as the attribute type it reads as in YAML: int64, float64 or string.
 void set_typed_attr(store::RunWriter& w, const std::string& name, const std::string& text) {
@@ -175,11 +181,9 @@ class H5Sink : public MetricSink {
     }
     w->set_attr_at("/", "axes", axis_names);
     w->set_attr("resumed_from_step", info.resume_step);
-    w->add_table("train", kTrainColumns, kTrainIntColumns);
-    std::vector<std::string> eval = {"step", "train_loss", "train_acc", "test_loss", "test_acc", "collapse_error"};
-    if (lm_) eval.insert(eval.end(), {"train_bpc", "test_bpc"});
-    if (focus_) eval.insert(eval.end(), {"test_focus_acc", "test_rest_acc"});
-    w->add_table("eval", eval);
+    add_table(*w, "train", store::train_columns());
+    add_table(*w, "eval", store::eval_columns(lm_, focus_));
+    const auto train = names_of(store::train_columns()), eval = names_of(store::eval_columns(lm_, focus_));
     int64_t resumes = 0;
     if (resume) {
       std::vector<std::string> snapshots;
@@ -187,7 +191,7 @@ class H5Sink : public MetricSink {
         store::RunReader old(info.resume_from);
         if (old.has_attr("start_time")) w->set_attr("start_time", old.attr_string("start_time"));
         resumes = old.has_attr("resumes") ? int64_t(old.attr_double("resumes")) + 1 : 1;
-        copy_rows(old, *w, "train", kTrainColumns, info.resume_step);
+        copy_rows(old, *w, "train", train, info.resume_step);
         copy_rows(old, *w, "eval", eval, info.resume_step);
         if (old.has_object("/snapshots"))
           for (const auto& name : old.children("/snapshots"))
@@ -208,6 +212,7 @@ class H5Sink : public MetricSink {
   }
 
   void on_step(const StepMetrics& m) override {
+    // In the order of store::train_columns().
     std::vector<double> row = {double(m.step), m.epoch,     double(m.samples),   m.loss,
                                m.lr,           m.grad_norm, m.time_step,         double(m.mem_peak),
                                m.time_compute, m.time_comm, m.time_comm_exposed, double(m.comm_bytes)};
@@ -215,6 +220,7 @@ class H5Sink : public MetricSink {
   }
 
   void on_eval(const EvalMetrics& e) override {
+    // In the order of store::eval_columns().
     std::vector<double> row = {double(e.step), e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.collapse_error};
     if (lm_) row.insert(row.end(), {e.train_loss / std::log(2.0), e.test_loss / std::log(2.0)});
     if (focus_) row.insert(row.end(), {e.test_focus_acc, e.test_rest_acc});
@@ -259,22 +265,16 @@ class H5Sink : public MetricSink {
 
   void on_checkpoint(int64_t) override { writer_->sync(); }
 
-  void on_end(const std::string& status, const std::string& error,
-              const std::map<std::string, std::string>& attrs) override {
+  void on_end(const RunEnd& end) override {
     if (!writer_) return;
     writer_->post(
-        [attrs, error, status](store::RunWriter& w) {
-          for (const auto& [k, v] : attrs) {
-            if (k == "steps")
-              w.set_attr(k, int64_t(std::atoll(v.c_str())));
-            else if (k == "wall_seconds")
-              w.set_attr(k, std::atof(v.c_str()));
-            else
-              w.set_attr(k, v);
-          }
-          w.set_attr("error", error);
+        [end](store::RunWriter& w) {
+          w.set_attr("end_time", end.end_time);
+          w.set_attr("steps", end.steps);
+          if (end.status != store::RunStatus::Failed) w.set_attr("wall_seconds", end.wall_seconds);
+          w.set_attr("error", end.error);
           w.flush();
-          w.set_attr("status", status);  // last, after everything else is on disk
+          w.set_attr("status", std::string(store::status_name(end.status)));  // last, after everything else is on disk
           w.flush();
         },
         0, true);

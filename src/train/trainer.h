@@ -11,13 +11,11 @@
 #include "core/error.h"
 #include "dist/comm.h"
 #include "model/network.h"
+#include "store/columns.h"
 #include "train/metrics.h"
+#include "train/network_init.h"
 
 namespace xpand::train {
-
-// train.freeze: parameters whose names match one of the glob patterns stop requiring gradients;
-// ConfigError naming train.freeze (and listing the parameters) for a pattern that matches none.
-void freeze_parameters(const config::Config& cfg, model::Network& net);
 
 // run_train found the run locked by another live process (it is training that run now): not a
 // failure of the run, and the sweep leaves the point to that process.
@@ -42,8 +40,9 @@ struct RunOptions {
 
 struct RunResult {
   std::string run_id, path;
-  std::string status;        // completed | diverged | skipped (already completed)
-  int64_t resumed_from = 0;  // the checkpoint step training continued from (0: from scratch)
+  store::RunStatus status =
+      store::RunStatus::Running;  // completed | diverged | preempted | skipped (already completed)
+  int64_t resumed_from = 0;       // the checkpoint step training continued from (0: from scratch)
   int64_t steps = 0;
   double wall_seconds = 0;
   int64_t mem_peak = 0;  // peak resident set size during training (bytes)

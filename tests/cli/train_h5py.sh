@@ -84,6 +84,28 @@ step "read_run.py --require-schema: train=$STEPS rows, eval=$EVAL_ROWS rows, sta
   fail "read_run.py rejected $FILE"
 ok "read_run.py accepted the file"
 
+step "every metric column carries units and a description, and docs/FORMAT.md lists it with the same units"
+"$PYTHON" - "$FILE" "$SRC/docs/FORMAT.md" <<'PY' || fail "metric column attributes or docs/FORMAT.md disagree"
+import re, sys
+import h5py
+doc = {}
+for table, col, units in re.findall(r"^\| (train|eval) \| `(\w+)` \| \w+ \| ([^|]+) \|", open(sys.argv[2]).read(), re.M):
+    doc[(table, col)] = units.strip()
+with h5py.File(sys.argv[1], "r") as f:
+    seen = 0
+    for table in ("train", "eval"):
+        for col, d in f["metrics"][table].items():
+            units, desc = d.attrs.get("units"), d.attrs.get("description")
+            if isinstance(units, bytes): units = units.decode()
+            assert units and desc, f"/metrics/{table}/{col}: units {units!r}, description {desc!r}"
+            assert (table, col) in doc, f"/metrics/{table}/{col} is not in docs/FORMAT.md's column table"
+            assert doc[(table, col)] == units, f"/metrics/{table}/{col}: units {units!r} in the file, {doc[(table, col)]!r} in the docs"
+            seen += 1
+    assert seen >= 18, seen
+print(f"  {seen} columns, each with units and description, each in docs/FORMAT.md")
+PY
+ok "column attributes match docs/FORMAT.md"
+
 step "h5py: attributes, metrics columns and snapshots"
 "$PYTHON" - "$FILE" "$NAME" "$STEPS" "$EVAL_EVERY" "$SNAPSHOT_EVERY" "$LR" "$WIDTHS" "$BATCH" <<'PY' ||
 import sys

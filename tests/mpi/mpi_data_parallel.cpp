@@ -211,6 +211,9 @@ TEST(Reducer, BucketsSumEveryRanksGradients) {
       loss.backward();
     }
     auto stats = reducer.finish();
+    // The hooks went on once, at the first arm; the second step (same tensors) added none, and its
+    // unarmed first micro-batch left no trace in the sums below.
+    EXPECT_EQ(reducer.hook_registrations(), int64_t(sizes.size())) << "micro " << micro;
     ASSERT_GE(reducer.layout().size(), 5u);
     int64_t nonempty = 0, total = 0;
     for (const auto& b : reducer.layout()) nonempty += b.numel > 0, total += b.numel;
@@ -226,6 +229,26 @@ TEST(Reducer, BucketsSumEveryRanksGradients) {
       EXPECT_TRUE(torch::allclose(params[i].grad(), want, 1e-6, 0)) << "tensor " << i << " micro " << micro;
     }
   }
+}
+
+// Another list of tensors (an expansion schedule switching layers) moves the hooks to it.
+TEST(Reducer, NewTensorsMoveTheHooks) {
+  auto comm = test::world().comm;
+  dist::Reducer reducer(comm, {25, 1});
+  auto a = torch::zeros({3}, torch::requires_grad()), b = torch::zeros({4}, torch::requires_grad());
+  for (int step = 0; step < 2; ++step) {
+    reducer.arm({a});
+    (a * 2.0).sum().backward();
+    reducer.finish();
+  }
+  EXPECT_EQ(reducer.hook_registrations(), 1);
+  a.mutable_grad() = torch::Tensor();
+  reducer.arm({b});
+  (a.sum() + (b * 3.0).sum()).backward();  // a's old hook must not fire into b's step
+  reducer.finish();
+  EXPECT_EQ(reducer.hook_registrations(), 2);
+  EXPECT_TRUE(torch::allclose(b.grad(), torch::full({4}, 3.0 * comm->size())));
+  EXPECT_TRUE(torch::allclose(a.grad(), torch::full({3}, 1.0)));  // not reduced: this rank's own
 }
 
 TEST(Reducer, LayoutRules) {

@@ -1,0 +1,73 @@
+// The one path a step's gradients take, from backward to the optimizer, on one rank or many:
+//
+//   begin_step()           gradients cleared; each cut layer's W_eff computed once into a leaf
+//   forward, backward      (micro-batches; the last one armed so buckets all-reduce while backward runs)
+//   reduce()               the cut's tensors summed over the group by dist::Reducer, then carried
+//                          back to the trained tensors (W_eff -> factors; dL/dtheta -> dL/domega)
+//   optimizer step, after_optimizer_step()
+//
+// Two cuts implement it: LayerCut (each layer's narrowest exact cut, dist.cut: auto | planned |
+// raw) and SubspaceCut (the omega-subspace: d numbers instead of the network's D, train/subspace.h).
+// make_trainables() picks the cut from the config and returns the optimizer's tensors with it.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "dist/comm.h"
+#include "dist/reducer.h"
+#include "model/network.h"
+#include "train/checkpoint.h"
+#include "train/settings.h"
+
+namespace xpand::train {
+
+class GradientPath {
+ public:
+  GradientPath(dist::CommPtr comm, const TrainSettings& s);
+  virtual ~GradientPath() = default;
+
+  // Before the step's first forward; `micro_rows`: rows of this rank's micro-batches.
+  void begin_step(int64_t micro_rows) { begin(micro_rows); }
+  // Before the backward of the step's last micro-batch: the reducer collects the gradients that
+  // complete the step and starts each bucket's all-reduce as backward fills it (ranks > 1).
+  void before_last_backward();
+  // After backward: every trained tensor holds its gradient of the global batch (summed over the
+  // group). Returns the step's communication.
+  dist::ReduceStats reduce();
+  virtual void after_optimizer_step() {}
+
+  // dist.cut as applied: auto | planned | raw (raw on one rank and for the subspace).
+  virtual std::string cut_mode() const = 0;
+  const dist::Reducer& reducer() const { return reducer_; }
+
+ protected:
+  virtual void begin(int64_t micro_rows) = 0;
+  // The tensors whose .grad() the reducer sums, in the order backward produces them.
+  virtual std::vector<torch::Tensor> tensors() = 0;
+  virtual void prepare() {}  // after backward, before the reduction
+  virtual void finish() {}   // after the reduction
+  int world() const { return comm_->size(); }
+
+ private:
+  dist::CommPtr comm_;
+  dist::Reducer reducer_;
+};
+
+// What the optimizer trains and how its gradients travel.
+struct Trainables {
+  std::vector<torch::Tensor> params;  // the optimizer's tensors
+  NamedTensors extra;                 // what checkpoints keep besides the network (omega)
+  std::unique_ptr<GradientPath> path;
+  int64_t count() const;  // trainable scalars
+};
+
+// Applies train.freeze, then builds the cut: SubspaceCut when some layer has kind subspace, else
+// LayerCut. The network's current values are the subspace's theta0.
+Trainables make_trainables(const config::Config& cfg, model::Network& net, const TrainSettings& s,
+                           const dist::CommPtr& comm);
+
+}  // namespace xpand::train
