@@ -25,7 +25,7 @@ std::vector<std::string> Communicator::allgather_strings(const std::string& mine
   auto lengths = allgather(torch::full({1}, int64_t(mine.size()), torch::kInt64), what + " (lengths)");
   const int64_t longest = lengths.max().item<int64_t>();
   auto bytes = torch::zeros({longest}, torch::kUInt8);
-  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  if (!mine.empty()) std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
   auto all = allgather(bytes, what).cpu().contiguous();
   std::vector<std::string> out;
   for (int r = 0; r < size(); ++r)

@@ -77,9 +77,9 @@ void Reducer::arm(const std::vector<torch::Tensor>& tensors) {
   works_.assign(layout_.size(), nullptr);
   stats_ = ReduceStats{};
   armed_ = true;
-  // The hooks stay registered while the list holds the same tensors (every step of a run, unless
-  // an expansion schedule changes what trains): registered once, they ignore the backward passes
-  // of unarmed micro-batches.
+  // The hooks stay registered while the list holds the same tensors (every step of a run; the
+  // rotate schedule detach()es them when it switches layers): registered once, they ignore the
+  // backward passes of unarmed micro-batches.
   std::vector<const void*> ids;
   for (const auto& t : tensors) ids.push_back(t.unsafeGetTensorImpl());
   if (ids == attached_) return;
@@ -98,6 +98,14 @@ void Reducer::arm(const std::vector<torch::Tensor>& tensors) {
     hooks_.push_back(std::move(h));
     ++registrations_;
   }
+}
+
+void Reducer::detach() {
+  std::lock_guard<std::mutex> lock(m_);
+  XPAND_CHECK(!armed_, "Reducer::detach called while armed");
+  for (auto& h : hooks_) h->accumulator->del_post_hook(h->key);
+  hooks_.clear();
+  attached_.clear();
 }
 
 void Reducer::on_ready(size_t i) {

@@ -56,6 +56,10 @@ class Reducer {
 
   const std::vector<BucketSpan>& layout() const { return layout_; }
   const CommPtr& comm() const { return comm_; }
+  // Drops the hooks: the next arm() registers them again. For tensors whose shape changed in place
+  // (set_data: the rotate schedule collapsing and re-expanding a layer), whose gradient
+  // accumulators must not outlive the step (autograd would keep their old shape).
+  void detach();
   // Autograd hooks registered so far: one per tensor when a list is first armed, none for later
   // steps over the same tensors.
   int64_t hook_registrations() const { return registrations_; }

@@ -55,6 +55,7 @@ KindInfo subspace_kind() {
   k.name = "subspace";
   k.doc = "dense layers whose parameters move together in theta0 + P omega (train/subspace.h)";
   k.network_wide = true;  // every subspace layer shares one omega
+  k.shared_what = "omega";
   k.options = {
       key_range(key_def("omega_dim", Type::Int, "100",
                         "subspace: dimension d of omega (theta = theta0 + P omega; the network's parameters are D)"),

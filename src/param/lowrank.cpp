@@ -36,12 +36,13 @@ LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
 }
 
 void LowRank::init_from_weights(const torch::Tensor& w0) {
-  // The best rank-r approximation (truncated SVD, in float64): B = U_r sqrt(S_r), C = sqrt(S_r) V_r^T.
+  // The best rank-r approximation (truncated SVD, in float64): B = U_r sqrt(S_r), C = sqrt(S_r) V_r^T,
+  // rounded to float32 as xpand has always built them (a float64 run gets those values widened).
   torch::NoGradGuard ng;
   auto [u, s, vh] = torch::linalg_svd(w0.to(torch::kFloat64), /*full_matrices=*/false);
   auto root = s.slice(0, 0, rank_).sqrt();
-  b_.copy_(u.slice(1, 0, rank_) * root.unsqueeze(0));
-  c_.copy_(root.unsqueeze(1) * vh.slice(0, 0, rank_));
+  b_.copy_((u.slice(1, 0, rank_) * root.unsqueeze(0)).to(torch::kFloat32));
+  c_.copy_((root.unsqueeze(1) * vh.slice(0, 0, rank_)).to(torch::kFloat32));
 }
 
 const ChainPlan& LowRank::chain_plan_for(int64_t rows) const {
@@ -154,10 +155,13 @@ KindInfo lowrank_kind() {
   };
   k.also_reads = {"order"};
   k.make = make_linear_only<LowRank>;
+  // Only init: svd takes the weight; with model.init_from any other init is an error, and a
+  // layer's own init_from with another init is not read (train/network_init.cpp).
+  k.wants_weights = [](const Spec& spec) { return spec.init == "svd"; };
   k.init_from_weights = [](Parameterization& layer, const Spec& spec, const torch::Tensor& w0) {
     if (spec.init != "svd")
       spec.fail("init",
-                "init_from starts a lowrank layer only with init: svd (the truncated SVD of the "
+                "model.init_from starts a lowrank layer only with init: svd (the truncated SVD of the "
                 "snapshot's weight)");
     dynamic_cast<LowRank&>(layer).init_from_weights(w0);
   };
@@ -172,8 +176,11 @@ KindInfo lora_kind() {
                          0, std::numeric_limits<double>::infinity(), true)};
   k.also_reads = {"rank", "init_from", "init_step", "order"};
   k.make = make_linear_only<Lora>;
-  k.init_from_weights = [](Parameterization& layer, const Spec&, const torch::Tensor& w0) {
-    dynamic_cast<Lora&>(layer).init_from_weights(w0);
+  k.init_from_weights = [](Parameterization& layer, const Spec& spec, const torch::Tensor& w0) {
+    // W0 in the training dtype when model.init_from names the snapshot; a layer's own init_from
+    // alone gives W0 rounded to float32, as xpand has always built it (kept: no number changes).
+    const bool whole = spec.cfg && spec.cfg->has("model.init_from") && !spec.cfg->get_string("model.init_from").empty();
+    dynamic_cast<Lora&>(layer).init_from_weights(whole ? w0 : w0.to(torch::kFloat32));
   };
   return k;
 }

@@ -138,8 +138,11 @@ struct KindInfo {
   // snapshot (float64, the layer's shape; the trainer reads it). Empty: this kind cannot start from
   // a dense weight, and asking for it is a config error naming the layer's kind.
   std::function<void(Parameterization& layer, const Spec& spec, const torch::Tensor& w0)> init_from_weights;
-  // Whether the layer takes W0 only when its spec says so (lowrank: init: svd); others always do.
+  // Whether a layer's own init_from is read (lowrank: only with init: svd); empty: always. With
+  // model.init_from the hook is always called (and may refuse).
   std::function<bool(const Spec& spec)> wants_weights;
+  // What the layers of a network_wide kind share, for messages ("omega").
+  std::string shared_what = "set of options";
 };
 // Every kind: the built-ins, then those registered with RegisterKind.
 const std::vector<KindInfo>& kinds();

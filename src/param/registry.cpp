@@ -48,7 +48,13 @@ config::KeyDef order_option() {
 // "kind", the built-in kinds' options, "order", then the registered kinds' options: the order of
 // the resolved config (and so of run ids) for the built-in kinds does not depend on what else
 // registers. An option two kinds define must be defined identically.
+bool& schema_built() {
+  static bool built = false;
+  return built;
+}
+
 std::vector<config::KeyDef> param_field_defs() {
+  schema_built() = true;
   const Table& t = table();
   std::vector<config::KeyDef> out = {config::key_choices(
       config::key_def("kind", config::Type::String, "dense", "parameterization of linear and conv weights"),
@@ -74,6 +80,10 @@ const bool kFieldsProvided = (config::set_param_fields(param_field_defs), true);
 
 RegisterKind::RegisterKind(KindInfo kind) {
   XPAND_CHECK(find_kind(kind.name) == nullptr, "parameterization kind {} registered twice", kind.name);
+  XPAND_CHECK(!schema_built(),
+              "parameterization kind {} registered after the config schema was built (register "
+              "with a static RegisterKind, before main)",
+              kind.name);
   table().kinds.push_back(std::move(kind));
 }
 

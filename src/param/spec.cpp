@@ -92,7 +92,7 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
     for (const auto& d : k.options) {
       const std::string key = s.key_of(d.key);
       if (key != "param." + d.key)
-        cfg.fail(key, fmt::format("every {} layer shares one set of these options: set param.{}", k.name, d.key));
+        cfg.fail(key, fmt::format("every {} layer shares one {}: set param.{}", k.name, k.shared_what, d.key));
     }
   }
   if (s.init_from.empty() && cfg.has("model.init_from")) {  // the network-wide source, with its step
@@ -130,7 +130,9 @@ void check_layer_options(const config::Config& cfg, const std::vector<std::strin
     if (was_read || cfg.location(key).source == "<default>" || cfg.location(key).source == "<unset>") continue;
     std::string field = key.substr(key.rfind('.') + 1);
     std::string kinds;
-    for (const auto& k : option_readers(field)) kinds += (kinds.empty() ? "" : " or ") + k;
+    auto readers = option_readers(field);
+    std::sort(readers.begin(), readers.end());
+    for (const auto& k : readers) kinds += (kinds.empty() ? "" : " or ") + k;
     cfg.fail(key, fmt::format("is set but no layer it applies to has kind {}", kinds));
   }
 }

@@ -39,6 +39,9 @@ class GradientPath {
   // group). Returns the step's communication.
   dist::ReduceStats reduce();
   virtual void after_optimizer_step() {}
+  // The trained tensors changed shape in place (the rotate schedule switched layers): the reducer's
+  // hooks go, and the next step registers them on the new gradient accumulators.
+  void tensors_changed() { reducer_.detach(); }
 
   // dist.cut as applied: auto | planned | raw (raw on one rank and for the subspace).
   virtual std::string cut_mode() const = 0;

@@ -89,16 +89,23 @@ void init_from_run(const config::Config& cfg, model::Network& net, bool check_on
     const bool own_key = own && !cfg.get_string(spec.key_of("init_from")).empty();
     const std::string key = own_key ? spec.key_of("init_from") : "model.init_from";  // for messages
     try {
-      if (!from.empty()) {
-        const param::KindInfo* kind = param::find_kind(spec.kind);
+      const param::KindInfo* kind = param::find_kind(spec.kind);
+      // A layer's own init_from that its kind does not read in this configuration (lowrank without
+      // init: svd) is left alone; the plan checks only the sources kinds read themselves.
+      const bool skip = from.empty() || (own_key && kind && kind->wants_weights && !kind->wants_weights(spec)) ||
+                        (check_only && !own);
+      if (!skip) {
         if (!kind || !kind->init_from_weights)
-          spec.fail("kind", fmt::format("{} cannot start a layer of kind {} (a dense snapshot does not fix its "
-                                        "trained tensors); make the layer dense, lowrank (init: svd) or lora",
-                                        key, spec.kind));
+          spec.fail("kind", fmt::format("{} cannot start {} {} layer (a dense snapshot does not fix its factors); "
+                                        "make the layer dense, lowrank (init: svd) or lora",
+                                        key, std::string("aeiou").find(spec.kind[0]) != std::string::npos ? "an" : "a",
+                                        spec.kind));
+        if (!own_key && kind->wants_weights && !kind->wants_weights(spec))
+          kind->init_from_weights(*slot.param, spec, torch::Tensor());  // refuses: nothing is read first
         auto w0 = snapshot_array(from, step, slot.name, "weight", slot.param->shape().dims, check_only);
         if (!check_only) kind->init_from_weights(*slot.param, spec, w0);
       }
-      if (auto* b = named.find(slot.name + "_bias"); b && !model_from.empty()) {
+      if (auto* b = named.find(slot.name + "_bias"); b && !model_from.empty() && !check_only) {
         auto v = snapshot_array(model_from, model_step, slot.name, "bias", b->sizes().vec(), check_only);
         if (!check_only) b->copy_(v);
       }

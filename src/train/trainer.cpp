@@ -50,6 +50,7 @@ auto as_config_error(const config::Config& cfg, const std::string& key, F&& f) -
 
 // The training loss of one step, summed over the group, and whether any rank was asked to stop
 // (SIGTERM/SIGINT/SIGUSR1): one small all-reduce, one host sync per step.
+constexpr int kSignalSlots = 32;  // entry 0 the loss, entries 1..31 one per signal number
 struct StepTotals {
   double loss = 0;
   int signal = 0;
@@ -223,7 +224,7 @@ bool Run::open_output() {
 
 bool Run::train_step(int64_t step, StepTotals& totals) {
   Timer t;
-  expand_->before_step(step, *opt_);
+  if (expand_->before_step(step, *opt_)) train_.path->tensors_changed();
   const double lr = sched_->at(step);
   optimizer_set_lr(*opt_, lr);
   // This rank's rows of the global batch, in grad_accum micro-batches. Each micro-batch loss is
@@ -246,16 +247,20 @@ bool Run::train_step(int64_t step, StepTotals& totals) {
     loss_sum.add_(loss.detach().to(torch::kFloat64));  // on the device: no host sync per micro-batch
   }
   const dist::ReduceStats comm_stats = train_.path->reduce();
-  // The step's loss and the preemption flag, summed over the group in one message.
+  // The step's loss and the preemption requests, summed over the group in one message: entry 0 the
+  // loss, entry k the ranks asked to stop by signal k (the stop names the highest signal, as a
+  // maximum over the ranks would).
   const int sig = signals::preempt_requested();
-  auto totals_t = torch::stack({loss_sum, torch::full({}, double(sig), loss_sum.options()),
-                                torch::full({}, sig != 0 ? 1.0 : 0.0, loss_sum.options())})
-                      .to(comm_->device());
+  auto totals_t = torch::zeros({kSignalSlots}, loss_sum.options());
+  totals_t[0].copy_(loss_sum);
+  if (sig > 0 && sig < kSignalSlots) totals_t[sig].fill_(1.0);
+  totals_t = totals_t.to(comm_->device());
   if (world_ > 1) comm_->allreduce(totals_t, dist::ReduceOp::Sum, "step loss and preemption");
   totals_t = totals_t.cpu();
-  totals.loss = totals_t[0].item<double>();
-  const double asking = totals_t[2].item<double>();
-  totals.signal = asking > 0 ? int(std::lround(totals_t[1].item<double>() / asking)) : 0;
+  const auto t_host = totals_t.accessor<double, 1>();
+  totals.loss = t_host[0];
+  for (int k = kSignalSlots - 1; k > 0 && totals.signal == 0; --k)
+    if (t_host[k] > 0) totals.signal = k;
   // A tensor no gradient reached in this step gets zeros, as the reducer gives it on N ranks: the
   // optimizer steps it either way (weight decay, momentum), on one rank as on many.
   for (auto& p : train_.params)

@@ -89,8 +89,10 @@ step "every metric column carries units and a description, and docs/FORMAT.md li
 import re, sys
 import h5py
 doc = {}
-for table, col, units in re.findall(r"^\| (train|eval) \| `(\w+)` \| \w+ \| ([^|]+) \|", open(sys.argv[2]).read(), re.M):
-    doc[(table, col)] = units.strip()
+row = r"^\| (train|eval) \| `(\w+)` \| (int64|float64) \| ([^|]+) \| ((?:[^|\n]|\\\|)+) \|$"
+for table, col, typ, units, desc in re.findall(row, open(sys.argv[2]).read(), re.M):
+    doc[(table, col)] = (typ, units.strip(), desc.strip().replace("\\|", "|"))
+assert len(doc) >= 20, f"docs/FORMAT.md: only {len(doc)} rows in the column table"
 with h5py.File(sys.argv[1], "r") as f:
     seen = 0
     for table in ("train", "eval"):
@@ -99,7 +101,10 @@ with h5py.File(sys.argv[1], "r") as f:
             if isinstance(units, bytes): units = units.decode()
             assert units and desc, f"/metrics/{table}/{col}: units {units!r}, description {desc!r}"
             assert (table, col) in doc, f"/metrics/{table}/{col} is not in docs/FORMAT.md's column table"
-            assert doc[(table, col)] == units, f"/metrics/{table}/{col}: units {units!r} in the file, {doc[(table, col)]!r} in the docs"
+            if isinstance(desc, bytes): desc = desc.decode()
+            typ = "int64" if d.dtype.kind == "i" else "float64"
+            assert doc[(table, col)] == (typ, units, desc), \
+                f"/metrics/{table}/{col}: {(typ, units, desc)!r} in the file, {doc[(table, col)]!r} in the docs"
             seen += 1
     assert seen >= 18, seen
 print(f"  {seen} columns, each with units and description, each in docs/FORMAT.md")

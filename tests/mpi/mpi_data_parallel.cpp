@@ -68,6 +68,11 @@ std::vector<Net> nets() {
       {"subspace-fc2", std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
                                                "param: {omega_dim: 24, projection: fastfood}\n"
                                                "layers: {fc2: {kind: subspace}}\n"},
+      // The rotate schedule collapses and re-expands layers in place every 2 steps (tensors change
+      // shape under the reducer's hooks).
+      {"rotate-mlp", std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n"
+                                             "param: {kind: expanded, factor: 2, depth: 2}\n"
+                                             "expand: {schedule: rotate, period: 2}\n"},
       // Batch norm normalises each rank's shard on its own (as DDP without SyncBatchNorm), which is
       // not the single-rank function; the conv network is compared without it.
       {"cnn",
