@@ -52,7 +52,8 @@ XPAND_BENCH_THREADS=2 "$build/bench/bench_step" --benchmark_repetitions=7 --benc
   --benchmark_report_aggregates_only=true --benchmark_format=json 2>/dev/null | "$py" -c "$efficiency"
 
 echo; echo "## expanded / dense step (threads 2, ms)"
-em=(configs/nets/expansive-mnist.yaml --set threads=2)
+# The benchmark's fixed geometry (784-128-[128x128 + skip]-10), kept so recorded times stay comparable.
+em=(configs/nets/expansive-mnist.yaml --set threads=2 --set 'model.widths=[784,128,128,10]' --set 'model.residual=[1]')
 ex=(--set layers.fc2.kind=expanded --set layers.fc2.factor=1 --set layers.fc2.depth=20)
 flops() { "$xpand" plan "$@" --json | "$py" -c 'import json, sys; d = json.load(sys.stdin); print(d["flops_per_step"], d["act_first_flops_per_step"])'; }
 for b in 64 1024; do

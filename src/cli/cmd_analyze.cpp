@@ -1,10 +1,13 @@
-// `xpand analyze RUN.h5 [--step N] [--ranks 8,32,128] [--gd-steps 200] [--json]`: the low-rank
-// questions about one snapshot of a run's weights: per layer the spectrum (numerical, effective and
-// stable rank, top singular values) and how well rank-r products fit it (truncated SVD vs gradient descent).
+// `xpand analyze RUN.h5 [--step N] [--ranks 8,32,128] [--gd-steps 200] [--error-threshold E] [--json]`:
+// the low-rank questions about one snapshot of a run's weights: per layer the spectrum (numerical,
+// entropy and stable rank, with --error-threshold the low-rank notebook's threshold rank, top
+// singular values) and how well rank-r products fit it (truncated SVD vs gradient descent; relative
+// and absolute Frobenius errors).
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <memory>
 
@@ -32,6 +35,7 @@ struct LayerResult {
   std::vector<double> top;           // up to 5 largest singular values
   std::vector<param::RankFit> fits;  // requested ranks ≤ min(m, n)
   std::vector<int64_t> skipped;      // requested ranks > min(m, n)
+  int64_t threshold_rank = -1;       // with --error-threshold: smallest r with ‖W − W_r‖_F <= it
 };
 
 using Snapshot = store::SnapshotRef;
@@ -54,7 +58,8 @@ torch::ScalarType run_dtype(const store::RunReader& r, std::string* name) {
 }
 
 LayerResult analyze_layer(const store::RunReader& r, const Snapshot& snap, const std::string& layer,
-                          torch::ScalarType dtype, const std::vector<int64_t>& ranks, int64_t gd_steps) {
+                          torch::ScalarType dtype, const std::vector<int64_t>& ranks, int64_t gd_steps,
+                          double threshold) {
   LayerResult out;
   out.name = layer;
   const std::string path = snap.group + "/" + layer + "/weight";
@@ -75,6 +80,7 @@ LayerResult analyze_layer(const store::RunReader& r, const Snapshot& snap, const
   try {
     out.spec = param::spectrum(w);
     out.fits = param::rank_fits(w, fit_ranks, gd_steps, 0);
+    if (threshold >= 0) out.threshold_rank = param::threshold_rank(w, threshold);
   } catch (const DataError& e) {
     throw DataError(
         fmt::format("{}: snapshot {} layer '{}': {} (try an earlier --step)", r.path(), snap.step, layer, e.what()));
@@ -89,32 +95,36 @@ std::string shape_cell(const LayerResult& l) {
 }
 
 void print_table(const std::string& file, const std::string& run_id, const Snapshot& snap,
-                 const std::vector<Snapshot>& snaps, const std::string& dtype, int64_t gd_steps,
+                 const std::vector<Snapshot>& snaps, const std::string& dtype, int64_t gd_steps, double threshold,
                  const std::vector<LayerResult>& layers) {
   fmt::print("# {} ({}): snapshot at step {} (snapshots: {})\n", run_id, file, snap.step,
              store::snapshot_steps_str(snaps));
   fmt::print(
-      "# spectrum: numerical rank at {} precision (tol = max(m,n)·eps·σ_max); effective rank = exp(entropy "
-      "of σ/Σσ); stable rank = ‖W‖_F²/‖W‖_2²\n",
-      dtype);
-  fmt::print("{:<24} {:<22} {:>8} {:>8} {:>9} {:>9}  {}\n", "layer", "shape", "rank", "min(m,n)", "eff.rank", "stable",
-             "top-5 singular values");
+      "# spectrum: numerical rank at {} precision (tol = max(m,n)·eps·σ_max); entropy rank = exp(entropy "
+      "of σ/Σσ); stable rank = ‖W‖_F²/‖W‖_2²{}\n",
+      dtype,
+      threshold >= 0
+          ? fmt::format("; threshold rank = smallest r with ‖W − W_r‖_F <= {:g} (the low-rank notebook's)", threshold)
+          : "");
+  fmt::print("{:<24} {:<22} {:>8} {:>8} {:>9} {:>9} {:>9}  {}\n", "layer", "shape", "rank", "min(m,n)", "ent.rank",
+             "stable", "thr.rank", "top-5 singular values");
   for (const auto& l : layers) {
     std::vector<std::string> top;
     for (double s : l.top) top.push_back(fmt::format("{:.4g}", s));
-    fmt::print("{:<24} {:<22} {:>8} {:>8} {:>9.2f} {:>9.2f}  {}\n", l.name, shape_cell(l), l.spec.numerical_rank,
-               std::min(l.m, l.n), l.spec.effective_rank, l.spec.stable_rank, fmt::join(top, " "));
+    fmt::print("{:<24} {:<22} {:>8} {:>8} {:>9.2f} {:>9.2f} {:>9}  {}\n", l.name, shape_cell(l), l.spec.numerical_rank,
+               std::min(l.m, l.n), l.spec.effective_rank, l.spec.stable_rank,
+               l.threshold_rank >= 0 ? std::to_string(l.threshold_rank) : "-", fmt::join(top, " "));
   }
   fmt::print(
-      "\n# rank-r fits: relative Frobenius error of the truncated SVD (the optimum) and of {} alternating "
-      "gradient steps on B·C (seed 0); compression = m·n / (r·(m+n))\n",
+      "\n# rank-r fits: Frobenius error ‖W − W_r‖_F, relative (/‖W‖_F) and absolute, of the truncated SVD (the "
+      "optimum) and of {} alternating gradient steps on B·C (seed 0); compression = m·n / (r·(m+n))\n",
       gd_steps);
-  fmt::print("{:<24} {:<22} {:>6} {:>11} {:>11} {:>11}\n", "layer", "shape", "r", "svd_error", "gd_error",
-             "compression");
+  fmt::print("{:<24} {:<22} {:>6} {:>11} {:>11} {:>12} {:>12} {:>11}\n", "layer", "shape", "r", "svd_error", "gd_error",
+             "svd_abs", "gd_abs", "compression");
   for (const auto& l : layers) {
     for (const auto& f : l.fits)
-      fmt::print("{:<24} {:<22} {:>6} {:>11.6f} {:>11.6f} {:>11.3f}\n", l.name, shape_cell(l), f.rank, f.svd_error,
-                 f.gd_error, f.compression);
+      fmt::print("{:<24} {:<22} {:>6} {:>11.6f} {:>11.6f} {:>12.6g} {:>12.6g} {:>11.3f}\n", l.name, shape_cell(l),
+                 f.rank, f.svd_error, f.gd_error, f.svd_abs_error, f.gd_abs_error, f.compression);
     for (int64_t r : l.skipped)
       fmt::print("{:<24} {:<22} {:>6}  skipped: r > min(m,n) = {}\n", l.name, shape_cell(l), r, std::min(l.m, l.n));
   }
@@ -122,27 +132,31 @@ void print_table(const std::string& file, const std::string& run_id, const Snaps
 
 void print_json(const std::string& file, const std::string& run_id, const Snapshot& snap,
                 const std::vector<Snapshot>& snaps, const std::string& dtype, const std::vector<int64_t>& ranks,
-                int64_t gd_steps, const std::vector<LayerResult>& layers) {
+                int64_t gd_steps, double threshold, const std::vector<LayerResult>& layers) {
   std::vector<int64_t> steps;
   for (const auto& s : snaps) steps.push_back(s.step);
   fmt::print(
       "{{\n  \"file\": {},\n  \"run_id\": {},\n  \"step\": {},\n  \"snapshot_steps\": [{}],\n"
-      "  \"rank_dtype\": {},\n  \"ranks\": [{}],\n  \"gd_steps\": {},\n  \"gd_seed\": 0,\n  \"layers\": [\n",
+      "  \"rank_dtype\": {},\n  \"ranks\": [{}],\n  \"gd_steps\": {},\n  \"gd_seed\": 0,\n"
+      "  \"error_threshold\": {},\n  \"layers\": [\n",
       json_string(file), json_string(run_id), snap.step, fmt::join(steps, ", "), json_string(dtype),
-      fmt::join(ranks, ", "), gd_steps);
+      fmt::join(ranks, ", "), gd_steps, threshold >= 0 ? fmt::format("{}", threshold) : "null");
   for (size_t i = 0; i < layers.size(); ++i) {
     const auto& l = layers[i];
     std::vector<std::string> fits;
     for (const auto& f : l.fits)
-      fits.push_back(fmt::format("{{\"rank\": {}, \"svd_error\": {}, \"gd_error\": {}, \"compression\": {}}}", f.rank,
-                                 f.svd_error, f.gd_error, f.compression));
+      fits.push_back(fmt::format(
+          "{{\"rank\": {}, \"svd_error\": {}, \"gd_error\": {}, \"svd_abs_error\": {}, \"gd_abs_error\": {}, "
+          "\"compression\": {}}}",
+          f.rank, f.svd_error, f.gd_error, f.svd_abs_error, f.gd_abs_error, f.compression));
     fmt::print(
         "    {{\"name\": {}, \"shape\": [{}], \"matrix\": [{}, {}], \"numerical_rank\": {}, \"min_dim\": {}, "
-        "\"effective_rank\": {}, \"stable_rank\": {}, \"top_singular_values\": [{}], \"fits\": [{}], "
-        "\"skipped_ranks\": [{}]}}{}\n",
+        "\"entropy_rank\": {}, \"effective_rank\": {}, \"threshold_rank\": {}, \"stable_rank\": {}, "
+        "\"top_singular_values\": [{}], \"fits\": [{}], \"skipped_ranks\": [{}]}}{}\n",
         json_string(l.name), fmt::join(l.shape, ", "), l.m, l.n, l.spec.numerical_rank, std::min(l.m, l.n),
-        l.spec.effective_rank, l.spec.stable_rank, fmt::join(l.top, ", "), fmt::join(fits, ", "),
-        fmt::join(l.skipped, ", "), i + 1 < layers.size() ? "," : "");
+        l.spec.effective_rank, l.spec.effective_rank, l.threshold_rank >= 0 ? std::to_string(l.threshold_rank) : "null",
+        l.spec.stable_rank, fmt::join(l.top, ", "), fmt::join(fits, ", "), fmt::join(l.skipped, ", "),
+        i + 1 < layers.size() ? "," : "");
   }
   fmt::print("  ]\n}}\n");
 }
@@ -156,12 +170,18 @@ Runner analyze_command(CLI::App& app) {
   auto ranks = std::make_shared<std::vector<int64_t>>(std::vector<int64_t>{8, 32, 128});
   auto gd_steps = std::make_shared<int64_t>(200);
   auto json = std::make_shared<bool>(false);
+  auto threshold = std::make_shared<double>(-1);
   cmd->add_option("run", *file, "run file (.h5) written by xpand train")->required();
   auto* step_opt = cmd->add_option("--step", *step, "snapshot step (default: the last complete snapshot)");
   cmd->add_option("--ranks", *ranks, "ranks r to fit, comma-separated")->delimiter(',')->capture_default_str();
   cmd->add_option("--gd-steps", *gd_steps, "alternating gradient steps of the B·C fit")->capture_default_str();
+  auto* thr_opt =
+      cmd->add_option("--error-threshold", *threshold,
+                      "also the threshold rank: the smallest r whose truncated SVD has ‖W − W_r‖_F <= this (absolute)");
   cmd->add_flag("--json", *json, "machine-readable output");
   return [=]() {
+    if (thr_opt->count() > 0 && !(*threshold >= 0 && std::isfinite(*threshold)))
+      throw ConfigError(fmt::format("--error-threshold: {} must be a finite number >= 0", *threshold));
     for (int64_t r : *ranks)
       if (r < 1) throw ConfigError(fmt::format("--ranks: rank {} must be >= 1", r));
     if (*gd_steps < 0) throw ConfigError(fmt::format("--gd-steps: {} must be >= 0", *gd_steps));
@@ -197,12 +217,12 @@ Runner analyze_command(CLI::App& app) {
     torch::NoGradGuard no_grad;
     for (const auto& name : names) {
       log::debug("analyze: step {} layer {}", snap.step, name);
-      layers.push_back(analyze_layer(r, snap, name, dtype, rs, *gd_steps));
+      layers.push_back(analyze_layer(r, snap, name, dtype, rs, *gd_steps, *threshold));
     }
     if (*json)
-      print_json(*file, run_id, snap, snaps, dtype_name, rs, *gd_steps, layers);
+      print_json(*file, run_id, snap, snaps, dtype_name, rs, *gd_steps, *threshold, layers);
     else
-      print_table(*file, run_id, snap, snaps, dtype_name, *gd_steps, layers);
+      print_table(*file, run_id, snap, snaps, dtype_name, *gd_steps, *threshold, layers);
     return 0;
   };
 }

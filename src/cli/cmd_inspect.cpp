@@ -14,6 +14,7 @@
 #include "cli/watchdog.h"
 #include "core/error.h"
 #include "core/utf8.h"
+#include "store/columns.h"
 #include "store/index.h"
 #include "store/run_file.h"
 
@@ -92,8 +93,8 @@ int print_runs(const std::vector<std::string>& files, const std::string& where, 
   } else if (csv) {
     std::vector<std::string> head = {"run_id", "status"};
     for (const auto& a : axes) head.push_back(csv_cell(a));
-    for (const char* c :
-         {"steps", "total_steps", "train_loss", "train_acc", "test_loss", "test_acc", "wall_seconds", "error"})
+    for (const char* c : {"steps", "total_steps", store::col::kTrainLoss, store::col::kTrainAcc, store::col::kTestLoss,
+                          store::col::kTestAcc, "wall_seconds", "error"})
       head.push_back(c);
     fmt::print("{}\n", fmt::join(head, ","));
     for (const auto& s : runs) {
@@ -116,8 +117,8 @@ int print_runs(const std::vector<std::string>& files, const std::string& where, 
     }
     std::string head = fmt::format("{:<{}}  {:<10}", "run_id", idw, "status");
     for (size_t i = 0; i < axes.size(); ++i) head += fmt::format("  {:>{}}", text(axes[i]), aw[i]);
-    head += fmt::format("  {:>20}  {:>10} {:>9} {:>10} {:>9} {:>8}", "progress", "train_loss", "train_acc", "test_loss",
-                        "test_acc", "time_s");
+    head += fmt::format("  {:>20}  {:>10} {:>9} {:>10} {:>9} {:>8}", "progress", store::col::kTrainLoss,
+                        store::col::kTrainAcc, store::col::kTestLoss, store::col::kTestAcc, "time_s");
     fmt::print("# {}: {} run(s)\n{}\n", text(where), runs.size(), head);
     int done = 0, running = 0;
     for (const auto& s : runs) {

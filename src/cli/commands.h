@@ -27,6 +27,7 @@ Runner inspect_command(CLI::App& app);
 Runner index_command(CLI::App& app);
 Runner collapse_command(CLI::App& app);
 Runner sweep_command(CLI::App& app);
+Runner forward_command(CLI::App& app);
 
 // The snapshot --step names (the last one when --step was not given); ConfigError listing the
 // available steps when there is none at that step. `snaps` must not be empty.

@@ -126,7 +126,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   cli::Runner train = cli::train_command(app), plan = cli::plan_command(app), keys = cli::keys_command(app),
               analyze = cli::analyze_command(app), inspect = cli::inspect_command(app), index = cli::index_command(app),
-              collapse = cli::collapse_command(app), sweep = cli::sweep_command(app);
+              collapse = cli::collapse_command(app), sweep = cli::sweep_command(app),
+              forward = cli::forward_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -180,6 +181,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("inspect")) return done(inspect());
     if (app.got_subcommand("index")) return done(index());
     if (app.got_subcommand("collapse")) return done(collapse());
+    if (app.got_subcommand("forward")) return forward();
   } catch (const ConfigError& e) {
     return fail("config error: ", e.what(), e.exit_code());
   } catch (const Error& e) {

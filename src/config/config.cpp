@@ -493,15 +493,18 @@ std::string Config::value_yaml(const std::string& key) const {
 }
 
 std::string Config::to_yaml(const std::string& skip_prefix) const {
+  return yaml_of(
+      [&](const std::string& k) { return skip_prefix.empty() || k.compare(0, skip_prefix.size(), skip_prefix) != 0; });
+}
+
+std::string Config::yaml_of(const std::function<bool(const std::string& key)>& keep) const {
   // Keys in schema order, then grouped by their dotted sections: every section appears once, where
   // its first key would (layers.fc1.kind, layers.fc2.kind, layers.fc1.rank nest as fc1: {kind,
   // rank}, fc2: {kind}; emitting them in plain schema order would repeat the key fc1).
   std::vector<std::string> keys;
   for (const auto& d : schema())
     for (const auto& k : order_)
-      if (segment_match(d.key, k) && std::find(keys.begin(), keys.end(), k) == keys.end() &&
-          (skip_prefix.empty() || k.compare(0, skip_prefix.size(), skip_prefix) != 0))
-        keys.push_back(k);
+      if (segment_match(d.key, k) && std::find(keys.begin(), keys.end(), k) == keys.end() && keep(k)) keys.push_back(k);
   struct Node {
     std::vector<std::pair<std::string, Node>> children;  // sections and keys in first-seen order
     const std::string* key = nullptr;                    // a leaf: the full key
@@ -538,7 +541,15 @@ std::string Config::hash() const {
   // FNV-1a 64 over the resolved YAML without output.* and without where it runs (device, threads):
   // stable across runs and machines, so a sweep started on CPUs resumes on GPUs with the same files.
   uint64_t h = 1469598103934665603ull;
-  std::istringstream lines(to_yaml("output."));
+  std::istringstream lines(yaml_of([&](const std::string& k) {
+    if (k.compare(0, 7, "output.") == 0) return false;
+    // A key added after run ids were in use counts only when it differs from its default (set in
+    // a file or not: a configuration and its resolved YAML, which lists every key, share one id).
+    const KeyDef* d = find_def(k);
+    if (!d || d->id_when_default || d->default_yaml.empty()) return true;
+    const Value def = convert(*d, YAML::Load(d->default_yaml), Location{"<default>", 0, 0}, k);
+    return !(def == values_.at(k).value);
+  }));
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("device:", 0) == 0 || line.rfind("threads:", 0) == 0) continue;  // top-level keys only
     for (unsigned char c : line) h = (h ^ c) * 1099511628211ull;

@@ -29,6 +29,9 @@ struct KeyDef {
   std::vector<std::string> choices;  // strings and string-list elements
   std::string when_key;              // applies only when when_key's value is one of when_values
   std::vector<std::string> when_values;
+  // false: a key added after run ids were in use: at its default value it is not part of the run id
+  // (Config::hash), so every configuration that existed before keeps its id.
+  bool id_when_default = true;
 };
 
 // The schema: every key xpand accepts, in display order.
@@ -41,6 +44,8 @@ const std::vector<KeyDef>& param_fields();
 void set_param_fields(std::function<std::vector<KeyDef>()> provider);
 // Builders for schema entries (key, type, YAML default, help; then a range or choices).
 KeyDef key_def(std::string key, Type type, std::string default_yaml, std::string doc);
+// The same entry marked as added after run ids were in use (KeyDef::id_when_default = false).
+KeyDef key_added(KeyDef d);
 KeyDef key_range(KeyDef d, double lo, double hi = std::numeric_limits<double>::infinity(), bool lo_open = false);
 KeyDef key_choices(KeyDef d, std::vector<std::string> choices);
 // Human-readable description of the accepted values of a key ("float > 0", "one of: a, b").
@@ -86,10 +91,12 @@ class Config {
   // Keys with their values, sorted; for tests and plan output.
   std::vector<std::string> keys() const;
   // A short stable hash (16 hex digits) of the resolved configuration without output.* keys
-  // (where results go does not change what they are).
+  // (where results go does not change what they are) and without keys added after run ids were in
+  // use while they hold their default (KeyDef::id_when_default).
   std::string hash() const;
 
  private:
+  std::string yaml_of(const std::function<bool(const std::string& key)>& keep) const;
   struct Entry {
     Value value;
     Location loc;

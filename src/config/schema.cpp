@@ -37,6 +37,10 @@ KeyDef when(KeyDef d, std::string k, std::vector<std::string> v) {
 KeyDef key_def(std::string k, Type t, std::string def, std::string doc) {
   return key(std::move(k), t, std::move(def), std::move(doc));
 }
+KeyDef key_added(KeyDef d) {
+  d.id_when_default = false;
+  return d;
+}
 KeyDef key_range(KeyDef d, double lo, double hi, bool lo_open) { return range(std::move(d), lo, hi, lo_open); }
 KeyDef key_choices(KeyDef d, std::vector<std::string> c) { return choices(std::move(d), std::move(c)); }
 
@@ -123,6 +127,11 @@ const std::vector<KeyDef>& schema() {
                    {"relu", "tanh", "sigmoid", "gelu"}),
            "model.kind", {"mlp", "cnn"}),
       when(key("model.bias", T::Bool, "true", "bias vectors in linear and conv layers"), "model.kind", {"mlp", "cnn"}),
+      when(key_added(choices(key("model.bias_init", T::String, "default",
+                                 "initial biases: default (PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))) or zero (the "
+                                 "omega-space notebook's)"),
+                             {"default", "zero"})),
+           "model.kind", {"mlp", "cnn"}),
       when(key("model.init_from", T::String, "''",
                "run file whose snapshot starts every layer and bias (fine-tuning): dense layers copy the weight, "
                "lora layers take it as W0, lowrank layers with init: svd factor it"),

@@ -16,6 +16,7 @@ class Cnn : public Network {
       cfg.fail("model.kind", fmt::format("cnn needs an image dataset (C, H, W); {} is not one", ds.name));
     if (k_ % 2 == 0) cfg.fail("model.kernel_size", fmt::format("must be odd for same padding, got {}", k_));
     bool bias = cfg.get_bool("model.bias"), bn = cfg.get_bool("model.batch_norm");
+    const bool zero_bias = cfg.get_string("model.bias_init") == "zero";
     int64_t c = ds.sample_shape[0], h = ds.sample_shape[1], w = ds.sample_shape[2];
     auto channels = cfg.get_ints("model.channels");
     for (size_t i = 0; i < channels.size(); ++i) {
@@ -23,9 +24,10 @@ class Cnn : public Network {
       param::WeightShape shape{{channels[i], c, k_, k_}};
       convs_.push_back(add_slot(*this, name, name, shape, param::Init::torch_default(shape), make, h * w, i > 0));
       torch::Tensor b;
-      if (bias) {
+      if (bias && !convs_.back()->has_bias()) {  // a layer with its own bias (factor biases) takes no second one
         double bound = 1.0 / std::sqrt(double(shape.fan_in()));
-        b = register_parameter(name + "_bias", torch::empty({channels[i]}).uniform_(-bound, bound));
+        b = register_parameter(name + "_bias", zero_bias ? torch::zeros({channels[i]})
+                                                         : torch::empty({channels[i]}).uniform_(-bound, bound));
       }
       conv_biases_.push_back(b);
       bns_.push_back(bn ? register_module(name + "_bn", torch::nn::BatchNorm2d(channels[i]))
@@ -44,9 +46,10 @@ class Cnn : public Network {
       param::WeightShape shape{{widths[i + 1], widths[i]}};
       fcs_.push_back(add_slot(*this, name, name, shape, param::Init::torch_default(shape), make, 1, true));
       torch::Tensor b;
-      if (bias) {
+      if (bias && !fcs_.back()->has_bias()) {
         double bound = 1.0 / std::sqrt(double(widths[i]));
-        b = register_parameter(name + "_bias", torch::empty({widths[i + 1]}).uniform_(-bound, bound));
+        b = register_parameter(name + "_bias", zero_bias ? torch::zeros({widths[i + 1]})
+                                                         : torch::empty({widths[i + 1]}).uniform_(-bound, bound));
       }
       fc_biases_.push_back(b);
     }

@@ -1,5 +1,6 @@
 // mlp: fully connected network over model.widths (input first, classes last), activation between
 // layers, optional bias, and optional residual connections around square hidden layers.
+// Expansive Networks' MNIST net is widths [784, 128, 10] with fc1 expanded (configs/nets/expansive-mnist.yaml).
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -32,7 +33,7 @@ class Mlp : public Network {
     if (widths_.back() != ds.num_classes)
       cfg.fail("model.widths",
                fmt::format("last width {} must equal the {} classes of {}", widths_.back(), ds.num_classes, ds.name));
-    bool bias = cfg.get_bool("model.bias");
+    bool bias = cfg.get_bool("model.bias"), zero_bias = cfg.get_string("model.bias_init") == "zero";
     size_t n = widths_.size() - 1;
     residual_.assign(n, false);
     for (int64_t r : cfg.get_ints("model.residual")) {
@@ -47,9 +48,12 @@ class Mlp : public Network {
       param::WeightShape shape{{widths_[i + 1], widths_[i]}};
       layers_.push_back(add_slot(*this, name, name, shape, param::Init::torch_default(shape), make, 1, i > 0));
       torch::Tensor b;
-      if (bias) {
+      // A layer whose parameterization has its own bias (factor biases, batch norm, the seed's
+      // first_bias) takes no second one: the collapsed layer's bias is that one, as upstream's.
+      if (bias && !layers_.back()->has_bias()) {
         double bound = 1.0 / std::sqrt(double(widths_[i]));
-        b = register_parameter(name + "_bias", torch::empty({widths_[i + 1]}).uniform_(-bound, bound));
+        b = register_parameter(name + "_bias", zero_bias ? torch::zeros({widths_[i + 1]})
+                                                         : torch::empty({widths_[i + 1]}).uniform_(-bound, bound));
       }
       biases_.push_back(b);
     }

@@ -46,8 +46,12 @@ NetworkPtr network_build(const config::Config& cfg, const data::Dataset& ds, con
   else
     cfg.fail("model.kind", fmt::format("no network named '{}'", kind));
   std::vector<std::string> names;
-  for (const auto& s : net->slots()) names.push_back(s.name);
-  param::check_layer_options(cfg, names);
+  std::vector<bool> conv;
+  for (const auto& s : net->slots()) {
+    names.push_back(s.name);
+    conv.push_back(s.param->shape().is_conv());
+  }
+  param::check_layer_options(cfg, names, conv);
   return net;
 }
 

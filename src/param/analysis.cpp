@@ -130,12 +130,26 @@ std::vector<RankFit> rank_fits(const torch::Tensor& w, const std::vector<int64_t
     f.rank = r;
     f.compression = double(m) * double(n) / (double(r) * double(m + n));
     if (fro > 0) {
-      f.svd_error = std::sqrt(tail[r]) / fro;
+      f.svd_abs_error = std::sqrt(tail[r]);
+      f.svd_error = f.svd_abs_error / fro;
       f.gd_error = gd_fit_error(a, r, gd_steps, seed, fro);
+      f.gd_abs_error = f.gd_error * fro;
     }
     out.push_back(f);
   }
   return out;
+}
+
+int64_t threshold_rank(const torch::Tensor& w, double threshold) {
+  if (!(threshold >= 0) || !std::isfinite(threshold))
+    throw ConfigError(fmt::format("threshold rank: the error threshold must be finite and >= 0, got {}", threshold));
+  torch::NoGradGuard no_grad;
+  auto sv = to_vector(torch::linalg_svdvals(as_matrix(w)));
+  std::vector<double> tail(sv.size() + 1, 0.0);  // tail[r] = ‖W − W_r‖_F², summed from the smallest
+  for (size_t i = sv.size(); i-- > 0;) tail[i] = tail[i + 1] + sv[i] * sv[i];
+  for (size_t r = 0; r < tail.size(); ++r)
+    if (std::sqrt(tail[r]) <= threshold) return int64_t(r);
+  return int64_t(sv.size());
 }
 
 }  // namespace xpand::param

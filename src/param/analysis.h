@@ -14,8 +14,11 @@ struct Spectrum {
   // Count of σ_i > tol with tol = max(m,n) · eps(input dtype) · σ_max: torch.linalg.matrix_rank's
   // default rule, so a float32 weight is judged at float32 precision even though σ is float64.
   int64_t numerical_rank = 0;
-  double effective_rank = 0;  // exp(entropy of p = σ / Σσ) (Roy & Vetterli 2007); 0 for a zero matrix
-  double stable_rank = 0;     // ‖W‖_F² / ‖W‖_2²; 0 for a zero matrix
+  // The entropy rank exp(entropy of p = σ / Σσ) (Roy & Vetterli 2007; "effective rank" in their
+  // paper and in run files); 0 for a zero matrix. Not the low-rank notebook's effective rank, which
+  // is threshold_rank() below.
+  double effective_rank = 0;
+  double stable_rank = 0;  // ‖W‖_F² / ‖W‖_2²; 0 for a zero matrix
 };
 
 // W: 2-D (m, n), or a 4-D conv kernel (out, in, kh, kw) viewed as (out, in·kh·kw). Computed in
@@ -26,9 +29,10 @@ Spectrum spectrum(const torch::Tensor& w);
 
 struct RankFit {
   int64_t rank = 0;
-  double svd_error = 0;    // ‖W − W_r‖_F / ‖W‖_F of the truncated SVD (the optimum, Eckart–Young)
-  double gd_error = 0;     // same error of the alternating gradient-descent fit W ≈ B·C
-  double compression = 0;  // (m·n) / (r·(m+n)): dense scalars per factored scalar
+  double svd_error = 0;  // ‖W − W_r‖_F / ‖W‖_F of the truncated SVD (the optimum, Eckart–Young)
+  double gd_error = 0;   // same error of the alternating gradient-descent fit W ≈ B·C
+  double svd_abs_error = 0, gd_abs_error = 0;  // the same, absolute: ‖W − W_r‖_F (the notebook's table)
+  double compression = 0;                      // (m·n) / (r·(m+n)): dense scalars per factored scalar
 };
 
 // One fit per r in `ranks` (each 1..min(m,n), else ConfigError naming r and the shape; gd_steps ≥ 0).
@@ -39,5 +43,10 @@ struct RankFit {
 // for C with L_C = ‖Bᵀ·B‖_2. Errors are 0 for a zero matrix.
 std::vector<RankFit> rank_fits(const torch::Tensor& w, const std::vector<int64_t>& ranks, int64_t gd_steps = 200,
                                uint64_t seed = 0);
+
+// The low-rank notebook's "effective rank": the smallest r (0..min(m,n)) whose best rank-r
+// approximation (truncated SVD) has absolute Frobenius error ‖W − W_r‖_F <= threshold. W as in
+// spectrum(); ConfigError for a negative or non-finite threshold.
+int64_t threshold_rank(const torch::Tensor& w, double threshold);
 
 }  // namespace xpand::param

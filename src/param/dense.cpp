@@ -1,6 +1,8 @@
 // Dense parameterization (see dense.h).
 #include "param/dense.h"
 
+#include <fmt/format.h>
+
 #include <limits>
 
 #include "param/spec.h"
@@ -41,11 +43,32 @@ void copy_weight(Parameterization& layer, const Spec&, const torch::Tensor& w0) 
 }
 }  // namespace
 
+namespace {
+// The init a dense (or subspace) layer draws its weight from: the network's reference init
+// (default), PyTorch's nn.Linear / nn.Conv2d default (torch-default), or N(0, init_std²) (normal: the
+// omega-space notebook's W ~ N(0, 0.001²)).
+Init dense_init(const Spec& spec, const WeightShape& s, const Init& init) {
+  if (spec.init == "default") return init;
+  if (spec.init == "torch-default") return Init::torch_default(s);
+  if (spec.init == "normal") return Init::normal(spec.get_float("init_std"));
+  spec.fail("init",
+            fmt::format("a {} layer takes init default, torch-default or normal, not {}", spec.kind, spec.init));
+}
+
+ParamPtr make_dense(const Spec& spec, const WeightShape& s, const Init& init) {
+  return std::make_shared<Dense>(s, dense_init(spec, s, init));
+}
+}  // namespace
+
 KindInfo dense_kind() {
   KindInfo k;
   k.name = "dense";
   k.doc = "one trainable matrix per layer (the baseline and the collapsed form)";
-  k.make = [](const Spec&, const WeightShape& s, const Init& init) { return std::make_shared<Dense>(s, init); };
+  k.options = {config::key_added(key_range(
+      key_def("init_std", Type::Float, "0.01", "dense / subspace, init: normal: standard deviation of the weights"), 0,
+      kInf))};
+  k.also_reads = {"init"};
+  k.make = make_dense;
   k.init_from_weights = copy_weight;
   return k;
 }
@@ -73,7 +96,8 @@ KindInfo subspace_kind() {
                           "notebook; needs projection: dense-qr)"),
                   {"offset", "column"}),
   };
-  k.make = [](const Spec&, const WeightShape& s, const Init& init) { return std::make_shared<Dense>(s, init); };
+  k.also_reads = {"init", "init_std"};
+  k.make = make_dense;
   k.init_from_weights = copy_weight;
   return k;
 }

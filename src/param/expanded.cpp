@@ -19,10 +19,13 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
     : Parameterization(std::move(shape)),
       in_(shape_.dims[1]),
       out_(shape_.dims[0]),
-      h_(std::max<int64_t>(1, std::llround(spec.factor * double(std::max(in_, out_))))),
+      h_(std::max<int64_t>(1, spec.width_of == "out" ? int64_t(spec.factor * double(out_))
+                                                     : std::llround(spec.factor * double(std::max(in_, out_))))),
       depth_(spec.depth),
       batch_norm_(spec.batch_norm),
+      bn_every_(spec.batch_norm_at == "every"),
       factor_bias_(spec.factor_bias),
+      first_bias_(spec.first_bias),
       learnable_(spec.learnable_residual),
       policy_(order_policy(spec.order)) {
   XPAND_CHECK(!shape_.is_conv(), "Expanded is the linear kind; conv layers use ExpandedConv");
@@ -30,39 +33,39 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
   for (int64_t i = 1; i < depth_; ++i) dims_.push_back(h_);
   dims_.push_back(out_);
 
-  // Blocks of factors and their identity skips.
-  if (spec.residual == "end") {
-    if (in_ != out_) spec.fail("residual", fmt::format("an end-to-end skip needs in == out, got {}x{}", out_, in_));
-    blocks_.push_back({0, int(depth_) - 1, true});
-  } else if (spec.residual == "every") {
-    bool any = false;
-    for (int64_t first = 0; first < depth_; first += spec.residual_every) {
-      int last = int(std::min(depth_, first + spec.residual_every)) - 1;
-      bool skip = dims_[first] == dims_[last + 1];
-      any |= skip;
-      blocks_.push_back({int(first), last, skip});
-    }
-    if (!any)
-      spec.fail("residual_every", fmt::format("no block of {} factors is square (widths {}), so no skip applies",
-                                              spec.residual_every, fmt::join(dims_, "-")));
-  } else {
-    blocks_.push_back({0, int(depth_) - 1, false});
-  }
+  if (factor_bias_ && first_bias_)
+    spec.fail("first_bias", "factor_bias already puts a bias in every factor; set one of the two");
+  if (spec.init != "default" && spec.init != "torch-default" && spec.init != "overparam")
+    spec.fail("init", fmt::format("expanded layers take init default (variance-matched), torch-default or overparam, "
+                                  "not {}",
+                                  spec.init));
+  build_skips(spec);
 
   // Factors: the product's entries get the dense init's variance (see the header).
   double var = init.kind == Init::Uniform ? init.scale * init.scale / 3.0 : init.scale * init.scale;
   double s = std::sqrt(std::pow(var / std::pow(double(h_), double(depth_ - 1)), 1.0 / double(depth_)));
+  const bool torch_default = spec.init == "torch-default", overparam = spec.init == "overparam";
   for (int64_t i = 0; i < depth_; ++i) {
     auto w = torch::empty({dims_[i + 1], dims_[i]}, alloc_options());
-    init_fill(w, depth_ == 1 ? init : Init::normal(s));
+    const Init factor_init = Init::torch_default(WeightShape{{dims_[i + 1], dims_[i]}});  // U(±1/√fan_in)
+    if (overparam) {  // kaiming_normal_(a, fan_in, leaky_relu): a = 1 inside, negative_slope last
+      const double a = i + 1 == depth_ ? spec.negative_slope : 1.0;
+      init_fill(w, Init::normal(std::sqrt(2.0 / (1.0 + a * a)) / std::sqrt(double(dims_[i]))));
+    } else {
+      init_fill(w, torch_default ? factor_init : depth_ == 1 ? init : Init::normal(s));
+    }
     w_.push_back(register_parameter(fmt::format("w{}", i + 1), w));
-    if (factor_bias_)
-      fb_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({dims_[i + 1]}, alloc_options())));
-    if (batch_norm_ && i + 1 < depth_) {
-      bn_gamma_.push_back(register_parameter(fmt::format("bn{}_weight", i + 1), torch::ones({h_}, alloc_options())));
-      bn_beta_.push_back(register_parameter(fmt::format("bn{}_bias", i + 1), torch::zeros({h_}, alloc_options())));
-      bn_mean_.push_back(register_buffer(fmt::format("bn{}_running_mean", i + 1), torch::zeros({h_}, alloc_options())));
-      bn_var_.push_back(register_buffer(fmt::format("bn{}_running_var", i + 1), torch::ones({h_}, alloc_options())));
+    if (factor_bias_ || (first_bias_ && i == 0)) {
+      auto b = torch::zeros({dims_[i + 1]}, alloc_options());
+      if (torch_default || overparam) init_fill(b, factor_init);  // nn.Linear's bias init
+      fb_.push_back(register_parameter(fmt::format("b{}", i + 1), b));
+    }
+    if (bn_after(i)) {
+      const int64_t c = dims_[i + 1];
+      bn_gamma_.push_back(register_parameter(fmt::format("bn{}_weight", i + 1), torch::ones({c}, alloc_options())));
+      bn_beta_.push_back(register_parameter(fmt::format("bn{}_bias", i + 1), torch::zeros({c}, alloc_options())));
+      bn_mean_.push_back(register_buffer(fmt::format("bn{}_running_mean", i + 1), torch::zeros({c}, alloc_options())));
+      bn_var_.push_back(register_buffer(fmt::format("bn{}_running_var", i + 1), torch::ones({c}, alloc_options())));
     }
   }
   if (learnable_) g_ = register_parameter("g", torch::zeros({out_, in_}, alloc_options()));
@@ -70,35 +73,93 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
   if (can_rotate(&why)) dense_ = register_parameter("dense", torch::empty({0}, alloc_options()));
 }
 
-// --- evaluation ---------------------------------------------------------------------
-
-torch::Tensor Expanded::apply_chain(const torch::Tensor& x, bool bn_training) {
-  torch::Tensor z = x;
-  for (const auto& b : blocks_) {
-    torch::Tensor start = z;
-    for (int i = b.first; i <= b.last; ++i) {
-      z = F::linear(z, w_[i], factor_bias_ ? fb_[i] : torch::Tensor());
-      if (batch_norm_ && i + 1 < depth_) {
-        auto sizes = z.sizes().vec();
-        z = torch::batch_norm(z.reshape({-1, h_}), bn_gamma_[i], bn_beta_[i], bn_mean_[i], bn_var_[i], bn_training,
-                              kBnMomentum, kBnEps, /*cudnn_enabled=*/false)
-                .reshape(sizes);
+void Expanded::build_skips(const Spec& spec) {
+  skips_.assign(size_t(depth_) + 1, {});
+  const int d = int(depth_);
+  if (spec.residual == "tail") {
+    if (depth_ < 2) spec.fail("residual", "tail (a skip around the factors after the first) needs depth >= 2");
+    if (dims_[1] != out_)
+      spec.fail("residual",
+                fmt::format("tail needs the inner width to equal out ({}), got {} (width_of: out and factor 1 give it)",
+                            out_, dims_[1]));
+    skips_[d].push_back(1);
+  } else if (spec.residual == "end") {
+    if (in_ != out_) spec.fail("residual", fmt::format("an end-to-end skip needs in == out, got {}x{}", out_, in_));
+    skips_[d].push_back(0);
+  } else if (spec.residual == "every") {
+    bool any = false;
+    for (int first = 0; first < d; first += int(spec.residual_every)) {
+      const int last = std::min(d, first + int(spec.residual_every));
+      if (dims_[first] != dims_[last]) continue;  // a block that is not square has no skip
+      skips_[last].push_back(first);
+      any = true;
+    }
+    if (!any)
+      spec.fail("residual_every", fmt::format("no block of {} factors is square (widths {}), so no skip applies",
+                                              spec.residual_every, fmt::join(dims_, "-")));
+  } else if (spec.residual == "intervals") {
+    // overparam's construct_computation_graph: -1 is the depth, repeats count once, and every
+    // interval n adds x_{m-n} to x_m for m = n, 2n, ... <= depth.
+    std::vector<int> seen;
+    for (int64_t r : spec.residual_intervals) {
+      if (r != -1 && (r < 1 || r > depth_))
+        spec.fail("residual_intervals", fmt::format("{} is not an interval: use 1..depth ({}) or -1", r, depth_));
+      const int n = r == -1 ? d : int(r);
+      if (std::find(seen.begin(), seen.end(), n) != seen.end()) continue;
+      seen.push_back(n);
+      for (int m = n; m <= d; m += n) {
+        if (dims_[m - n] != dims_[m])
+          spec.fail("residual_intervals",
+                    fmt::format("interval {} adds x{} (width {}) to x{} (width {}); widths {} differ", n, m - n,
+                                dims_[m - n], m, dims_[m], fmt::join(dims_, "-")));
+        skips_[m].push_back(m - n);
       }
     }
-    if (b.skip) z = z + start;
+    if (seen.empty()) spec.fail("residual_intervals", "residual: intervals needs at least one interval");
   }
-  return z;
+}
+
+bool Expanded::has_skips() const {
+  for (const auto& s : skips_)
+    if (!s.empty()) return true;
+  return false;
+}
+
+// --- evaluation ---------------------------------------------------------------------
+
+torch::Tensor Expanded::factor_bias(int i) const {
+  if (factor_bias_) return fb_[i];
+  if (first_bias_ && i == 0) return fb_[0];
+  return {};
+}
+
+torch::Tensor Expanded::apply_chain(const torch::Tensor& x, bool bn_training) {
+  std::vector<torch::Tensor> xs = {x};
+  size_t bn = 0;
+  for (int64_t i = 0; i < depth_; ++i) {
+    torch::Tensor z = F::linear(xs.back(), w_[i], factor_bias(int(i)));
+    if (bn_after(i)) {
+      auto sizes = z.sizes().vec();
+      z = torch::batch_norm(z.reshape({-1, dims_[i + 1]}), bn_gamma_[bn], bn_beta_[bn], bn_mean_[bn], bn_var_[bn],
+                            bn_training, kBnMomentum, kBnEps, /*cudnn_enabled=*/false)
+              .reshape(sizes);
+      ++bn;
+    }
+    for (int a : skips_[i + 1]) z = z + xs[a];
+    xs.push_back(z);
+  }
+  return xs.back();
 }
 
 torch::Tensor Expanded::product() {
-  torch::Tensor m;
-  for (const auto& b : blocks_) {
-    torch::Tensor p = w_[b.first];
-    for (int i = b.first + 1; i <= b.last; ++i) p = torch::mm(w_[i], p);  // W_last ⋯ W_first
-    if (b.skip) p = p + torch::eye(p.size(0), p.options());
-    m = m.defined() ? torch::mm(p, m) : p;
+  // The same recurrence on matrices: M_0 = I (left implicit), M_v = W_v M_{v-1} + the skipping M_a.
+  std::vector<torch::Tensor> ms = {torch::Tensor()};
+  for (int64_t i = 0; i < depth_; ++i) {
+    torch::Tensor m = ms.back().defined() ? torch::mm(w_[i], ms.back()) : w_[i];
+    for (int a : skips_[i + 1]) m = m + (ms[a].defined() ? ms[a] : torch::eye(in_, m.options()));
+    ms.push_back(m);
   }
-  return m;
+  return ms.back();
 }
 
 torch::Tensor Expanded::weight() {
@@ -125,23 +186,21 @@ const ChainPlan& Expanded::chain_plan_for(int64_t rows) const {
   std::vector<int64_t> dims = {rows};
   dims.insert(dims.end(), dims_.begin(), dims_.end());
   ChainPlan p = chain_plan(dims, policy_);
-  bool pure = blocks_.size() == 1 && !blocks_[0].skip;
-  if (!pure) {
-    // With skips only the two whole orders exist: through every factor, or W_eff first.
-    double act = 0, wgt = double(rows) * double(in_) * double(out_);
+  if (has_skips()) {
+    // With skips only the two whole orders exist: through every factor, or W_eff first (product():
+    // M_v = W_v M_{v-1}, each (dims_v × in), then one matmul with the batch).
+    double act = 0, wgt = double(rows) * double(in_) * double(out_), kept = 0;
     for (int64_t i = 0; i < depth_; ++i) act += double(rows) * double(dims_[i]) * double(dims_[i + 1]);
-    for (const auto& b : blocks_)
-      for (int i = b.first + 1; i <= b.last; ++i)
-        wgt += double(dims_[i + 1]) * double(dims_[i]) * double(dims_[b.first]);
-    for (size_t b = 1; b < blocks_.size(); ++b)
-      wgt += double(dims_[blocks_[b].last + 1]) * double(dims_[blocks_[b].first]) * double(in_);
+    for (int64_t i = 1; i < depth_; ++i) {
+      wgt += double(dims_[i + 1]) * double(dims_[i]) * double(in_);
+      kept += double(dims_[i]) * double(in_);
+    }
     p.act_first_macs = act;
     p.weight_first_macs = wgt;
     bool weight_first = policy_ == OrderPolicy::Weight || (policy_ == OrderPolicy::Auto && wgt < act);
     p.order = weight_first ? "weight" : "activation";
     p.macs = weight_first ? wgt : act;
-    p.intermediate_elems = weight_first ? double(in_) * double(h_) * double(blocks_.size())
-                                        : double(rows) * double(h_) * double(depth_ - 1);
+    p.intermediate_elems = weight_first ? kept : double(rows) * double(h_) * double(depth_ - 1);
   }
   return plans_.emplace(rows, std::move(p)).first->second;
 }
@@ -156,13 +215,13 @@ torch::Tensor Expanded::linear(const torch::Tensor& x, const torch::Tensor& bias
   }
   const ChainPlan& p = chain_plan_for(x.numel() / in_);
   if (p.order == "weight") return F::linear(x, weight(), bias);  // G folds into W_eff
-  if (blocks_.size() == 1 && !blocks_[0].skip && p.order == "activation") {
+  if (!has_skips() && p.order == "activation") {
     // x through each factor with F::linear, as nn.Linear does: autograd then writes every factor's
     // gradient in its own (out, in) layout (a matmul with wᵀ produced transposed gradients that
     // were copied on accumulation), which made a 20-factor step 1.4x PyTorch's.
     y = x;
     for (const auto& w : w_) y = F::linear(y, w);
-  } else if (blocks_.size() == 1 && !blocks_[0].skip) {
+  } else if (!has_skips()) {
     std::vector<torch::Tensor> mats;
     for (const auto& w : w_) mats.push_back(w.t());
     y = chain_eval(x, mats, p);
@@ -186,14 +245,14 @@ Parameterization::Plan Expanded::plan(int64_t rows, bool input_grad) const {
   if (!plain_chain()) {
     out.order = "activation";
     out.flops = out.act_first_flops;
-    out.memory_bytes = double(rows) * double(h_) * double(depth_ - 1) * (batch_norm_ ? 2.0 : 1.0) * bytes;
+    out.memory_bytes = double(rows) * double(h_) * double(depth_ - 1) * (batch_norm_ ? 2.0 : 1.0) * bytes +
+                       (bn_every_ && batch_norm_ ? double(rows) * double(out_) * bytes : 0.0);
     return out;
   }
   const ChainPlan& p = chain_plan_for(rows);
   out.order = p.order;
   out.memory_bytes = p.intermediate_elems * bytes;
-  bool pure = blocks_.size() == 1 && !blocks_[0].skip;
-  if (pure) {
+  if (!has_skips()) {
     out.flops = chain_flops(p, input_grad) + (p.order == "weight" ? 0 : g_flops);
   } else {
     // Weight-first: the factor products (forward + two gradients each) and one dense matmul.
@@ -206,15 +265,17 @@ Parameterization::Plan Expanded::plan(int64_t rows, bool input_grad) const {
 
 bool Expanded::cut_at_weight() {
   if (collapsed_ || batch_norm_) return false;
-  int64_t eff = in_ * out_ + (factor_bias_ ? out_ : 0);
+  int64_t eff = in_ * out_ + (factor_bias_ || first_bias_ ? out_ : 0);
   return eff < trainable_count();
 }
 
 // --- rotate schedule -------------------------------------------------------------------
 
 bool Expanded::can_rotate(std::string* why) const {
-  if (!plain_chain() || learnable_ || blocks_.size() != 1 || blocks_[0].skip) {
-    *why = "only plain chains (no skips, batch norm, factor biases or learnable skip) can be re-expanded exactly";
+  if (!plain_chain() || learnable_ || has_skips()) {
+    *why =
+        "only plain chains (no skips, batch norm, factor or first biases, or learnable skip) can be re-expanded "
+        "exactly";
     return false;
   }
   if (depth_ < 2) {
@@ -280,29 +341,55 @@ KindInfo expanded_kind() {
   using config::Type;
   KindInfo k;
   k.name = "expanded";
-  k.doc = "product of depth factors through width factor x max(in, out); conv: cl, ck or a kernel list";
+  k.doc = "product of depth factors through width factor x max(in, out) (or x out); conv: cl, ck or a kernel list";
   k.options = {
       key_range(key_def("factor", Type::Float, "4",
                         "expanded: inner width = factor x max(in, out) (fractions allowed; < 1 is a bottleneck); "
                         "conv CL/CK: channel expansion rate r"),
                 0, std::numeric_limits<double>::infinity(), true),
       key_range(key_def("depth", Type::Int, "2", "expanded: number of factors W_d...W_1"), 1, 64),
+      key_choices(key_def("width_of", Type::String, "max",
+                          "expanded: inner width = factor x max(in, out) (max) or int(factor x out) (out, as "
+                          "overparam's EPLinear)"),
+                  {"max", "out"}),
       key_choices(key_def("residual", Type::String, "none",
                           "expanded: identity skip around every residual_every factors (every), around the whole "
-                          "chain (end), or none"),
-                  {"none", "every", "end"}),
+                          "chain (end), around every factor after the first (tail: y = z + E(z), z = W_1 x + b_1, "
+                          "the Expansive Networks seed), or none"),
+                  {"none", "every", "end", "tail", "intervals"}),
+      key_range(key_def("residual_intervals", Type::IntList, "[2]",
+                        "expanded, residual: intervals: overparam's residual_intervals: every n adds x_(m-n) to x_m "
+                        "for m = n, 2n, ... <= depth (-1 = depth)"),
+                -1),
       key_range(key_def("residual_every", Type::Int, "1", "expanded: factors per residual block (residual: every)"), 1),
       key_def("learnable_residual", Type::Bool, "false",
               "expanded: y = G x + F(x) with G dense trainable (initialised to 0)"),
       key_def("batch_norm", Type::Bool, "false", "expanded: batch norm between factors (folded at collapse)"),
+      key_choices(key_def("batch_norm_at", Type::String, "between",
+                          "expanded, batch_norm: after every factor but the last (between) or after every factor, "
+                          "before the skips add (every: overparam's EPLinear)"),
+                  {"between", "every"}),
+      key_def("negative_slope", Type::Float, "0",
+              "expanded, init: overparam: the leaky-ReLU slope after the layer (the last factor's init gain)"),
       key_def("factor_bias", Type::Bool, "false", "expanded: a bias in every factor (propagated at collapse)"),
+      key_def("first_bias", Type::Bool, "false",
+              "expanded: a bias in the first factor only, inside the chain (the Expansive Networks seed's fc1)"),
       key_choices(key_def("conv", Type::String, "cl",
                           "expanded conv: cl (1x1, kxk, 1x1), ck (chain of 3x3), kernels (param.kernels list)"),
                   {"cl", "ck", "kernels"}),
       key_range(key_def("kernels", Type::IntList, "[]", "expanded conv with conv: kernels: kernel sizes of the chain"),
                 1),
   };
-  k.also_reads = {"order"};
+  // Added after run ids were in use: at their defaults they leave every earlier run's id as it was.
+  for (auto& o : k.options)
+    if (o.key == "width_of" || o.key == "residual_intervals" || o.key == "batch_norm_at" || o.key == "negative_slope" ||
+        o.key == "first_bias")
+      o = config::key_added(o);
+  k.also_reads = {"order", "init"};
+  k.linear_only = {"depth",         "residual",      "residual_every", "residual_intervals", "learnable_residual",
+                   "batch_norm",    "batch_norm_at", "width_of",       "first_bias",         "init",
+                   "negative_slope"};
+  k.conv_only = {"conv", "kernels"};
   k.make = [](const Spec& s, const WeightShape& shape, const Init& init) -> ParamPtr {
     if (shape.is_conv()) return std::make_shared<ExpandedConv>(s, shape, init);
     return std::make_shared<Expanded>(s, shape, init);

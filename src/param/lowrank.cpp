@@ -23,9 +23,14 @@ LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
   if (rank_ > std::min(in, out))
     spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
   torch::Tensor b = torch::zeros({out, rank_}, alloc_options()), c = torch::zeros({rank_, in}, alloc_options());
+  if (spec.init == "overparam" || spec.init == "normal")
+    spec.fail("init", fmt::format("lowrank layers take init default, torch-default or svd, not {}", spec.init));
   if (spec.init == "svd" && spec.init_from.empty())
     spec.fail("init", "init svd needs param.init_from, a run file with a dense snapshot");
-  if (spec.init != "svd") {  // init svd: init_from_weights() sets the factors from the snapshot's weight
+  if (spec.init == "torch-default") {  // each factor as nn.Linear's default: U(-1/√fan_in, 1/√fan_in)
+    init_fill(b, Init::torch_default(WeightShape{{out, rank_}}));
+    init_fill(c, Init::torch_default(WeightShape{{rank_, in}}));
+  } else if (spec.init != "svd") {  // init svd: init_from_weights() sets the factors from the snapshot's weight
     double var = init.kind == Init::Uniform ? init.scale * init.scale / 3.0 : init.scale * init.scale;
     double sd = std::pow(var / double(rank_), 0.25);
     init_fill(b, Init::normal(sd));
@@ -146,9 +151,11 @@ KindInfo lowrank_kind() {
   k.options = {
       key_range(key_def("rank", Type::Int, "8", "lowrank / lora: rank r"), 1),
       key_choices(key_def("init", Type::String, "default",
-                          "lowrank: default (product matches the dense init scale) or svd (truncated SVD of "
-                          "init_from)"),
-                  {"default", "svd"}),
+                          "lowrank / expanded: default (variance-matched: the product matches the dense init's "
+                          "scale), torch-default (every factor as PyTorch's nn.Linear default, "
+                          "U(+-1/sqrt(fan_in))), overparam (expanded: overparam's reset_parameter), normal "
+                          "(dense / subspace: N(0, init_std^2)), or svd (lowrank: truncated SVD of init_from)"),
+                  {"default", "torch-default", "overparam", "normal", "svd"}),
       key_def("init_from", Type::String, "''",
               "run file whose snapshot gives the dense weights (lowrank svd, lora W0)"),
       key_range(key_def("init_step", Type::Int, "0", "snapshot step in init_from (0 = the last)"), 0),

@@ -141,6 +141,9 @@ struct KindInfo {
   // Whether a layer's own init_from is read (lowrank: only with init: svd); empty: always. With
   // model.init_from the hook is always called (and may refuse).
   std::function<bool(const Spec& spec)> wants_weights;
+  // Options this kind reads only for linear layers, or only for conv layers: set for a layer of the
+  // other type they are a config error naming the layer (never silently ignored).
+  std::vector<std::string> linear_only, conv_only;
   // What the layers of a network_wide kind share, for messages ("omega").
   std::string shared_what = "set of options";
 };
@@ -164,7 +167,12 @@ Factory factory_collapsed(const std::function<std::shared_ptr<Parameterization>(
 
 // Every layers.<pattern> of the config must match a layer of the network, and every param.* or
 // layers.*.* option set explicitly must be read by some layer's kind (a typo or a forgotten kind
-// is an error, not a silent no-op). layers: the network's slot names.
-void check_layer_options(const config::Config& cfg, const std::vector<std::string>& layers);
+// is an error, not a silent no-op). layers: the network's slot names; is_conv: whether each is a
+// conv layer (a kind's linear_only / conv_only options then apply to the layers of that type only;
+// empty: every layer is linear).
+void check_layer_options(const config::Config& cfg, const std::vector<std::string>& layers,
+                         const std::vector<bool>& is_conv = {});
+// Whether a layer of kind `kind` (conv or linear) reads option `field`.
+bool kind_reads(const std::string& kind, const std::string& field, bool conv);
 
 }  // namespace xpand::param

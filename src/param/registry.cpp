@@ -114,6 +114,15 @@ std::vector<std::string> option_readers(const std::string& field) {
   return out;
 }
 
+bool kind_reads(const std::string& kind, const std::string& field, bool conv) {
+  if (field == "kind") return true;
+  const auto readers = option_readers(field);
+  if (std::find(readers.begin(), readers.end(), kind) == readers.end()) return false;
+  const KindInfo* k = find_kind(kind);
+  const auto& other = conv ? k->linear_only : k->conv_only;
+  return std::find(other.begin(), other.end(), field) == other.end();
+}
+
 Factory factory_from_config(const config::Config& cfg) {
   return [&cfg](const std::string& layer, const WeightShape& shape, const Init& init) -> ParamPtr {
     Spec spec = spec_for(cfg, layer);

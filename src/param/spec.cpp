@@ -78,6 +78,11 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
   s.learnable_residual = s.get_bool("learnable_residual");
   s.batch_norm = s.get_bool("batch_norm");
   s.factor_bias = s.get_bool("factor_bias");
+  s.first_bias = s.get_bool("first_bias");
+  s.residual_intervals = s.get_ints("residual_intervals");
+  s.batch_norm_at = s.get_string("batch_norm_at");
+  s.negative_slope = s.get_float("negative_slope");
+  s.width_of = s.get_string("width_of");
   s.conv = s.get_string("conv");
   s.kernels = s.get_ints("kernels");
   s.rank = s.get_int("rank");
@@ -106,7 +111,8 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
   return s;
 }
 
-void check_layer_options(const config::Config& cfg, const std::vector<std::string>& layers) {
+void check_layer_options(const config::Config& cfg, const std::vector<std::string>& layers,
+                         const std::vector<bool>& is_conv) {
   for (const auto& lk : layer_keys(cfg)) {
     bool any = false;
     for (const auto& l : layers) any |= glob(lk.pattern, l);
@@ -117,17 +123,22 @@ void check_layer_options(const config::Config& cfg, const std::vector<std::strin
     }
   }
   // Which options are read, by the kinds the layers resolved to.
-  std::map<std::string, bool> read;  // config key -> read by some layer
-  for (const auto& l : layers) {
-    Spec s = spec_for(cfg, l);
+  std::map<std::string, bool> read;          // config key -> read by some layer
+  std::map<std::string, std::string> wrong;  // config key -> a layer of its kind but the other type
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const bool conv = i < is_conv.size() && is_conv[i];
+    Spec s = spec_for(cfg, layers[i]);
     for (const auto& [field, key] : s.sources) {
-      const auto readers = option_readers(field);
-      const bool reads = field == "kind" || std::find(readers.begin(), readers.end(), s.kind) != readers.end();
+      const bool reads = kind_reads(s.kind, field, conv);
       read[key] = read[key] || reads;
+      if (!reads && kind_reads(s.kind, field, !conv) && !wrong.count(key))
+        wrong[key] = fmt::format("layer {} is a {} {} layer, which does not take {} (only {} {} layers do)", layers[i],
+                                 conv ? "conv" : "linear", s.kind, field, conv ? "linear" : "conv", s.kind);
     }
   }
   for (const auto& [key, was_read] : read) {
     if (was_read || cfg.location(key).source == "<default>" || cfg.location(key).source == "<unset>") continue;
+    if (wrong.count(key)) cfg.fail(key, wrong.at(key));
     std::string field = key.substr(key.rfind('.') + 1);
     std::string kinds;
     auto readers = option_readers(field);

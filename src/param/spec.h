@@ -16,9 +16,13 @@ struct Spec {
   std::string kind;   // dense | expanded | lowrank | lora | subspace
   double factor = 4;
   int64_t depth = 2;
-  std::string residual = "none";  // none | every | end
+  std::string residual = "none";                  // none | every | end | tail | intervals
+  std::vector<int64_t> residual_intervals = {2};  // residual: intervals (overparam's; -1 = depth)
+  std::string batch_norm_at = "between";          // between | every (after every factor, overparam's)
+  double negative_slope = 0;                      // init: overparam (the last factor's leaky-ReLU gain)
+  std::string width_of = "max";                   // max | out: the inner width is factor x max(in, out) or factor x out
   int64_t residual_every = 1;
-  bool learnable_residual = false, batch_norm = false, factor_bias = false;
+  bool learnable_residual = false, batch_norm = false, factor_bias = false, first_bias = false;
   std::string conv = "cl";  // cl | ck | kernels
   std::vector<int64_t> kernels;
   int64_t rank = 8;

@@ -38,11 +38,11 @@ const std::vector<Column>& train_columns() {
 std::vector<Column> eval_columns(bool language_model, bool focus) {
   std::vector<Column> cols = {
       {"step", "steps", "optimizer steps taken when evaluated", true},
-      {"train_loss", "nats", "mean loss of the collapsed network on the training split"},
-      {"train_acc", "1", "accuracy (fraction correct) of the collapsed network on the training split"},
-      {"test_loss", "nats", "mean loss of the collapsed network on the test split"},
-      {"test_acc", "1", "accuracy of the collapsed network on the test split"},
-      {"collapse_error", "1", "max |f_trained - f_collapsed| / max |f_trained| on the first test batch"},
+      {col::kTrainLoss, "nats", "mean loss of the collapsed network on the training split"},
+      {col::kTrainAcc, "1", "accuracy (fraction correct) of the collapsed network on the training split"},
+      {col::kTestLoss, "nats", "mean loss of the collapsed network on the test split"},
+      {col::kTestAcc, "1", "accuracy of the collapsed network on the test split"},
+      {col::kCollapseError, "1", "max |f_trained - f_collapsed| / max |f_trained| on the first test batch"},
   };
   if (language_model) {
     cols.push_back({"train_bpc", "bits", "train_loss in bits per character"});

@@ -22,6 +22,16 @@ inline bool operator==(RunStatus s, std::string_view name) { return status_name(
 inline bool operator!=(RunStatus s, std::string_view name) { return !(s == name); }
 std::ostream& operator<<(std::ostream& os, RunStatus s);
 
+// Names of the eval columns that the index, `inspect` and the resume check read back (the same names
+// head the index's /summary datasets).
+namespace col {
+inline constexpr const char* kTrainLoss = "train_loss";
+inline constexpr const char* kTrainAcc = "train_acc";
+inline constexpr const char* kTestLoss = "test_loss";
+inline constexpr const char* kTestAcc = "test_acc";
+inline constexpr const char* kCollapseError = "collapse_error";
+}  // namespace col
+
 struct Column {
   std::string name, units, description;
   bool integer = false;  // stored as int64 (else float64)

@@ -222,10 +222,10 @@ RunSummary summary_read(const std::string& run_path) {
       if (!a.empty()) s.axes.emplace_back(a, r.has_attr(a) ? attr_text(r, a) : "");
   if (r.has_object("/metrics/train/step")) s.steps = table_rows(r, "train");
   const int64_t eval_rows = table_rows(r, "eval");
-  s.train_loss = last_of(r, "eval", "train_loss", eval_rows);
-  s.train_acc = last_of(r, "eval", "train_acc", eval_rows);
-  s.test_loss = last_of(r, "eval", "test_loss", eval_rows);
-  s.test_acc = last_of(r, "eval", "test_acc", eval_rows);
+  s.train_loss = last_of(r, "eval", col::kTrainLoss, eval_rows);
+  s.train_acc = last_of(r, "eval", col::kTrainAcc, eval_rows);
+  s.test_loss = last_of(r, "eval", col::kTestLoss, eval_rows);
+  s.test_acc = last_of(r, "eval", col::kTestAcc, eval_rows);
   return s;
 }
 
@@ -312,7 +312,7 @@ std::map<std::string, std::pair<FileStamp, RunSummary>> previous_rows(const std:
          paths = r.read_strings("/summary/path"), errors = r.read_strings("/summary/error");
     auto num = [&](const char* c) { return r.read_array(std::string("/summary/") + c, nullptr); };
     auto mtime = num("file_mtime_ns"), size = num("file_size"), steps = num("steps"), total = num("total_steps"),
-         trl = num("train_loss"), tra = num("train_acc"), tel = num("test_loss"), tea = num("test_acc"),
+         trl = num(col::kTrainLoss), tra = num(col::kTrainAcc), tel = num(col::kTestLoss), tea = num(col::kTestAcc),
          wall = num("wall_seconds");
     const size_t n = ids.size();
     for (const auto* v : {&status, &paths, &errors})
@@ -450,10 +450,10 @@ IndexResult index_rebuild(const std::string& out_dir, const IndexOptions& option
     std::vector<int64_t> isteps(steps.begin(), steps.end()), itotal(total.begin(), total.end());
     w.write_array("/summary/steps", n, isteps.data());
     w.write_array("/summary/total_steps", n, itotal.data());
-    w.write_array("/summary/train_loss", n, trl.data());
-    w.write_array("/summary/train_acc", n, tra.data());
-    w.write_array("/summary/test_loss", n, tel.data());
-    w.write_array("/summary/test_acc", n, tea.data());
+    w.write_array(std::string("/summary/") + col::kTrainLoss, n, trl.data());
+    w.write_array(std::string("/summary/") + col::kTrainAcc, n, tra.data());
+    w.write_array(std::string("/summary/") + col::kTestLoss, n, tel.data());
+    w.write_array(std::string("/summary/") + col::kTestAcc, n, tea.data());
     w.write_array("/summary/wall_seconds", n, wall.data());
     // What each row was made from (the run file's modification time in ns, and its size): the next
     // update reuses the row while both are unchanged.

@@ -99,7 +99,12 @@ std::vector<MetricSink::Tensor> snapshot_of(model::Network& net, bool factors) {
   for (auto& s : net.slots()) {
     auto w = as_array(s.param->weight());
     MetricSink::Tensor t{s.name, std::move(w.shape), std::move(w.data), {}, {}};
-    if (auto* b = named.find(s.name + "_bias"); b && b->defined()) t.bias = as_array(*b);
+    // The collapsed layer's bias: the network's bias of the layer plus the one the parameterization
+    // contributes (factor biases, batch norm folded with its running statistics).
+    torch::Tensor bias;
+    if (auto* b = named.find(s.name + "_bias"); b && b->defined()) bias = *b;
+    if (s.param->has_bias()) bias = bias.defined() ? bias + s.param->bias() : s.param->bias();
+    if (bias.defined()) t.bias = as_array(bias);
     if (factors)
       for (auto& p : s.param->parameters())
         if (p.numel() > 0) t.factors.push_back(as_array(p));

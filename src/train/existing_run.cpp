@@ -164,11 +164,11 @@ EvalMetrics last_eval(const std::string& path) {
   };
   const double step = last("step");
   return {std::isfinite(step) ? int64_t(step) : 0,
-          last("train_loss"),
-          last("train_acc"),
-          last("test_loss"),
-          last("test_acc"),
-          last("collapse_error")};
+          last(store::col::kTrainLoss),
+          last(store::col::kTrainAcc),
+          last(store::col::kTestLoss),
+          last(store::col::kTestAcc),
+          last(store::col::kCollapseError)};
 }
 
 FileId file_id(const std::string& path) {

@@ -74,6 +74,32 @@ check_plan lowrank-deep configs/nets/lowrank-deep.yaml 2509312
 # 784*100 + 100 + 100*10 + 10 = 79510
 check_plan omega-set configs/nets/omega-mlp.yaml 79510 --set 'model.widths=[784,100,10]'
 
+# Expansive Networks' baseline Net(expansive=False): 784*128 + 128 + 128*10 + 10 = 101770
+check_plan expansive-baseline configs/nets/expansive-mnist.yaml 101770 --set data.name=fashion-mnist
+
+step "Expansive Networks sweep: baseline 101770; 5 and 20 factors train the chain, collapse to 101770"
+run_xpand "$WORK/expansive-sweep.json" "$WORK/expansive-sweep.err" plan "$SRC/configs/expansive-mnist.yaml" --json \
+  --set data.name=fashion-mnist
+[ "$RC" -eq 0 ] || { show "$WORK/expansive-sweep.err"; fail "plan of the expansive sweep exited $RC"; }
+for n in 5 20; do
+  # fc1 (784*128 + 128, its bias inside the chain) + n factors 128x128 + fc2 (128*10 + 10)
+  want=$((784 * 128 + 128 + n * 128 * 128 + 128 * 10 + 10))
+  run_xpand "$WORK/expansive-$n.json" "$WORK/expansive-$n.err" plan "$SRC/configs/nets/expansive-mnist.yaml" --json \
+    --set data.name=fashion-mnist --set layers.fc1.kind=expanded --set layers.fc1.depth=$((n + 1)) \
+    --set layers.fc1.factor=1 --set layers.fc1.width_of=out --set layers.fc1.residual=tail \
+    --set layers.fc1.first_bias=true --set layers.fc1.init=torch-default
+  [ "$RC" -eq 0 ] || { show "$WORK/expansive-$n.err"; fail "plan of $n factors exited $RC"; }
+  "$PYTHON" - "$WORK/expansive-$n.json" "$WORK/expansive-sweep.json" "$want" <<'PY' || fail "expansive $n factors"
+import json, sys
+plan, sweep, want = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
+assert plan["trainable"] == want, (plan["trainable"], want)
+assert plan["collapsed"] == 101770, plan["collapsed"]
+points = sorted(p["trainable"] for p in sweep["points"])
+assert want in points and 101770 in points, points
+print(f"    ok: trainable {want}, collapsed 101770; the sweep's points train {sorted(set(points))}")
+PY
+done
+
 step "human-readable plan of omega-mlp prints a total line with 199210"
 run_xpand "$WORK/omega.txt" "$WORK/omega.txt.err" plan "$SRC/configs/nets/omega-mlp.yaml"
 [ "$RC" -eq 0 ] || { show "$WORK/omega.txt.err"; fail "plan exited $RC"; }

@@ -1,6 +1,9 @@
 // Config validation: values, defaults and overrides; each kind of error names the key, the
 // source and line, and the accepted values; the schema's choices match the registries.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <sstream>
 
 #include "config/config.h"
 #include "core/error.h"
@@ -43,6 +46,37 @@ TEST(Config, ValuesDefaultsAndOverrides) {
   EXPECT_EQ(cfg.get_string("data.name"), "fashion-mnist");  // unconditional default
   EXPECT_EQ(cfg.location("train.lr").line, 4);
   EXPECT_EQ(cfg.location("train.lr").source, "demo.yaml");
+}
+
+// Keys added after run ids were in use (config::key_added: param.width_of, model.bias_init, ...)
+// count toward the id only away from their defaults, so earlier configurations keep their ids, and
+// so does the resolved YAML that lists them. The id is the FNV-1a hash of the resolved YAML without
+// those keys, recomputed here from to_yaml's text with the keys' lines taken out.
+TEST(Config, KeysAddedLaterLeaveRunIdsAlone) {
+  auto a = Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}", "a.yaml");
+  auto b = Config::load_string(
+      "model: {kind: mlp, widths: [4, 3], bias_init: default}\ndata: {name: teacher}\n"
+      "param: {width_of: max, residual_intervals: [2], init_std: 0.01}",
+      "b.yaml");
+  EXPECT_EQ(a.hash(), b.hash());
+  auto c = Config::load_string("model: {kind: mlp, widths: [4, 3], bias_init: zero}\ndata: {name: teacher}", "c.yaml");
+  EXPECT_NE(a.hash(), c.hash());
+  auto d = Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}\nparam: {width_of: out}",
+                               "d.yaml");
+  EXPECT_NE(a.hash(), d.hash());
+  uint64_t h = 1469598103934665603ull;
+  std::istringstream lines(a.to_yaml("output."));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("device:", 0) == 0 || line.rfind("threads:", 0) == 0) continue;
+    bool added = false;
+    for (const char* k : {"  bias_init:", "  width_of:", "  residual_intervals:", "  batch_norm_at:",
+                          "  negative_slope:", "  first_bias:", "  init_std:"})
+      added |= line.rfind(k, 0) == 0;
+    if (added) continue;
+    for (unsigned char ch : line) h = (h ^ ch) * 1099511628211ull;
+    h = (h ^ '\n') * 1099511628211ull;
+  }
+  EXPECT_EQ(a.hash(), fmt::format("{:016x}", h));
 }
 
 TEST(Config, ResolvedYamlReloadsToTheSameConfig) {

@@ -61,6 +61,50 @@ double collapse_error(Expanded& p, torch::ScalarType dtype, int64_t in) {
 
 }  // namespace
 
+// The skip structures and batch-norm placement added for the sources (residual tail: the Expansive
+// Networks seed; residual intervals and batch norm after every factor: overparam's EPLinear): the
+// activation-first chain (apply_chain) against the collapsed W_eff x + b_eff, two different
+// computations (the collapse is the matrix recurrence, or f(I) - f(0) with batch norm or biases).
+TEST(Expanded, SourceStructuresCollapseExactly) {
+  struct Case {
+    std::string residual;
+    std::vector<int64_t> intervals;
+    int64_t depth;
+  };
+  const std::vector<Case> cases = {{"tail", {}, 2},        {"tail", {}, 5},           {"intervals", {2}, 4},
+                                   {"intervals", {-1}, 3}, {"intervals", {1, -1}, 4}, {"intervals", {2, -1}, 4},
+                                   {"intervals", {3}, 5}};
+  int checked = 0;
+  for (const auto& c : cases)
+    for (std::string bn_at : {"none", "between", "every"})
+      for (std::string bias : {"none", "every", "first"}) {
+        auto spec = expanded_spec(1.0, c.depth, c.residual, 1, bn_at != "none", bias == "every", false, "activation");
+        spec.width_of = "out";
+        spec.residual_intervals = c.intervals;
+        spec.batch_norm_at = bn_at == "every" ? "every" : "between";
+        spec.first_bias = bias == "first";
+        const std::string name = fmt::format("residual {} [{}] depth {} bn {} bias {}", c.residual,
+                                             fmt::join(c.intervals, ","), c.depth, bn_at, bias);
+        torch::manual_seed(31 + checked);
+        Expanded p(spec, WeightShape{{6, 6}}, Init::torch_default({{6, 6}}));
+        EXPECT_LE(collapse_error(p, torch::kFloat64, 6), 1e-10) << name;
+        ++checked;
+      }
+  EXPECT_EQ(checked, 63);
+}
+
+// An interval whose skip joins two widths is refused (overparam's graph would fail to add them).
+TEST(Expanded, IntervalsBetweenDifferentWidthsAreRefused) {
+  auto spec = expanded_spec(2.0, 3, "intervals", 1, false, false);
+  spec.width_of = "out";
+  spec.residual_intervals = {1};
+  EXPECT_THROW(Expanded(spec, WeightShape{{6, 6}}, Init::torch_default({{6, 6}})), ConfigError);
+  spec.residual_intervals = {-1};  // x0 (6) to x3 (6): square
+  EXPECT_NO_THROW(Expanded(spec, WeightShape{{6, 6}}, Init::torch_default({{6, 6}})));
+  spec.residual_intervals = {0};
+  EXPECT_THROW(Expanded(spec, WeightShape{{6, 6}}, Init::torch_default({{6, 6}})), ConfigError);
+}
+
 TEST(Expanded, CollapseGridIsExact) {
   int checked = 0, refused = 0;
   for (int64_t depth : {1, 2, 4, 8, 16})
