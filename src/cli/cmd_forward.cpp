@@ -10,7 +10,8 @@
 //   OUT.h5: /output            logits of the network in training mode
 //           /collapsed_output  logits of the collapsed (dense) network in evaluation mode
 //           /loss              the training loss (mean cross-entropy), a 1-element array
-//           /grad/<name>       d loss / d param for every /params entry
+//           /grad/<name>       d loss / d param for every /params entry (zeros for a parameter the
+//                              forward did not use, which /unused_parameters then lists)
 //           attributes trainable and collapsed (parameter counts, as `xpand plan` prints them)
 // `--init-out INIT.h5` writes the network's own initial parameters (/params/<name>, float64, from
 // the config's seed) in the same layout: how xpand initialises each tensor, for outside checks.
@@ -155,8 +156,12 @@ int run_forward(const ConfigArgs& args, const std::string& in, const std::string
     write_f64(w, "/output", logits);
     write_f64(w, "/collapsed_output", collapsed_logits);
     write_f64(w, "/loss", loss.reshape({1}));
-    for (const auto& [name, t] : params)
+    std::vector<std::string> unused;  // parameters the forward did not reach: zeros, and listed
+    for (const auto& [name, t] : params) {
+      if (!t.grad().defined()) unused.push_back(name);
       write_f64(w, "/grad/" + name, t.grad().defined() ? t.grad() : torch::zeros_like(t));
+    }
+    if (!unused.empty()) w.write_strings("/unused_parameters", unused);
     w.close();
     store::commit_file(tmp, out);
   } catch (...) {

@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
   // MPI_Finalize: a failure HDF5 reported (a flush that failed) can leave a file its shutdown then
   // crashes on, turning exit 1 into SIGSEGV. Everything they wrote is closed by then.
   const bool reading = app.got_subcommand("inspect") || app.got_subcommand("index") || app.got_subcommand("collapse") ||
-                       app.got_subcommand("analyze");
+                       app.got_subcommand("analyze") || app.got_subcommand("forward");
   const bool training = app.got_subcommand("train") || app.got_subcommand("sweep");
   auto done = [reading, training](int code) {
     if (reading || (training && code != 0)) {
@@ -181,7 +181,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("inspect")) return done(inspect());
     if (app.got_subcommand("index")) return done(index());
     if (app.got_subcommand("collapse")) return done(collapse());
-    if (app.got_subcommand("forward")) return forward();
+    if (app.got_subcommand("forward")) return done(forward());
   } catch (const ConfigError& e) {
     return fail("config error: ", e.what(), e.exit_code());
   } catch (const Error& e) {

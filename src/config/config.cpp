@@ -430,6 +430,13 @@ const Config::Entry& Config::entry(const std::string& key, Type expected) const 
 }
 
 bool Config::has(const std::string& key) const { return values_.count(key) > 0; }
+
+bool Config::at_default(const std::string& key) const {
+  auto it = values_.find(key);
+  const KeyDef* d = find_def(key);
+  if (it == values_.end() || !d || d->default_yaml.empty()) return false;
+  return convert(*d, YAML::Load(d->default_yaml), Location{"<default>", 0, 0}, key) == it->second.value;
+}
 int64_t Config::get_int(const std::string& k) const { return std::get<int64_t>(entry(k, Type::Int).value); }
 double Config::get_float(const std::string& k) const { return std::get<double>(entry(k, Type::Float).value); }
 bool Config::get_bool(const std::string& k) const { return std::get<bool>(entry(k, Type::Bool).value); }
@@ -546,9 +553,7 @@ std::string Config::hash() const {
     // A key added after run ids were in use counts only when it differs from its default (set in
     // a file or not: a configuration and its resolved YAML, which lists every key, share one id).
     const KeyDef* d = find_def(k);
-    if (!d || d->id_when_default || d->default_yaml.empty()) return true;
-    const Value def = convert(*d, YAML::Load(d->default_yaml), Location{"<default>", 0, 0}, k);
-    return !(def == values_.at(k).value);
+    return !d || d->id_when_default || !at_default(k);
   }));
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("device:", 0) == 0 || line.rfind("threads:", 0) == 0) continue;  // top-level keys only

@@ -70,6 +70,9 @@ class Config {
                             const std::vector<std::string>& overrides = {});
 
   bool has(const std::string& key) const;
+  // Whether the key holds its schema default's value (set explicitly to it or not); false for a key
+  // without a default or one the config does not hold.
+  bool at_default(const std::string& key) const;
   int64_t get_int(const std::string& key) const;
   double get_float(const std::string& key) const;
   bool get_bool(const std::string& key) const;

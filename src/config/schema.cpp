@@ -127,6 +127,12 @@ const std::vector<KeyDef>& schema() {
                    {"relu", "tanh", "sigmoid", "gelu"}),
            "model.kind", {"mlp", "cnn"}),
       when(key("model.bias", T::Bool, "true", "bias vectors in linear and conv layers"), "model.kind", {"mlp", "cnn"}),
+      when(key_added(choices(key("model.layer_bias", T::String, "separate",
+                                 "with model.bias: separate (every layer gets the network's bias, also one whose "
+                                 "parameterization has a bias of its own: factor biases, batch norm) or own (such a "
+                                 "layer keeps only its own, as overparam's EPLinear and the Expansive seed's fc1)"),
+                             {"separate", "own"})),
+           "model.kind", {"mlp", "cnn"}),
       when(key_added(choices(key("model.bias_init", T::String, "default",
                                  "initial biases: default (PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))) or zero (the "
                                  "omega-space notebook's)"),

@@ -17,6 +17,7 @@ class Cnn : public Network {
     if (k_ % 2 == 0) cfg.fail("model.kernel_size", fmt::format("must be odd for same padding, got {}", k_));
     bool bias = cfg.get_bool("model.bias"), bn = cfg.get_bool("model.batch_norm");
     const bool zero_bias = cfg.get_string("model.bias_init") == "zero";
+    const bool own_bias = cfg.get_string("model.layer_bias") == "own";  // see mlp.cpp
     int64_t c = ds.sample_shape[0], h = ds.sample_shape[1], w = ds.sample_shape[2];
     auto channels = cfg.get_ints("model.channels");
     for (size_t i = 0; i < channels.size(); ++i) {
@@ -24,7 +25,7 @@ class Cnn : public Network {
       param::WeightShape shape{{channels[i], c, k_, k_}};
       convs_.push_back(add_slot(*this, name, name, shape, param::Init::torch_default(shape), make, h * w, i > 0));
       torch::Tensor b;
-      if (bias && !convs_.back()->has_bias()) {  // a layer with its own bias (factor biases) takes no second one
+      if (bias && !(own_bias && convs_.back()->has_bias())) {
         double bound = 1.0 / std::sqrt(double(shape.fan_in()));
         b = register_parameter(name + "_bias", zero_bias ? torch::zeros({channels[i]})
                                                          : torch::empty({channels[i]}).uniform_(-bound, bound));
@@ -46,7 +47,7 @@ class Cnn : public Network {
       param::WeightShape shape{{widths[i + 1], widths[i]}};
       fcs_.push_back(add_slot(*this, name, name, shape, param::Init::torch_default(shape), make, 1, true));
       torch::Tensor b;
-      if (bias && !fcs_.back()->has_bias()) {
+      if (bias && !(own_bias && fcs_.back()->has_bias())) {
         double bound = 1.0 / std::sqrt(double(widths[i]));
         b = register_parameter(name + "_bias", zero_bias ? torch::zeros({widths[i + 1]})
                                                          : torch::empty({widths[i + 1]}).uniform_(-bound, bound));

@@ -34,6 +34,7 @@ class Mlp : public Network {
       cfg.fail("model.widths",
                fmt::format("last width {} must equal the {} classes of {}", widths_.back(), ds.num_classes, ds.name));
     bool bias = cfg.get_bool("model.bias"), zero_bias = cfg.get_string("model.bias_init") == "zero";
+    const bool own_bias = cfg.get_string("model.layer_bias") == "own";
     size_t n = widths_.size() - 1;
     residual_.assign(n, false);
     for (int64_t r : cfg.get_ints("model.residual")) {
@@ -48,9 +49,9 @@ class Mlp : public Network {
       param::WeightShape shape{{widths_[i + 1], widths_[i]}};
       layers_.push_back(add_slot(*this, name, name, shape, param::Init::torch_default(shape), make, 1, i > 0));
       torch::Tensor b;
-      // A layer whose parameterization has its own bias (factor biases, batch norm, the seed's
-      // first_bias) takes no second one: the collapsed layer's bias is that one, as upstream's.
-      if (bias && !layers_.back()->has_bias()) {
+      // model.layer_bias: own: a layer whose parameterization has its own bias (factor biases, batch
+      // norm, the seed's first_bias) takes no second one, as upstream's layers have it.
+      if (bias && !(own_bias && layers_.back()->has_bias())) {
         double bound = 1.0 / std::sqrt(double(widths_[i]));
         b = register_parameter(name + "_bias", zero_bias ? torch::zeros({widths_[i + 1]})
                                                          : torch::empty({widths_[i + 1]}).uniform_(-bound, bound));

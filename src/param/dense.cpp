@@ -48,11 +48,12 @@ namespace {
 // (default), PyTorch's nn.Linear / nn.Conv2d default (torch-default), or N(0, init_std²) (normal: the
 // omega-space notebook's W ~ N(0, 0.001²)).
 Init dense_init(const Spec& spec, const WeightShape& s, const Init& init) {
-  if (spec.init == "default") return init;
-  if (spec.init == "torch-default") return Init::torch_default(s);
-  if (spec.init == "normal") return Init::normal(spec.get_float("init_std"));
-  spec.fail("init",
-            fmt::format("a {} layer takes init default, torch-default or normal, not {}", spec.kind, spec.init));
+  const std::string how = spec.init_for({"default", "torch-default", "normal"});
+  if (how != "normal" && spec.non_default("init_std"))
+    spec.fail("init_std", "is the standard deviation of init: normal; this layer's init is " + how);
+  if (how == "torch-default") return Init::torch_default(s);
+  if (how == "normal") return Init::normal(spec.get_float("init_std"));
+  return init;
 }
 
 ParamPtr make_dense(const Spec& spec, const WeightShape& s, const Init& init) {

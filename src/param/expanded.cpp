@@ -35,16 +35,25 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
 
   if (factor_bias_ && first_bias_)
     spec.fail("first_bias", "factor_bias already puts a bias in every factor; set one of the two");
-  if (spec.init != "default" && spec.init != "torch-default" && spec.init != "overparam")
-    spec.fail("init", fmt::format("expanded layers take init default (variance-matched), torch-default or overparam, "
-                                  "not {}",
-                                  spec.init));
+  const std::string how = spec.init_for({"default", "torch-default", "overparam"});
+  if (first_bias_ && spec.cfg && spec.cfg->has("model.layer_bias") && spec.cfg->get_bool("model.bias") &&
+      spec.cfg->get_string("model.layer_bias") != "own")
+    spec.fail("first_bias",
+              "the first factor's bias stands for the layer's bias; set model.layer_bias: own (or model.bias: false) "
+              "so that the layer does not get a second one");
+  // Options that only mean something with another one: set without it they would do nothing.
+  if (how != "overparam" && spec.non_default("negative_slope"))
+    spec.fail("negative_slope", "sets the last factor's gain of init: overparam; this layer's init is " + how);
+  if (!batch_norm_ && spec.non_default("batch_norm_at"))
+    spec.fail("batch_norm_at", "places batch norm, and this layer has batch_norm: false");
+  if (spec.residual != "intervals" && spec.non_default("residual_intervals"))
+    spec.fail("residual_intervals", "applies with residual: intervals; this layer's residual is " + spec.residual);
   build_skips(spec);
 
   // Factors: the product's entries get the dense init's variance (see the header).
   double var = init.kind == Init::Uniform ? init.scale * init.scale / 3.0 : init.scale * init.scale;
   double s = std::sqrt(std::pow(var / std::pow(double(h_), double(depth_ - 1)), 1.0 / double(depth_)));
-  const bool torch_default = spec.init == "torch-default", overparam = spec.init == "overparam";
+  const bool torch_default = how == "torch-default", overparam = how == "overparam";
   for (int64_t i = 0; i < depth_; ++i) {
     auto w = torch::empty({dims_[i + 1], dims_[i]}, alloc_options());
     const Init factor_init = Init::torch_default(WeightShape{{dims_[i + 1], dims_[i]}});  // U(±1/√fan_in)
@@ -354,8 +363,8 @@ KindInfo expanded_kind() {
                   {"max", "out"}),
       key_choices(key_def("residual", Type::String, "none",
                           "expanded: identity skip around every residual_every factors (every), around the whole "
-                          "chain (end), around every factor after the first (tail: y = z + E(z), z = W_1 x + b_1, "
-                          "the Expansive Networks seed), or none"),
+                          "chain (end), one skip around all the factors after the first (tail: y = z + E(z), "
+                          "z = W_1 x + b_1, the Expansive Networks seed), or none"),
                   {"none", "every", "end", "tail", "intervals"}),
       key_range(key_def("residual_intervals", Type::IntList, "[2]",
                         "expanded, residual: intervals: overparam's residual_intervals: every n adds x_(m-n) to x_m "

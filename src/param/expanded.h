@@ -1,7 +1,7 @@
 // Expanded linear layers: W (out×in) trained as a product of `depth` factors W_d⋯W_1 with inner
 // width h = round(factor · max(in, out)) (width_of: max) or h = ⌊factor · out⌋ (width_of: out, as
-// overparam's EPLinear), optionally with identity skips (every k factors, end to end, around every
-// factor after the first: residual tail, or overparam's residual_intervals), a learnable skip
+// overparam's EPLinear), optionally with identity skips (every k factors, end to end, one skip
+// around all the factors after the first: residual tail, or overparam's residual_intervals), a learnable skip
 // y = G x + F(x), batch norm between factors or after every factor (batch_norm_at: every, overparam's
 // resblock order: x_v = BN(W x_{v-1} + b) + skips), and a bias in every factor (factor_bias) or in the
 // first only (first_bias). Variables x_0 = x, x_v = factor v applied to x_{v-1} (+ batch norm) + the

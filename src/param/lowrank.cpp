@@ -23,14 +23,13 @@ LowRank::LowRank(const Spec& spec, WeightShape shape, const Init& init)
   if (rank_ > std::min(in, out))
     spec.fail("rank", fmt::format("rank {} exceeds min(in, out) = {}", rank_, std::min(in, out)));
   torch::Tensor b = torch::zeros({out, rank_}, alloc_options()), c = torch::zeros({rank_, in}, alloc_options());
-  if (spec.init == "overparam" || spec.init == "normal")
-    spec.fail("init", fmt::format("lowrank layers take init default, torch-default or svd, not {}", spec.init));
-  if (spec.init == "svd" && spec.init_from.empty())
+  const std::string how = spec.init_for({"default", "torch-default", "svd"});
+  if (how == "svd" && spec.init_from.empty())
     spec.fail("init", "init svd needs param.init_from, a run file with a dense snapshot");
-  if (spec.init == "torch-default") {  // each factor as nn.Linear's default: U(-1/√fan_in, 1/√fan_in)
+  if (how == "torch-default") {  // each factor as nn.Linear's default: U(-1/√fan_in, 1/√fan_in)
     init_fill(b, Init::torch_default(WeightShape{{out, rank_}}));
     init_fill(c, Init::torch_default(WeightShape{{rank_, in}}));
-  } else if (spec.init != "svd") {  // init svd: init_from_weights() sets the factors from the snapshot's weight
+  } else if (how != "svd") {  // init svd: init_from_weights() sets the factors from the snapshot's weight
     double var = init.kind == Init::Uniform ? init.scale * init.scale / 3.0 : init.scale * init.scale;
     double sd = std::pow(var / double(rank_), 0.25);
     init_fill(b, Init::normal(sd));

@@ -111,6 +111,14 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
   return s;
 }
 
+bool Spec::non_default(const std::string& field) const { return cfg && !cfg->at_default(key_of(field)); }
+
+std::string Spec::init_for(const std::vector<std::string>& accepted) const {
+  if (std::find(accepted.begin(), accepted.end(), init) != accepted.end()) return init;
+  if (key_of("init").rfind("param.", 0) == 0) return "default";
+  fail("init", fmt::format("a {} layer takes init {}, not {}", kind, fmt::join(accepted, ", "), init));
+}
+
 void check_layer_options(const config::Config& cfg, const std::vector<std::string>& layers,
                          const std::vector<bool>& is_conv) {
   for (const auto& lk : layer_keys(cfg)) {

@@ -41,6 +41,13 @@ struct Spec {
   std::vector<int64_t> get_ints(const std::string& field) const { return config().get_ints(key_of(field)); }
   const config::Config* cfg = nullptr;   // the config the spec was resolved from (outlives it)
   const config::Config& config() const;  // *cfg; an internal error for a spec built by hand
+  // Whether this layer's value of `field` differs from the schema default (false for a spec built by
+  // hand, without a config).
+  bool non_default(const std::string& field) const;
+  // The value of `init` for a kind that accepts `accepted`: a param.init value meant for other kinds
+  // (svd for lowrank, overparam for expanded, normal for dense) means "default" here; the same value
+  // set under layers.<name> for this layer is a config error naming the accepted values.
+  std::string init_for(const std::vector<std::string>& accepted) const;
   // Throws ConfigError "<key> (layer <layer>): <msg>" for an option this layer cannot take.
   [[noreturn]] void fail(const std::string& field, const std::string& msg) const;
   std::vector<std::pair<std::string, std::string>> sources;  // field -> key

@@ -69,7 +69,7 @@ TEST(Config, KeysAddedLaterLeaveRunIdsAlone) {
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("device:", 0) == 0 || line.rfind("threads:", 0) == 0) continue;
     bool added = false;
-    for (const char* k : {"  bias_init:", "  width_of:", "  residual_intervals:", "  batch_norm_at:",
+    for (const char* k : {"  bias_init:", "  layer_bias:", "  width_of:", "  residual_intervals:", "  batch_norm_at:",
                           "  negative_slope:", "  first_bias:", "  init_std:"})
       added |= line.rfind(k, 0) == 0;
     if (added) continue;

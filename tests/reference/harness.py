@@ -31,8 +31,11 @@ def rel_err(a, b, floor=0.0):
 
 def as_xpand(v, grad=False):
     """A mapping value: the transcription's nn.Parameter in xpand's layout, or (parameter, to_xpand) where
-    to_xpand turns the parameter (or its gradient) into xpand's layout (e.g. a transpose)."""
+    to_xpand turns the parameter (or its gradient) into xpand's layout (e.g. a transpose). A parameter
+    the transcription's forward did not use has no gradient: zeros, and the caller reports it."""
     p, f = v if isinstance(v, tuple) else (v, lambda t: t)
+    if grad and p.grad is None:
+        return torch.zeros_like(f(p.detach()))
     return f(p.grad if grad else p.detach())
 
 
@@ -114,7 +117,13 @@ class Case:
         loss.backward()
         with torch.no_grad():
             logp_c = collapsed_forward(x)
+        for name, v in mapping.items():
+            if (v[0] if isinstance(v, tuple) else v).grad is None:
+                self.failures.append(f"{self.name}: the transcription's {name} got no gradient (unused?)")
         with h5py.File(out, "r") as f:
+            if "/unused_parameters" in f:
+                unused = [s.decode() if isinstance(s, bytes) else s for s in f["/unused_parameters"][()]]
+                self.failures.append(f"{self.name}: xpand's forward did not use {unused}")
             xo = torch.from_numpy(f["/output"][()])
             xc = torch.from_numpy(f["/collapsed_output"][()])
             self.check("log-probabilities", F.log_softmax(xo, dim=-1).numpy(), logp.detach().numpy())

@@ -67,7 +67,9 @@ def main():
             k = fit["rank"]
             checks += [(f"svd_abs_error r={k}", fit["svd_abs_error"], err(k), 1e-9),
                        (f"svd_error r={k}", fit["svd_error"], err(k) / fro, 1e-9),
-                       (f"gd_abs_error r={k} / gd_error", fit["gd_abs_error"], fit["gd_error"] * fro, 1e-9)]
+                       # gradient descent cannot beat the truncated SVD (Eckart-Young), in absolute terms too
+                       (f"gd_abs_error r={k} >= the SVD's", min(fit["gd_abs_error"], err(k) * (1 + 1e-9)), err(k),
+                        1e-9)]
         for what, got, want, tol in checks:
             ok = abs(got - want) <= tol * max(1.0, abs(want))
             print(f"  {'ok  ' if ok else 'FAIL'} {layer['name']} {what}: xpand {got}, numpy {want}")

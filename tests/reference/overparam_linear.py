@@ -184,7 +184,8 @@ def cases(xpand, workdir):
         with open(config, "w") as f:
             f.write("name: overparam-linear-reference\nseed: 0\n"
                     f"data: {{name: teacher, teacher_inputs: {n_in}, teacher_classes: 4, train_size: 64, batch_size: 16}}\n"
-                    f"model: {{kind: mlp, widths: [{n_in}, {n_out}, 4], bias: {'true' if bias else 'false'}}}\n")
+                    f"model: {{kind: mlp, widths: [{n_in}, {n_out}, 4], bias: {'true' if bias else 'false'}, "
+                    "layer_bias: own}\n")
         torch.manual_seed(SEED + k)
         host = Host(EPLinear(n_in, n_out, **kw), n_out, 4, bias)
         # Batch norm's affine parameters away from 1 and 0, so that a misplaced norm shows.
@@ -218,7 +219,7 @@ def cases(xpand, workdir):
         with open(config, "w") as f:
             f.write("name: overparam-linear-reference\nseed: 0\n"
                     f"data: {{name: teacher, teacher_inputs: {n_in}, teacher_classes: 4, train_size: 64, batch_size: 16}}\n"
-                    f"model: {{kind: mlp, widths: [{n_in}, {n_out}, 4]}}\n")
+                    f"model: {{kind: mlp, widths: [{n_in}, {n_out}, 4], layer_bias: own}}\n")
         case = harness.Case(xpand, f"eplinear_init_{k}", config, xpand_keys(kw), workdir)
         print(f"{case.name}: EPLinear({n_in}, {n_out}, {kw}) initialisation")
         check_init(case, Host(EPLinear(n_in, n_out, **kw), n_out, 4, True), kw)
