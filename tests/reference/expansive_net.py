@@ -114,15 +114,7 @@ def cases(xpand, workdir):
         baseline = sum(p.numel() for p in (net.fc1.weight, net.fc1.bias, net.fc2.weight, net.fc2.bias))
         name = f"expansive_{n}" if expansive else "baseline"
         case = harness.Case(xpand, name, config, ["data.name=fashion-mnist"] + set_flags(entry), workdir)
-
-        def collapsed(inp, net=net):
-            net.eval()
-            try:
-                return net(inp)
-            finally:
-                net.train()
-
-        case.run(net, net, collapsed, mapping, x, labels, used, baseline)
+        case.run(net, net, harness.in_eval(net), mapping, x, labels, used, baseline)
         check_init(case, mapping)
         if baseline != 101770:
             case.failures.append(f"{name}: the source's baseline has {baseline} parameters, not 101,770")

@@ -39,6 +39,19 @@ def as_xpand(v, grad=False):
     return f(p.grad if grad else p.detach())
 
 
+def in_eval(model):
+    """model's forward in evaluation mode (where the sources collapse), leaving it in training mode."""
+
+    def forward(x):
+        model.eval()
+        try:
+            return model(x)
+        finally:
+            model.train()
+
+    return forward
+
+
 class Case:
     """One comparison. mapping: xpand parameter name -> the transcription's nn.Parameter (see as_xpand)."""
 

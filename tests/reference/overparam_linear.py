@@ -204,15 +204,8 @@ def cases(xpand, workdir):
         dense = n_in * n_out + (n_out if any(n.startswith("fc1.b") for n in mapping) or kw.get("batch_norm") else 0)
         collapsed = dense + host.fc2.weight.numel() + (host.fc2.bias.numel() if bias else 0)
 
-        def collapsed_forward(inp, host=host):
-            host.eval()
-            try:
-                return host(inp)
-            finally:
-                host.train()
-
         trainable = sum(p.numel() for p in mapping.values())
-        case.run(host, host, collapsed_forward, mapping, x, labels, trainable, collapsed)
+        case.run(host, host, harness.in_eval(host), mapping, x, labels, trainable, collapsed)
         failures += case.failures
     # The initialisation, on layers large enough to measure a standard deviation (no forward pass).
     for k, (n_in, n_out, kw) in enumerate(INIT_CASES):
