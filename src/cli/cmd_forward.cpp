@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <set>
 
 #include "cli/commands.h"
@@ -78,18 +79,17 @@ std::vector<std::pair<std::string, torch::Tensor>> named(const torch::OrderedDic
   return out;
 }
 
-void write_params(const std::string& out, const std::vector<std::pair<std::string, torch::Tensor>>& params) {
-  namespace fs = std::filesystem;
+// Writes `out` through a temporary file renamed into place: a failure leaves nothing half-written.
+void write_file(const std::string& out, const std::function<void(store::RunWriter&)>& fill) {
   const std::string tmp = fmt::format("{}.tmp-{}", out, ::getpid());
   std::error_code ec;
   try {
     store::RunWriter w(tmp);
-    w.set_attr("kind", "xpand initial parameters");
-    for (const auto& [name, t] : params) write_f64(w, "/params/" + name, t);
+    fill(w);
     w.close();
     store::commit_file(tmp, out);
   } catch (...) {
-    fs::remove(tmp, ec);
+    std::filesystem::remove(tmp, ec);
     throw;
   }
 }
@@ -115,7 +115,10 @@ int run_forward(const ConfigArgs& args, const std::string& in, const std::string
     return kExitOk;
   }
   if (!init_out.empty()) {
-    write_params(init_out, params);
+    write_file(init_out, [&](store::RunWriter& w) {
+      w.set_attr("kind", "xpand initial parameters");
+      for (const auto& [name, t] : params) write_f64(w, "/params/" + name, t);
+    });
     fmt::print("{}: {} initial parameter tensors\n", init_out, params.size());
     if (in.empty() && out.empty()) return kExitOk;
   }
@@ -146,9 +149,7 @@ int run_forward(const ConfigArgs& args, const std::string& in, const std::string
   }
   auto rep = model::network_report(*net, 1);
 
-  const std::string tmp = fmt::format("{}.tmp-{}", out, ::getpid());
-  try {
-    store::RunWriter w(tmp);
+  write_file(out, [&](store::RunWriter& w) {
     w.set_attr("kind", "xpand forward");
     w.set_attr("config", cfg.to_yaml());
     w.set_attr("trainable", rep.trainable);
@@ -162,12 +163,7 @@ int run_forward(const ConfigArgs& args, const std::string& in, const std::string
       write_f64(w, "/grad/" + name, t.grad().defined() ? t.grad() : torch::zeros_like(t));
     }
     if (!unused.empty()) w.write_strings("/unused_parameters", unused);
-    w.close();
-    store::commit_file(tmp, out);
-  } catch (...) {
-    fs::remove(tmp, ec);
-    throw;
-  }
+  });
   fmt::print("{}: loss {:.17g}, {} parameter tensors, trainable {}, collapsed {}\n", out, loss.item<double>(),
              params.size(), rep.trainable, rep.collapsed);
   return kExitOk;
