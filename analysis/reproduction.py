@@ -4,7 +4,8 @@
     /usr/bin/python3 analysis/reproduction.py [ROOT]       # ROOT defaults to out/
 
 Reads, where present, ROOT/<dir> for each preset's default output directory (docs/REPRODUCTION.md
-lists the commands that fill them): expansive-mnist, expansive-fmnist, expandnets-cnn, lowrank,
+lists the commands that fill them): expansive-mnist, expansive-fmnist, expandnets-cnn,
+expandnets-cifar3, expandnets-cifar7, lowrank,
 omega, omega-notebook, nanogpt-char, lora. For each it prints a markdown section: test accuracy
 (or validation loss) mean ± sample std over seeds per sweep point, the comparison the seed claim
 makes, and the largest collapse error of the expanded runs. Directories that are missing are
@@ -63,19 +64,21 @@ def expansive(root, name):
     print(f"\nlargest collapse error (max |f_collapsed - f| / max |f|): {collapse_max(runs):.2e}\n")
 
 
-def expandnets(root):
-    runs = xh.load_runs(os.path.join(root, "expandnets-cnn"), errors="skip")
-    print("### expandnets-cnn\n")
+def expandnets(root, name):
+    runs = xh.load_runs(os.path.join(root, name), errors="skip")
+    print(f"### {name}\n")
+    keys = ["layers.conv1", "layers.conv[23]", "layers.fc1"]
 
-    def name(row):
-        conv, fc = str(row.get("layers.conv*", "")), str(row.get("layers.fc*", ""))
+    def label(row):
+        conv, fc = str(row.get("layers.conv[23]", "")), str(row.get("layers.fc1", ""))
         c = "CK" if "ck" in conv else "CL" if "cl" in conv else ""
         f = "FC" if "expanded" in fc else ""
-        return "+".join(x for x in (c, f) if x) or "baseline"
-    rows = accuracy_table(runs, ["layers.conv*", "layers.fc*"], name)
+        nonlinear = " nonlinear" if "nonlinear" in conv + fc else ""
+        return ("+".join(x for x in (c, f) if x) or "baseline") + nonlinear
+    rows = accuracy_table(runs, keys, label)
     order = sorted(rows, key=lambda r: -r["test_acc_mean"])
-    print("\nordering by mean test accuracy: " + " > ".join(name(r) for r in order))
-    print(f"\nlargest collapse error: {collapse_max(runs):.2e}\n")
+    print("\nordering by mean test accuracy: " + " > ".join(label(r) for r in order))
+    print(f"\nlargest collapse error (linear expansions): {collapse_max(runs):.2e}\n")
 
 
 def lowrank(root):
@@ -151,7 +154,9 @@ def main():
     root = sys.argv[1] if len(sys.argv) > 1 else "out"
     sections = [("expansive-mnist", lambda: expansive(root, "expansive-mnist")),
                 ("expansive-fmnist", lambda: expansive(root, "expansive-fmnist")),
-                ("expandnets-cnn", lambda: expandnets(root)),
+                ("expandnets-cnn", lambda: expandnets(root, "expandnets-cnn")),
+                ("expandnets-cifar3", lambda: expandnets(root, "expandnets-cifar3")),
+                ("expandnets-cifar7", lambda: expandnets(root, "expandnets-cifar7")),
                 ("lowrank", lambda: lowrank(root)),
                 ("omega", lambda: omega(root, "omega")),
                 ("omega-notebook", lambda: omega(root, "omega-notebook")),

@@ -171,6 +171,9 @@ class Snapshot:
         self.stable_rank = attrs.get("stable_rank")
         self.shape = tuple(shape) if shape is not None else None
         self.error = error
+        # A nonlinear expansion (ReLU between its factors) has no single weight: its group holds only
+        # its factors (docs/FORMAT.md), and counts as written.
+        self.nonlinear = "nonlinear" in attrs
 
     @property
     def matrix_shape(self):
@@ -271,7 +274,7 @@ class Run:
                 done = len(newest) == int(group.attrs["layers"])
             else:
                 done = len(steps_) == 1 or len(newest) >= len(self.snapshots[steps_[-2]])
-            done = done and all(s.shape is not None and (s.singular_values is not None or s.error)
+            done = done and all(s.nonlinear or (s.shape is not None and (s.singular_values is not None or s.error))
                                 for s in newest.values())
             if not done:
                 self.incomplete_snapshot = steps_[-1]
@@ -455,7 +458,11 @@ class Run:
         """The collapsed weight of a snapshot (default: the last complete one), read from the file now."""
         step = self._last_complete_step() if step is None else int(step)
         with _open(self.path) as f:
-            return f[f"snapshots/{step:08d}/{layer}/weight"][:]
+            g = f[f"snapshots/{step:08d}/{layer}"]
+            if "nonlinear" in g.attrs:
+                raise XpandError(f"{self.path}: layer {layer} is a nonlinear expansion (ReLU between its factors): "
+                                 f"it has no single weight; its factors are under {g.name}/factors")
+            return g["weight"][:]
 
     def __repr__(self):
         return f"Run({self.run_id}, {self.status}, {self.axes})"

@@ -216,6 +216,10 @@ Runner analyze_command(CLI::App& app) {
     std::vector<LayerResult> layers;
     torch::NoGradGuard no_grad;
     for (const auto& name : names) {
+      if (r.has_attr_at(snap.group + "/" + name, "nonlinear")) {
+        log::warn("analyze: layer {} is a nonlinear expansion (no single weight); left out", name);
+        continue;
+      }
       log::debug("analyze: step {} layer {}", snap.step, name);
       layers.push_back(analyze_layer(r, snap, name, dtype, rs, *gd_steps, *threshold));
     }

@@ -53,6 +53,11 @@ Runner collapse_command(CLI::App& app) {
       int64_t params = 0;
       for (const auto& layer : layers) {
         const std::string src = snap.group + "/" + layer + "/weight";
+        if (r.has_attr_at(snap.group + "/" + layer, "nonlinear"))
+          throw DataError(
+              fmt::format("{}: layer {} is a nonlinear expansion (ReLU between its factors): it is not one "
+                          "linear map, so the network has no collapsed model",
+                          *file, layer));
         if (!r.has_object(src)) throw DataError(fmt::format("{}: {} is missing", *file, src));
         std::vector<int64_t> shape;
         auto data = r.read_array(src, &shape);

@@ -261,7 +261,7 @@ int print_run(const std::string& file, size_t tail, bool csv, bool json) {
     for (const auto& layer : r.children(last.group)) {
       const std::string g = last.group + "/" + layer;
       std::vector<int64_t> shape;
-      std::string shape_s = "-";
+      std::string shape_s = r.has_attr_at(g, "nonlinear") ? "nonlinear" : "-";
       if (r.has_object(g + "/weight")) {
         r.read_array(g + "/weight", &shape);
         shape_s = fmt::format("{}", fmt::join(shape, "x"));

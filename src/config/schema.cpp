@@ -78,8 +78,10 @@ const std::vector<KeyDef>& schema() {
             0, 1024),
 
       // --- data ---
-      choices(key("data.name", T::String, "fashion-mnist", "dataset"),
-              {"fashion-mnist", "mnist", "mnist-10k", "chars", "teacher"}),
+      choices(key("data.name", T::String, "fashion-mnist",
+                  "dataset (images: IDX files of any (N, H, W) or (N, C, H, W) images under data.root, e.g. CIFAR-10 "
+                  "from scripts/cifar_idx.py)"),
+              {"fashion-mnist", "mnist", "mnist-10k", "chars", "teacher", "images"}),
       key("data.root", T::String, "''",
           "dataset directory (IDX files) or text file/directory (chars); empty = the dataset's default location"),
       range(key("data.batch_size", T::Int, "128", "global batch size (split over the ranks of a run)"), 1),
@@ -152,8 +154,13 @@ const std::vector<KeyDef>& schema() {
                      "conv block output channels (each block: conv, batch norm, activation, 2x2 max pool)"),
                  1),
            "model.kind", {"cnn"}),
-      when(range(key("model.kernel_size", T::Int, "3", "conv kernel size (odd; same padding)"), 1), "model.kind",
+      when(range(key("model.kernel_size", T::Int, "3", "conv kernel size (odd with padding: same)"), 1), "model.kind",
            {"cnn"}),
+      when(key_added(choices(key("model.padding", T::String, "same",
+                                 "conv padding: same (kernel_size / 2, the map keeps its size) or valid (none: "
+                                 "ExpandNets' 3x3 SmallNet)"),
+                             {"same", "valid"})),
+           "model.kind", {"cnn"}),
       when(key("model.batch_norm", T::Bool, "true", "batch norm after each conv"), "model.kind", {"cnn"}),
       when(range(key("model.fc", T::IntList, "[]", "hidden widths of the classifier after the conv blocks"), 1),
            "model.kind", {"cnn"}),

@@ -46,18 +46,22 @@ std::string find_idx(const fs::path& dir, const std::vector<std::string>& names)
 }
 
 void load_idx_split(const fs::path& dir, const std::string& prefix, torch::Tensor* x, torch::Tensor* y) {
-  std::string img_path = find_idx(dir, {prefix + "-images-idx3-ubyte", prefix + "-images.idx3-ubyte"});
+  std::string img_path = find_idx(dir, {prefix + "-images-idx3-ubyte", prefix + "-images.idx3-ubyte",
+                                        prefix + "-images-idx4-ubyte", prefix + "-images.idx4-ubyte"});
   std::string lab_path = find_idx(dir, {prefix + "-labels-idx1-ubyte", prefix + "-labels.idx1-ubyte"});
   IdxArray img = idx_read(img_path), lab = idx_read(lab_path);
-  if (img.type != 0x08 || img.dims.size() != 3)
-    throw DataError(fmt::format("{}: expected unsigned-byte images of rank 3 (N, H, W), found type 0x{:02x} rank {}",
-                                img_path, img.type, img.dims.size()));
+  if (img.type != 0x08 || (img.dims.size() != 3 && img.dims.size() != 4))
+    throw DataError(
+        fmt::format("{}: expected unsigned-byte images of rank 3 (N, H, W) or 4 (N, C, H, W), found type "
+                    "0x{:02x} rank {}",
+                    img_path, img.type, img.dims.size()));
   if (lab.type != 0x08 || lab.dims.size() != 1)
     throw DataError(fmt::format("{}: expected unsigned-byte labels of rank 1, found type 0x{:02x} rank {}", lab_path,
                                 lab.type, lab.dims.size()));
   if (img.dims[0] != lab.dims[0])
     throw DataError(fmt::format("{} has {} images but {} has {} labels", img_path, img.dims[0], lab_path, lab.dims[0]));
-  *x = idx_to_tensor(img).unsqueeze(1);  // (N, 1, H, W) uint8
+  *x = idx_to_tensor(img);  // (N, 1, H, W) or (N, C, H, W) uint8
+  if (x->dim() == 3) *x = x->unsqueeze(1);
   *y = idx_to_tensor(lab).to(torch::kInt64);
   int64_t max_label = y->max().item<int64_t>();
   if (max_label >= 256) throw DataError(fmt::format("{}: label {} out of range", lab_path, max_label));
@@ -185,6 +189,13 @@ Dataset dataset_load(const config::Config& cfg, torch::Device device) {
                       "/usr/bin/python3 scripts/mnist10k.py --out {}",
                       dir, dir));
     load_images(&ds, dir, cfg);
+  } else if (ds.name == "images") {
+    if (root.empty())
+      cfg.fail("data.root",
+               "data.name images needs data.root: a directory holding train-images-idx{3,4}-ubyte, "
+               "train-labels-idx1-ubyte, t10k-images-idx{3,4}-ubyte and t10k-labels-idx1-ubyte (CIFAR-10: "
+               "scripts/cifar_idx.py writes them)");
+    load_images(&ds, root, cfg);
   } else if (ds.name == "chars") {
     load_chars(&ds, root.empty() ? "/usr/share/games/fortunes" : root, cfg);
   } else if (ds.name == "teacher") {

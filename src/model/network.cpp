@@ -180,7 +180,13 @@ NetworkReport network_report(Network& net, int64_t batch) {
     auto plan = s.param->plan(batch * s.rows_per_sample, s.input_grad);
     l.order = plan.order;
     l.trainable = s.param->trainable_count();
-    l.collapsed = s.param->collapsed_count() + (s.param->has_bias() ? s.param->shape().out() : 0);
+    l.collapsed = s.param->collapsible()
+                      ? s.param->collapsed_count() + (s.param->has_bias() ? s.param->shape().out() : 0)
+                      : [&] {  // a nonlinear expansion keeps all its tensors
+                          int64_t n = 0;
+                          for (const auto& t : s.param->parameters()) n += t.numel();
+                          return n;
+                        }();
     l.flops = plan.flops;
     l.act_first_flops = plan.act_first_flops;
     l.memory_bytes = plan.memory_bytes;

@@ -19,19 +19,35 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
     : Parameterization(std::move(shape)),
       in_(shape_.dims[1]),
       out_(shape_.dims[0]),
-      h_(std::max<int64_t>(1, spec.width_of == "out" ? int64_t(spec.factor * double(out_))
-                                                     : std::llround(spec.factor * double(std::max(in_, out_))))),
+      h_(std::max<int64_t>(1, spec.width_of == "out"      ? int64_t(spec.factor * double(out_))
+                              : spec.width_of == "in-out" ? std::llround(spec.factor * double(in_))
+                                                          : std::llround(spec.factor * double(std::max(in_, out_))))),
       depth_(spec.depth),
       batch_norm_(spec.batch_norm),
       bn_every_(spec.batch_norm_at == "every"),
       factor_bias_(spec.factor_bias),
       first_bias_(spec.first_bias),
       learnable_(spec.learnable_residual),
+      nonlinear_(spec.nonlinear),
       policy_(order_policy(spec.order)) {
   XPAND_CHECK(!shape_.is_conv(), "Expanded is the linear kind; conv layers use ExpandedConv");
   dims_.push_back(in_);
-  for (int64_t i = 1; i < depth_; ++i) dims_.push_back(h_);
+  for (int64_t i = 1; i < depth_; ++i)  // in-out: r·in first, then r·out (ExpandNets' FC)
+    dims_.push_back(spec.width_of == "in-out" && i > 1 ? std::max<int64_t>(1, std::llround(spec.factor * double(out_)))
+                                                       : h_);
   dims_.push_back(out_);
+  if (nonlinear_) {
+    if (depth_ < 2) spec.fail("nonlinear", "puts a ReLU between factors; depth 1 has none");
+    const std::pair<const char*, bool> others[] = {{"residual", spec.residual != "none"},
+                                                   {"batch_norm", spec.batch_norm},
+                                                   {"learnable_residual", spec.learnable_residual},
+                                                   {"first_bias", spec.first_bias}};
+    for (const auto& [f, set] : others)
+      if (set)
+        spec.fail("nonlinear", fmt::format("takes a plain chain of factors (ExpandNets' nonlinear counterpart); "
+                                           "this layer also sets {}",
+                                           f));
+  }
 
   if (factor_bias_ && first_bias_)
     spec.fail("first_bias", "factor_bias already puts a bias in every factor; set one of the two");
@@ -52,7 +68,9 @@ Expanded::Expanded(const Spec& spec, WeightShape shape, const Init& init)
 
   // Factors: the product's entries get the dense init's variance (see the header).
   double var = init.kind == Init::Uniform ? init.scale * init.scale / 3.0 : init.scale * init.scale;
-  double s = std::sqrt(std::pow(var / std::pow(double(h_), double(depth_ - 1)), 1.0 / double(depth_)));
+  double inner = 1;
+  for (int64_t i = 1; i < depth_; ++i) inner *= double(dims_[i]);
+  double s = std::sqrt(std::pow(var / inner, 1.0 / double(depth_)));
   const bool torch_default = how == "torch-default", overparam = how == "overparam";
   for (int64_t i = 0; i < depth_; ++i) {
     auto w = torch::empty({dims_[i + 1], dims_[i]}, alloc_options());
@@ -147,6 +165,7 @@ torch::Tensor Expanded::apply_chain(const torch::Tensor& x, bool bn_training) {
   size_t bn = 0;
   for (int64_t i = 0; i < depth_; ++i) {
     torch::Tensor z = F::linear(xs.back(), w_[i], factor_bias(int(i)));
+    if (nonlinear_ && i + 1 < depth_) z = torch::relu(z);
     if (bn_after(i)) {
       auto sizes = z.sizes().vec();
       z = torch::batch_norm(z.reshape({-1, dims_[i + 1]}), bn_gamma_[bn], bn_beta_[bn], bn_mean_[bn], bn_var_[bn],
@@ -172,6 +191,7 @@ torch::Tensor Expanded::product() {
 }
 
 torch::Tensor Expanded::weight() {
+  XPAND_CHECK(!nonlinear_, "a nonlinear expanded layer is not one linear map: it has no weight to collapse to");
   if (collapsed_) return dense_;
   torch::Tensor w;
   if (plain_chain()) {
@@ -185,6 +205,7 @@ torch::Tensor Expanded::weight() {
 }
 
 torch::Tensor Expanded::bias() {
+  XPAND_CHECK(!nonlinear_, "a nonlinear expanded layer is not one linear map: it has no bias to collapse to");
   if (collapsed_ || plain_chain()) return {};
   return apply_chain(torch::zeros({1, in_}, w_[0].options()), false).squeeze(0);
 }
@@ -209,7 +230,7 @@ const ChainPlan& Expanded::chain_plan_for(int64_t rows) const {
     bool weight_first = policy_ == OrderPolicy::Weight || (policy_ == OrderPolicy::Auto && wgt < act);
     p.order = weight_first ? "weight" : "activation";
     p.macs = weight_first ? wgt : act;
-    p.intermediate_elems = weight_first ? kept : double(rows) * double(h_) * double(depth_ - 1);
+    p.intermediate_elems = weight_first ? kept : double(rows) * inner_width_sum();
   }
   return plans_.emplace(rows, std::move(p)).first->second;
 }
@@ -254,7 +275,7 @@ Parameterization::Plan Expanded::plan(int64_t rows, bool input_grad) const {
   if (!plain_chain()) {
     out.order = "activation";
     out.flops = out.act_first_flops;
-    out.memory_bytes = double(rows) * double(h_) * double(depth_ - 1) * (batch_norm_ ? 2.0 : 1.0) * bytes +
+    out.memory_bytes = double(rows) * inner_width_sum() * (batch_norm_ || nonlinear_ ? 2.0 : 1.0) * bytes +
                        (bn_every_ && batch_norm_ ? double(rows) * double(out_) * bytes : 0.0);
     return out;
   }
@@ -273,7 +294,7 @@ Parameterization::Plan Expanded::plan(int64_t rows, bool input_grad) const {
 }
 
 bool Expanded::cut_at_weight() {
-  if (collapsed_ || batch_norm_) return false;
+  if (collapsed_ || batch_norm_ || nonlinear_) return false;
   int64_t eff = in_ * out_ + (factor_bias_ || first_bias_ ? out_ : 0);
   return eff < trainable_count();
 }
@@ -283,12 +304,16 @@ bool Expanded::cut_at_weight() {
 bool Expanded::can_rotate(std::string* why) const {
   if (!plain_chain() || learnable_ || has_skips()) {
     *why =
-        "only plain chains (no skips, batch norm, factor or first biases, or learnable skip) can be re-expanded "
-        "exactly";
+        "only plain linear chains (no skips, batch norm, factor or first biases, learnable skip or nonlinear) can "
+        "be re-expanded exactly";
     return false;
   }
   if (depth_ < 2) {
     *why = "depth 1 is already a dense layer";
+    return false;
+  }
+  if (std::any_of(dims_.begin() + 1, dims_.end() - 1, [&](int64_t w) { return w != h_; })) {
+    *why = fmt::format("the inner widths {} differ (width_of: in-out)", fmt::join(dims_, "-"));
     return false;
   }
   if (h_ < in_ && h_ < out_) {
@@ -358,9 +383,9 @@ KindInfo expanded_kind() {
                 0, std::numeric_limits<double>::infinity(), true),
       key_range(key_def("depth", Type::Int, "2", "expanded: number of factors W_d...W_1"), 1, 64),
       key_choices(key_def("width_of", Type::String, "max",
-                          "expanded: inner width = factor x max(in, out) (max) or int(factor x out) (out, as "
-                          "overparam's EPLinear)"),
-                  {"max", "out"}),
+                          "expanded: inner width = factor x max(in, out) (max), int(factor x out) (out, as "
+                          "overparam's EPLinear), or factor x in then factor x out (in-out, ExpandNets' FC)"),
+                  {"max", "out", "in-out"}),
       key_choices(key_def("residual", Type::String, "none",
                           "expanded: identity skip around every residual_every factors (every), around the whole "
                           "chain (end), one skip around all the factors after the first (tail: y = z + E(z), "
@@ -383,22 +408,28 @@ KindInfo expanded_kind() {
       key_def("factor_bias", Type::Bool, "false", "expanded: a bias in every factor (propagated at collapse)"),
       key_def("first_bias", Type::Bool, "false",
               "expanded: a bias in the first factor only, inside the chain (the Expansive Networks seed's fc1)"),
-      key_choices(key_def("conv", Type::String, "cl",
-                          "expanded conv: cl (1x1, kxk, 1x1), ck (chain of 3x3), kernels (param.kernels list)"),
-                  {"cl", "ck", "kernels"}),
+      key_def("nonlinear", Type::Bool, "false",
+              "expanded: ReLU between the factors (ExpandNets' nonlinear counterpart): not one linear map, so the "
+              "layer is never collapsed"),
+      key_choices(
+          key_def("conv", Type::String, "cl",
+                  "expanded conv: cl (1x1 m->rm, kxk rm->rn, 1x1 rn->n), ck ((k-1)/2 3x3 convs m->rm->rn->...->n, "
+                  "k >= 5; k = 5: m->rm->n), kernels (param.kernels list)"),
+          {"cl", "ck", "kernels"}),
+      key_def("expand_input", Type::Bool, "true",
+              "expanded conv: the first inner width is r x in (false: in, as ExpandNets' first layer 3->3)"),
       key_range(key_def("kernels", Type::IntList, "[]", "expanded conv with conv: kernels: kernel sizes of the chain"),
                 1),
   };
   // Added after run ids were in use: at their defaults they leave every earlier run's id as it was.
   for (auto& o : k.options)
     if (o.key == "width_of" || o.key == "residual_intervals" || o.key == "batch_norm_at" || o.key == "negative_slope" ||
-        o.key == "first_bias")
+        o.key == "first_bias" || o.key == "nonlinear" || o.key == "expand_input")
       o = config::key_added(o);
   k.also_reads = {"order", "init"};
-  k.linear_only = {"depth",         "residual",      "residual_every", "residual_intervals", "learnable_residual",
-                   "batch_norm",    "batch_norm_at", "width_of",       "first_bias",         "init",
-                   "negative_slope"};
-  k.conv_only = {"conv", "kernels"};
+  k.linear_only = {"depth",      "residual",      "residual_every", "residual_intervals", "learnable_residual",
+                   "batch_norm", "batch_norm_at", "width_of",       "first_bias",         "negative_slope"};
+  k.conv_only = {"conv", "kernels", "expand_input"};
   k.make = [](const Spec& s, const WeightShape& shape, const Init& init) -> ParamPtr {
     if (shape.is_conv()) return std::make_shared<ExpandedConv>(s, shape, init);
     return std::make_shared<Expanded>(s, shape, init);

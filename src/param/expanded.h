@@ -7,6 +7,11 @@
 // first only (first_bias). Variables x_0 = x, x_v = factor v applied to x_{v-1} (+ batch norm) + the
 // variables skipping to v; the layer's output is x_depth.
 // Collapse is exact: W_eff (and, with batch norm or factor biases, a folded bias).
+// width_of: in-out gives inner widths round(factor · in) for the first and round(factor · out) for the
+// others: ExpandNets' FC expansion in → r·in → r·out → out (exp_cifar/models/cifar_tiny_*.py).
+// nonlinear: ReLU after every factor but the last, a plain chain only (ExpandNets' "Nonlinear"
+// models, the comparison that shows the linear expansion's gain is not from extra depth): not a
+// linear map, so the layer has no weight() and evaluates as it trains (collapsible() is false).
 //
 // The Expansive Networks seed's net (expansive.py, Net(expansive=True)) is fc1 with this layer:
 // y = x1 + E_n⋯E_1 x1 with x1 = W_1 x + b_1, i.e. depth n+1, width_of out, factor 1, residual tail,
@@ -37,7 +42,8 @@ class Expanded : public Parameterization {
 
   torch::Tensor weight() override;
   torch::Tensor bias() override;
-  bool has_bias() override { return !(collapsed_ || plain_chain()); }
+  bool has_bias() override { return nonlinear_ ? factor_bias_ : !(collapsed_ || plain_chain()); }
+  bool collapsible() const override { return !nonlinear_; }
   torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& bias) override;
   Plan plan(int64_t rows, bool input_grad) const override;
   bool cut_at_weight() override;
@@ -57,7 +63,13 @@ class Expanded : public Parameterization {
   void expand_in_place(uint64_t seed);
 
  private:
-  bool plain_chain() const { return !batch_norm_ && !factor_bias_ && !first_bias_; }
+  bool plain_chain() const { return !batch_norm_ && !factor_bias_ && !first_bias_ && !nonlinear_; }
+  // Σ of the inner widths (the activations one row keeps between factors).
+  double inner_width_sum() const {
+    double n = 0;
+    for (size_t i = 1; i + 1 < dims_.size(); ++i) n += double(dims_[i]);
+    return n;
+  }
   bool has_skips() const;
   // Whether factor i (0-based) is followed by batch norm.
   bool bn_after(int64_t i) const { return batch_norm_ && (bn_every_ || i + 1 < depth_); }
@@ -73,7 +85,7 @@ class Expanded : public Parameterization {
   const ChainPlan& chain_plan_for(int64_t rows) const;
 
   int64_t in_, out_, h_, depth_;
-  bool batch_norm_, bn_every_, factor_bias_, first_bias_, learnable_;
+  bool batch_norm_, bn_every_, factor_bias_, first_bias_, learnable_, nonlinear_;
   OrderPolicy policy_;
   std::vector<int64_t> dims_;            // in, h, ..., h, out (depth + 1 entries)
   std::vector<std::vector<int>> skips_;  // skips_[v]: the variables added to x_v (v = 0..depth)

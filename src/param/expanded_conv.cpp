@@ -25,20 +25,29 @@ ExpandedConv::ExpandedConv(const Spec& spec, WeightShape shape, const Init& init
     : Parameterization(std::move(shape)),
       groups_(shape_.groups),
       factor_bias_(spec.factor_bias),
+      nonlinear_(spec.nonlinear),
       policy_(order_policy(spec.order)) {
   XPAND_CHECK(shape_.is_conv() && shape_.dims[2] == shape_.dims[3], "ExpandedConv needs a square conv kernel");
   const int64_t g = groups_, out = shape_.dims[0], in = shape_.dims[1] * g, k = shape_.dims[2];
   auto width = [&](double per_group) { return g * std::max<int64_t>(1, std::llround(per_group)); };
-  if (spec.conv == "cl") {
+  const int64_t r_in = spec.expand_input ? width(spec.factor * double(in / g)) : in;
+  const int64_t r_out = width(spec.factor * double(out / g));
+  if (!spec.expand_input && spec.conv == "kernels")
+    spec.fail("expand_input", "applies to conv: cl and ck; conv: kernels uses one inner width");
+  if (spec.conv == "cl") {  // ExpandNets' CL: 1×1 m→rm, k×k rm→rn, 1×1 rn→n
     k_ = {1, k, 1};
-    c_ = {in, width(spec.factor * double(in / g)), width(spec.factor * double(out / g)), out};
+    c_ = {in, r_in, r_out, out};
     stride_stage_ = 1;
   } else {
-    if (spec.conv == "ck") {
-      if (k < 3 || k % 2 == 0)
-        spec.fail("conv", fmt::format("ck needs an odd kernel of at least 3, this layer's is {}", k));
+    if (spec.conv == "ck") {  // ExpandNets' CK: (k-1)/2 3×3 convs m→rm→rn→…→rn→n
+      if (k < 5 || k % 2 == 0)
+        spec.fail("conv", fmt::format("ck replaces an odd kernel of at least 5 by 3x3 convs; this layer's is {}x{} "
+                                      "(a 3x3 layer has no CK expansion; use cl)",
+                                      k, k));
       k_.assign((k - 1) / 2, 3);
-      if (k_.size() == 1) k_.push_back(1);  // a 3×3 layer: 3×3 then 1×1
+      c_ = {in, r_in};
+      while (c_.size() < k_.size()) c_.push_back(r_out);
+      c_.push_back(out);
     } else {
       k_ = spec.kernels;
       if (k_.empty()) spec.fail("kernels", "conv: kernels needs a list of kernel sizes");
@@ -46,17 +55,20 @@ ExpandedConv::ExpandedConv(const Spec& spec, WeightShape shape, const Init& init
       if (eff != k)
         spec.fail("kernels", fmt::format("kernels [{}] compose to {}x{}, this layer's kernel is {}x{}",
                                          fmt::join(k_, ", "), eff, eff, k, k));
+      int64_t h = width(spec.factor * double(std::max(in, out) / g));
+      c_ = {in};
+      for (size_t i = 1; i < k_.size(); ++i) c_.push_back(h);
+      c_.push_back(out);
     }
-    int64_t h = width(spec.factor * double(std::max(in, out) / g));
-    c_ = {in};
-    for (size_t i = 1; i < k_.size(); ++i) c_.push_back(h);
-    c_.push_back(out);
     stride_stage_ = 0;
     for (size_t i = 0; i < k_.size(); ++i)
       if (k_[i] > 1) stride_stage_ = int(i);  // the last spatial conv; later 1×1 convs commute
   }
-  // Init: N(0, s²) per conv with s² = (σ² / Π fan_in of the later convs)^(1/d) — the same
+  if (nonlinear_ && g != 1) spec.fail("nonlinear", "applies to ungrouped convs");
+  // Init (default): N(0, s²) per conv with s² = (σ² / Π fan_in of the later convs)^(1/d) — the same
   // scale argument as the linear kind: the composed kernel's entries get the dense variance σ².
+  // torch-default: every conv as nn.Conv2d's default (weight and bias U(±1/√fan_in), fan_in of that conv).
+  const bool torch_default = spec.init_for({"default", "torch-default"}) == "torch-default";
   const int64_t d = int64_t(k_.size());
   double var = init.kind == Init::Uniform ? init.scale * init.scale / 3.0 : init.scale * init.scale;
   double inner = 1;
@@ -64,20 +76,26 @@ ExpandedConv::ExpandedConv(const Spec& spec, WeightShape shape, const Init& init
   double s = std::sqrt(std::pow(var / inner, 1.0 / double(d)));
   for (int64_t i = 0; i < d; ++i) {
     auto w = torch::empty({c_[i + 1], c_[i] / g, k_[i], k_[i]}, alloc_options());
-    init_fill(w, Init::normal(s));
+    const Init conv_init = Init::torch_default(WeightShape{{c_[i + 1], c_[i] / g, k_[i], k_[i]}, g});
+    init_fill(w, torch_default ? conv_init : Init::normal(s));
     w_.push_back(register_parameter(fmt::format("w{}", i + 1), w));
-    if (factor_bias_)
-      b_.push_back(register_parameter(fmt::format("b{}", i + 1), torch::zeros({c_[i + 1]}, alloc_options())));
+    if (factor_bias_) {
+      auto b = torch::zeros({c_[i + 1]}, alloc_options());
+      if (torch_default) init_fill(b, conv_init);
+      b_.push_back(register_parameter(fmt::format("b{}", i + 1), b));
+    }
   }
 }
 
 torch::Tensor ExpandedConv::weight() {
+  XPAND_CHECK(!nonlinear_, "a nonlinear expanded conv is not one linear map: it has no kernel to collapse to");
   torch::Tensor k = w_[0];
   for (size_t i = 1; i < w_.size(); ++i) k = compose_kernels(k, w_[i], groups_);
   return k;
 }
 
 torch::Tensor ExpandedConv::bias() {
+  XPAND_CHECK(!nonlinear_, "a nonlinear expanded conv is not one linear map: it has no bias to collapse to");
   if (!factor_bias_) return {};
   torch::Tensor b = b_[0];  // (c_1)
   for (size_t i = 1; i < w_.size(); ++i) {
@@ -102,10 +120,11 @@ torch::Tensor ExpandedConv::conv2d(const torch::Tensor& x, const torch::Tensor& 
   if (cut_active()) return Parameterization::conv2d(x, bias, stride, padding, groups);
   int64_t h_out = (x.size(2) + 2 * padding - shape_.dims[2]) / stride + 1;
   int64_t w_out = (x.size(3) + 2 * padding - shape_.dims[3]) / stride + 1;
-  if (weight_first(x.size(0) * h_out * w_out))
+  if (!nonlinear_ && weight_first(x.size(0) * h_out * w_out))
     return torch::conv2d(x, weight(), add_bias(bias, this->bias()), stride, padding, 1, groups_);
   torch::Tensor z = x;
   for (size_t i = 0; i < w_.size(); ++i) {
+    if (nonlinear_ && i > 0) z = torch::relu(z);
     z = torch::conv2d(z, w_[i], factor_bias_ ? b_[i] : torch::Tensor(), int(i) == stride_stage_ ? stride : 1,
                       i == 0 ? padding : 0, 1, groups_);
   }
@@ -120,7 +139,7 @@ Parameterization::Plan ExpandedConv::plan(int64_t rows, bool input_grad) const {
   for (size_t i = 0; i < k_.size(); ++i) {
     double macs = n * double(c_[i + 1]) * double(c_[i]) / g * double(k_[i] * k_[i]);
     act += 2.0 * macs * ((i == 0 && !input_grad) ? 2.0 : 3.0);
-    if (i + 1 < k_.size()) mem += n * double(c_[i + 1]);
+    if (i + 1 < k_.size()) mem += n * double(c_[i + 1]) * (nonlinear_ ? 2.0 : 1.0);  // ReLU keeps its input too
   }
   // Weight-first: compose the kernels (independent of the batch), then one conv.
   double compose = 0;
@@ -133,7 +152,7 @@ Parameterization::Plan ExpandedConv::plan(int64_t rows, bool input_grad) const {
   double direct = 2.0 * n * double(shape_.dims[0]) * double(shape_.dims[1]) * double(k * k) * (input_grad ? 3.0 : 2.0);
   double wgt = 2.0 * compose * 3.0 + direct;
   p.act_first_flops = act;
-  bool weight = policy_ == OrderPolicy::Weight || (policy_ == OrderPolicy::Auto && wgt < act);
+  bool weight = !nonlinear_ && (policy_ == OrderPolicy::Weight || (policy_ == OrderPolicy::Auto && wgt < act));
   p.order = weight ? "weight" : "activation";
   p.flops = weight ? wgt : act;
   p.memory_bytes = (weight ? double(shape_.numel()) : mem) * double(w_[0].element_size());

@@ -151,7 +151,7 @@ KindInfo lowrank_kind() {
       key_range(key_def("rank", Type::Int, "8", "lowrank / lora: rank r"), 1),
       key_choices(key_def("init", Type::String, "default",
                           "lowrank / expanded: default (variance-matched: the product matches the dense init's "
-                          "scale), torch-default (every factor as PyTorch's nn.Linear default, "
+                          "scale), torch-default (every factor as PyTorch's nn.Linear / nn.Conv2d default, "
                           "U(+-1/sqrt(fan_in))), overparam (expanded: overparam's reset_parameter), normal "
                           "(dense / subspace: N(0, init_std^2)), or svd (lowrank: truncated SVD of init_from)"),
                   {"default", "torch-default", "overparam", "normal", "svd"}),

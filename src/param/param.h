@@ -60,6 +60,9 @@ class Parameterization : public torch::nn::Module {
   // The effective weight W_eff, shaped shape().dims (differentiable w.r.t. the raw tensors).
   // Layers with batch norm between factors give the evaluation-mode (running statistics) map.
   virtual torch::Tensor weight() = 0;
+  // Whether the layer is one linear map at all: false for a chain with nonlinearities between its
+  // factors (ExpandNets' nonlinear comparison), which has no weight() and evaluates as it trains.
+  virtual bool collapsible() const { return true; }
   // The bias the parameterization itself contributes (factor biases, folded batch norm), shaped
   // (out); undefined when it contributes none. The layer computes x·W_effᵀ + bias() + its own bias.
   virtual torch::Tensor bias() { return {}; }

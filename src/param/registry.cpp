@@ -135,6 +135,7 @@ Factory factory_collapsed(const std::function<ParamPtr(const std::string& layer)
   return [of](const std::string& layer, const WeightShape& s, const Init&) -> ParamPtr {
     torch::NoGradGuard ng;
     ParamPtr src = of(layer);
+    if (!src->collapsible()) return src;  // not one linear map: the collapsed network evaluates it as it is
     torch::Tensor w = src->weight();
     XPAND_CHECK(w.sizes().vec() == s.dims, "collapse of layer {}: weight shape mismatch", layer);
     return std::make_shared<Dense>(s, w, src->bias());

@@ -79,6 +79,8 @@ Spec spec_for(const config::Config& cfg, const std::string& layer) {
   s.batch_norm = s.get_bool("batch_norm");
   s.factor_bias = s.get_bool("factor_bias");
   s.first_bias = s.get_bool("first_bias");
+  s.nonlinear = s.get_bool("nonlinear");
+  s.expand_input = s.get_bool("expand_input");
   s.residual_intervals = s.get_ints("residual_intervals");
   s.batch_norm_at = s.get_string("batch_norm_at");
   s.negative_slope = s.get_float("negative_slope");

@@ -20,10 +20,13 @@ struct Spec {
   std::vector<int64_t> residual_intervals = {2};  // residual: intervals (overparam's; -1 = depth)
   std::string batch_norm_at = "between";          // between | every (after every factor, overparam's)
   double negative_slope = 0;                      // init: overparam (the last factor's leaky-ReLU gain)
-  std::string width_of = "max";                   // max | out: the inner width is factor x max(in, out) or factor x out
+  std::string width_of = "max";  // max | out | in-out: inner widths factor x max(in, out), factor x out, or
+                                 // factor x in then factor x out (ExpandNets' FC)
   int64_t residual_every = 1;
   bool learnable_residual = false, batch_norm = false, factor_bias = false, first_bias = false;
-  std::string conv = "cl";  // cl | ck | kernels
+  bool nonlinear = false;    // ReLU between the factors (ExpandNets' nonlinear counterpart; no collapse)
+  bool expand_input = true;  // conv: the first inner width is r x in (false: in, ExpandNets' first layer)
+  std::string conv = "cl";   // cl | ck | kernels
   std::vector<int64_t> kernels;
   int64_t rank = 8;
   std::string init = "default", init_from;

@@ -101,6 +101,7 @@ std::vector<SnapshotRef> snapshot_list(const RunReader& r) {
       for (const auto& layer : layers) {
         const std::string g = last.group + "/" + layer;
         // weight first, the spectrum (or its error) last: docs/FORMAT.md
+        if (r.has_attr_at(g, "nonlinear")) continue;  // factors only (docs/FORMAT.md)
         if (!r.has_object(g + "/weight") ||
             (!r.has_object(g + "/singular_values") && !r.has_attr_at(g, "spectrum_error")))
           last.complete = false;
@@ -178,6 +179,7 @@ void run_validate(const RunReader& r, const std::string& path) {
       for (const auto& layer : layers) {
         const std::string w = g + "/" + layer + "/weight";
         if (!r.has_object(w) && may_be_partial) continue;
+        if (!r.has_object(w) && r.has_attr_at(g + "/" + layer, "nonlinear")) continue;  // factors only
         if (!r.has_object(w)) bad(w + " is missing");
         const std::string t = r.dtype(w);
         if (t.rfind("float", 0) != 0) bad(w + " holds " + t + ", not floats");

@@ -97,6 +97,14 @@ std::vector<MetricSink::Tensor> snapshot_of(model::Network& net, bool factors) {
   };
   auto named = net.named_parameters();
   for (auto& s : net.slots()) {
+    if (!s.param->collapsible()) {  // a nonlinear expansion has no weight: its raw tensors stand for it
+      MetricSink::Tensor t{s.name, {}, {}, {}, {}};
+      for (auto& p : s.param->parameters())
+        if (p.numel() > 0) t.factors.push_back(as_array(p));
+      if (auto* b = named.find(s.name + "_bias"); b && b->defined()) t.bias = as_array(*b);  // the network's
+      out.push_back(std::move(t));
+      continue;
+    }
     auto w = as_array(s.param->weight());
     MetricSink::Tensor t{s.name, std::move(w.shape), std::move(w.data), {}, {}};
     // The collapsed layer's bias: the network's bias of the layer plus the one the parameterization

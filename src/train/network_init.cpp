@@ -59,6 +59,11 @@ torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::s
           fmt::format("{}: the snapshot at step {} is incomplete (its run did not finish writing it)", path, at->step));
     const std::string s = at->group.substr(at->group.rfind('/') + 1);
     const std::string obj = fmt::format("{}/{}/{}", at->group, layer, name);
+    if (name == "weight" && r.has_attr_at(at->group + "/" + layer, "nonlinear"))
+      throw Error(
+          fmt::format("{}: layer {} is a nonlinear expansion (ReLU between its factors): it has no weight to "
+                      "start from",
+                      path, layer));
     if (!r.has_object(obj))
       throw Error(fmt::format("{}: snapshot {} has no {} of layer {}{}", path, s, name, layer,
                               name == "bias" ? " (the run file predates biases in snapshots; retrain it)" : ""));

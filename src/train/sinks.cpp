@@ -240,6 +240,13 @@ class H5Sink : public MetricSink {
         [step, snap, dtype](store::RunWriter& w) {
           for (const auto& t : *snap) {
             const std::string g = fmt::format("/snapshots/{:08d}/{}", step, t.layer);
+            if (t.shape.empty()) {  // a layer that is not one linear map (nonlinear expansion): factors only
+              for (size_t i = 0; i < t.factors.size(); ++i)
+                w.write_array(fmt::format("{}/factors/{}", g, i), t.factors[i].shape, t.factors[i].data.data());
+              if (!t.bias.shape.empty()) w.write_array(g + "/bias", t.bias.shape, t.bias.data.data());
+              w.set_attr_at(g, "nonlinear", int64_t(1));
+              continue;
+            }
             w.write_array(g + "/weight", t.shape, t.data.data());
             if (!t.bias.shape.empty()) w.write_array(g + "/bias", t.bias.shape, t.bias.data.data());
             for (size_t i = 0; i < t.factors.size(); ++i)

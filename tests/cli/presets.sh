@@ -6,7 +6,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
 
-presets=(quickstart expansive-mnist overparam-linear expandnets-cnn lowrank omega omega-notebook nanogpt-char scaling)
+presets=(quickstart expansive-mnist overparam-linear expandnets-cnn expandnets-cifar3 expandnets-cifar7 lowrank omega
+  omega-notebook nanogpt-char scaling)
+# The CIFAR presets read CIFAR-10 as IDX files (scripts/cifar_idx.py): a small stand-in here.
+cifar=$("$PYTHON" "$SRC/tests/cli/fake_cifar.py" "$WORK/cifar" 20) || fail "fake CIFAR-10 could not be written"
 for p in "${presets[@]}"; do
   f="$SRC/configs/$p.yaml"
   [ -f "$f" ] || fail "preset $f is missing"
@@ -14,6 +17,7 @@ for p in "${presets[@]}"; do
   short=(--set train.max_steps=3 --set train.warmup_steps=0 --set data.eval_max_samples=256)
   # The char GPT's step is ~1.2 TFLOP at its shipped batch (64 x 256 tokens): 40 s here. Smaller.
   [ "$p" = nanogpt-char ] && short+=(--set data.batch_size=8 --set data.block_size=64 --set data.eval_batches=2)
+  case "$p" in expandnets-cifar*) short+=(--set "data.root=$cifar" --set data.batch_size=32) ;; esac
   run_xpand "$WORK/$p.plan" "$WORK/$p.plan.err" plan "$f" --json "${short[@]}"
   [ "$RC" -eq 0 ] || { show "$WORK/$p.plan.err"; fail "$p: plan exited $RC"; }
   n=$("$PYTHON" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["points"]))' "$WORK/$p.plan")

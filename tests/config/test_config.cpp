@@ -56,7 +56,7 @@ TEST(Config, KeysAddedLaterLeaveRunIdsAlone) {
   auto a = Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}", "a.yaml");
   auto b = Config::load_string(
       "model: {kind: mlp, widths: [4, 3], bias_init: default}\ndata: {name: teacher}\n"
-      "param: {width_of: max, residual_intervals: [2], init_std: 0.01}",
+      "param: {width_of: max, residual_intervals: [2], init_std: 0.01, nonlinear: false, expand_input: true}",
       "b.yaml");
   EXPECT_EQ(a.hash(), b.hash());
   auto c = Config::load_string("model: {kind: mlp, widths: [4, 3], bias_init: zero}\ndata: {name: teacher}", "c.yaml");
@@ -64,13 +64,16 @@ TEST(Config, KeysAddedLaterLeaveRunIdsAlone) {
   auto d = Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}\nparam: {width_of: out}",
                                "d.yaml");
   EXPECT_NE(a.hash(), d.hash());
+  auto cnn = Config::load_string("model: {kind: cnn}", "cnn.yaml");
+  EXPECT_EQ(cnn.hash(), Config::load_string("model: {kind: cnn, padding: same}", "cnn.yaml").hash());
+  EXPECT_NE(cnn.hash(), Config::load_string("model: {kind: cnn, padding: valid}", "cnn.yaml").hash());
   uint64_t h = 1469598103934665603ull;
   std::istringstream lines(a.to_yaml("output."));
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("device:", 0) == 0 || line.rfind("threads:", 0) == 0) continue;
     bool added = false;
     for (const char* k : {"  bias_init:", "  layer_bias:", "  width_of:", "  residual_intervals:", "  batch_norm_at:",
-                          "  negative_slope:", "  first_bias:", "  init_std:"})
+                          "  negative_slope:", "  first_bias:", "  init_std:", "  nonlinear:", "  expand_input:"})
       added |= line.rfind(k, 0) == 0;
     if (added) continue;
     for (unsigned char ch : line) h = (h ^ ch) * 1099511628211ull;

@@ -235,3 +235,40 @@ TEST(Expanded, RotateReexpansionKeepsTheFunction) {
   EXPECT_FALSE(narrow.can_rotate(&why));
   EXPECT_NE(why.find("inner width"), std::string::npos);
 }
+
+// ExpandNets' nonlinear counterparts (nonlinear: true): ReLU between the factors, so the layer is not
+// one linear map. Checked against the chain written out here with F::linear and relu (an
+// independent computation), and: no weight(), never collapsed or cut, and network_collapse's
+// factory hands the same module over instead of a dense layer.
+TEST(Expanded, NonlinearChainIsNotCollapsed) {
+  torch::manual_seed(5);
+  Spec s = expanded_spec(2, 3, "none", 1, false, true);
+  s.width_of = "in-out";
+  s.nonlinear = true;
+  auto p = std::make_shared<Expanded>(s, WeightShape{{3, 4}}, Init::torch_default(WeightShape{{3, 4}}));
+  p->to(torch::kFloat64);
+  const auto& w = p->factors();
+  ASSERT_EQ(w.size(), 3u);
+  EXPECT_EQ(w[0].sizes(), (std::vector<int64_t>{8, 4}));  // in-out: 4 -> 2·4 -> 2·3 -> 3
+  EXPECT_EQ(w[1].sizes(), (std::vector<int64_t>{6, 8}));
+  auto named = p->named_parameters();
+  auto x = torch::randn({5, 4}, torch::kFloat64);
+  namespace F = torch::nn::functional;
+  auto want = F::linear(torch::relu(F::linear(torch::relu(F::linear(x, w[0], named["b1"])), w[1], named["b2"])), w[2],
+                        named["b3"]);
+  EXPECT_LE(rel_diff(p->linear(x, {}), want), 1e-14);
+  // Without the ReLUs the chain differs (the check above would catch a linear chain).
+  auto linear_chain = F::linear(F::linear(F::linear(x, w[0], named["b1"]), w[1], named["b2"]), w[2], named["b3"]);
+  EXPECT_GT(rel_diff(linear_chain, want), 1e-3);
+  EXPECT_FALSE(p->collapsible());
+  EXPECT_FALSE(p->cut_at_weight());
+  EXPECT_TRUE(p->has_bias());
+  EXPECT_THROW(p->weight(), Error);
+  std::string why;
+  EXPECT_FALSE(p->can_rotate(&why));
+  auto same = factory_collapsed([&](const std::string&) -> ParamPtr { return p; })("fc1", p->shape(), Init{});
+  EXPECT_EQ(same.get(), p.get());
+  Spec with_bn = expanded_spec(2, 3, "none", 1, true, true);
+  with_bn.nonlinear = true;
+  EXPECT_THROW(Expanded(with_bn, WeightShape{{3, 4}}, Init::torch_default(WeightShape{{3, 4}})), ConfigError);
+}

@@ -83,7 +83,6 @@ TEST(ExpandedConv, CollapseGridIsExact) {
                              {"cl", {}, 1},
                              {"cl", {}, 3},
                              {"cl", {}, 5},
-                             {"ck", {}, 3},
                              {"ck", {}, 5},
                              {"ck", {}, 7}};
   int checked = 0;
@@ -99,7 +98,7 @@ TEST(ExpandedConv, CollapseGridIsExact) {
                   << rate << " stride " << stride << " depthwise " << depthwise << " bias " << bias;
               ++checked;
             }
-  EXPECT_EQ(checked, 12 * 2 * 2 * 2 * 2 * 2);
+  EXPECT_EQ(checked, 11 * 2 * 2 * 2 * 2 * 2);
 }
 
 TEST(ExpandedConv, StrategiesHaveTheirShapesAndOrdersAgree) {
@@ -109,7 +108,22 @@ TEST(ExpandedConv, StrategiesHaveTheirShapesAndOrdersAgree) {
   EXPECT_EQ(cl.channels(), (std::vector<int64_t>{4, 16, 32, 8}));
   ExpandedConv ck(conv_spec("ck", 2, {}, false, "auto"), shape, Init::torch_default(shape));
   EXPECT_EQ(ck.kernels(), (std::vector<int64_t>{3, 3}));
-  EXPECT_EQ(ck.channels(), (std::vector<int64_t>{4, 16, 8}));
+  EXPECT_EQ(ck.channels(), (std::vector<int64_t>{4, 8, 8}));  // m -> r·m -> n
+  // ExpandNets' widths (exp_cifar/models/cifar_tiny_7.py): CK of a 7×7 16→32 layer at r = 4 is
+  // 16→64→128→32; the first layer keeps its 3 input channels (expand_input: false): 3→3→32→8.
+  WeightShape seven{{32, 16, 7, 7}};
+  ExpandedConv ck7(conv_spec("ck", 4, {}, false, "auto"), seven, Init::torch_default(seven));
+  EXPECT_EQ(ck7.kernels(), (std::vector<int64_t>{3, 3, 3}));
+  EXPECT_EQ(ck7.channels(), (std::vector<int64_t>{16, 64, 128, 32}));
+  Spec keep = conv_spec("ck", 4, {}, false, "auto");
+  keep.expand_input = false;
+  WeightShape first{{8, 3, 7, 7}};
+  EXPECT_EQ(ExpandedConv(keep, first, Init::torch_default(first)).channels(), (std::vector<int64_t>{3, 3, 32, 8}));
+  keep.conv = "cl";
+  EXPECT_EQ(ExpandedConv(keep, first, Init::torch_default(first)).channels(), (std::vector<int64_t>{3, 3, 32, 8}));
+  // CK exists for kernels of at least 5 (a 3×3 conv has no chain of smaller 3×3 convs).
+  WeightShape three{{8, 4, 3, 3}};
+  EXPECT_THROW(ExpandedConv(conv_spec("ck", 2, {}, false, "auto"), three, Init::torch_default(three)), ConfigError);
   EXPECT_THROW(ExpandedConv(conv_spec("kernels", 2, {3, 5}, false, "auto"), shape, Init::torch_default(shape)),
                ConfigError);
   EXPECT_THROW(
