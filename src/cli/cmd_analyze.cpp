@@ -190,7 +190,7 @@ Runner analyze_command(CLI::App& app) {
     rs.erase(std::unique(rs.begin(), rs.end()), rs.end());
 
     // Missing path: a usage error like a missing config (nothing ran); unreadable content: a data error.
-    if (!fs::exists(*file)) throw ConfigError(fmt::format("{}: no such file", *file));
+    require_input(*file);
     std::unique_ptr<store::RunReader> reader;
     try {
       reader = std::make_unique<store::RunReader>(*file);

@@ -28,7 +28,7 @@ Runner collapse_command(CLI::App& app) {
   return [=]() {
     namespace fs = std::filesystem;
     std::error_code ec;
-    if (!fs::exists(*file, ec)) throw ConfigError(fmt::format("{}: no such file", *file));
+    require_input(*file);
     if (fs::exists(*out, ec) && !*force)
       throw ConfigError(fmt::format("-o {}: the file exists (use --force to overwrite it)", *out));
     const fs::path parent = fs::path(*out).parent_path();

@@ -102,6 +102,7 @@ int run_forward(const ConfigArgs& args, const std::string& in, const std::string
     if (!f->empty() && fs::exists(*f, e) && !force)
       throw ConfigError(fmt::format("{}: the file exists (use --force to overwrite it)", *f));
   }
+  require_input(args.path);
   auto cfg = config::Config::load_file(args.path, args.overrides);
   torch::manual_seed(cfg.get_int("seed"));
   auto ds = data::dataset_load(cfg, torch::kCPU);
@@ -125,7 +126,7 @@ int run_forward(const ConfigArgs& args, const std::string& in, const std::string
   if (in.empty() || out.empty())
     throw ConfigError("forward: --weights and -o are required (or --list, or --init-out alone)");
   std::error_code ec;
-  if (!fs::exists(in, ec)) throw ConfigError(fmt::format("--weights {}: no such file", in));
+  require_input(in, "--weights");
   store::RunReader r(in);
   load_tensors(r, in, "/params", params, true);
   load_tensors(r, in, "/buffers", buffers, false);

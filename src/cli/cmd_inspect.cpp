@@ -48,6 +48,43 @@ std::string progress(const store::RunSummary& s) {
   return fmt::format("{}/{} ({:.0f}%)", s.steps, s.total_steps, 100.0 * double(s.steps) / double(s.total_steps));
 }
 
+// --- a collapsed model (xpand collapse) ------------------------------------------------------------
+
+int print_model(const store::RunReader& r, bool json) {
+  auto attr = [&](const char* n) { return r.has_attr(n) ? r.attr_string(n) : std::string(); };
+  const int64_t step = r.has_attr("step") ? r.attr_int("step") : -1;
+  struct Layer {
+    std::string name, shape;
+    int64_t n = 0;
+  };
+  std::vector<Layer> layers;
+  int64_t total = 0;
+  for (const auto& name : r.children("/")) {
+    if (!r.has_object("/" + name + "/weight")) continue;
+    std::vector<int64_t> dims = r.extent("/" + name + "/weight");
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    layers.push_back({name, fmt::format("{}", fmt::join(dims, "x")), n});
+    total += n;
+  }
+  if (json) {
+    fmt::print(
+        "{{\"kind\": \"xpand collapsed model\", \"path\": {}, \"run_id\": {}, \"step\": {}, \"source\": {}, "
+        "\"weights\": {}, \"layers\": [",
+        json_string(r.path()), json_string(attr("run_id")), step, json_string(attr("source")), total);
+    for (size_t i = 0; i < layers.size(); ++i)
+      fmt::print("{}{{\"name\": {}, \"shape\": {}}}", i ? ", " : "", json_string(layers[i].name),
+                 json_string(layers[i].shape));
+    fmt::print("]}}\n");
+    return kExitOk;
+  }
+  fmt::print("# {}: xpand collapsed model of run {} at step {} ({}); {} weights\n", text(r.path()),
+             text(attr("run_id")), step, text(attr("source")), total);
+  fmt::print("{:<24} {:>14} {:>10}\n", "layer", "shape", "weights");
+  for (const auto& l : layers) fmt::print("{:<24} {:>14} {:>10}\n", text(l.name), l.shape, l.n);
+  return kExitOk;
+}
+
 // --- the table of runs --------------------------------------------------------------------------
 
 int print_runs(const std::vector<std::string>& files, const std::string& where, bool csv, bool json) {
@@ -293,7 +330,7 @@ Runner inspect_command(CLI::App& app) {
   cmd->add_flag("--json", *json, "JSON output")->excludes(c);
   return [=]() {
     std::error_code ec;
-    if (!fs::exists(*path, ec)) throw ConfigError(fmt::format("{}: no such file or directory", *path));
+    require_input(*path);
     try {
       if (fs::is_directory(*path, ec)) {
         if (!run->empty()) {
@@ -311,7 +348,10 @@ Runner inspect_command(CLI::App& app) {
       {
         ReadWatchdog wd(*path, kReadSeconds);
         store::RunReader r(*path);
-        is_index = r.has_attr("kind") && r.dtype_attr("kind") == "string" && r.attr_string("kind") == "xpand index";
+        const std::string kind =
+            r.has_attr("kind") && r.dtype_attr("kind") == "string" ? r.attr_string("kind") : std::string();
+        if (kind == "xpand collapsed model") return print_model(r, *json);
+        is_index = kind == "xpand index";
         if (is_index) listed = r.read_strings("/summary/path");
       }
       if (is_index) {

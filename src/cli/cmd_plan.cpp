@@ -74,6 +74,7 @@ Runner plan_command(CLI::App& app) {
   add_config_args(cmd, args.get());
   cmd->add_flag("--json", *json, "machine-readable output");
   return [=]() {
+    require_input(args->path);
     if (sweep::is_sweep_file(args->path)) return plan_sweep(args->path, args->overrides, *json);
     auto cfg = config::Config::load_file(args->path, args->overrides);
     torch::manual_seed(cfg.get_int("seed"));

@@ -21,7 +21,7 @@ Runner sweep_command(CLI::App& app) {
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto out = std::make_shared<std::string>();
   auto opts = std::make_shared<sweep::RunnerOptions>();
-  cmd->add_option("spec", *spec_path, "sweep file (YAML)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("spec", *spec_path, "sweep file (YAML)")->required();
   cmd->add_option("--set", *overrides, "override a config key in every point: --set train.epochs=1 (repeatable)")
       ->type_name("KEY=VALUE");
   cmd->add_option("--out", *out, "output directory (overrides output.dir)");
@@ -42,6 +42,7 @@ Runner sweep_command(CLI::App& app) {
     auto extra = *overrides;
     if (!out->empty()) extra.push_back("output.dir=" + *out);
     // Every point is expanded and validated before any rank trains or joins a collective.
+    require_input(*spec_path);
     sweep::Spec spec = sweep::spec_load(*spec_path, extra);
     signals::install_preemption_handlers();
     return sweep::sweep_run(spec, *opts);

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/signals.h"
 #include "dist/context.h"
+#include "sweep/spec.h"
 #include "train/trainer.h"
 
 namespace xpand::cli {
@@ -29,7 +30,7 @@ Runner train_command(CLI::App& app) {
   auto ranks_per_run = std::make_shared<int>(0);
   auto axes = std::make_shared<std::vector<std::string>>();
   auto no_resume = std::make_shared<bool>(false);
-  cmd->add_option("config", *paths, "configuration file(s) (YAML)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("config", *paths, "configuration file(s) (YAML)")->required();
   cmd->add_option("--set", *overrides, "override a config key in every config: --set train.lr=0.01 (repeatable)")
       ->type_name("KEY=VALUE");
   cmd->add_option("--out", *out, "output directory (overrides output.dir)");
@@ -50,7 +51,15 @@ Runner train_command(CLI::App& app) {
     if (!out->empty()) extra.push_back("output.dir=" + *out);
     // Every config is validated before any rank trains or joins a collective.
     std::vector<config::Config> cfgs;
-    for (const auto& p : *paths) cfgs.push_back(config::Config::load_file(p, extra));
+    for (const auto& p : *paths) {
+      require_input(p);
+      if (sweep::is_sweep_file(p))
+        throw ConfigError(
+            fmt::format("{}: a sweep file (base, grid, zip or seeds), not a config: run it with `xpand "
+                        "sweep {}` (or `xpand plan {}` to list its points)",
+                        p, p, p));
+      cfgs.push_back(config::Config::load_file(p, extra));
+    }
     std::vector<std::vector<std::pair<std::string, std::string>>> axis_values;
     for (const auto& c : cfgs) {
       axis_values.emplace_back();

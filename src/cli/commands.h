@@ -19,6 +19,11 @@ struct ConfigArgs {
 };
 void add_config_args(CLI::App* cmd, ConfigArgs* args);
 
+// An input named on the command line (config, sweep file, run file, weights): DataError (exit 1)
+// "<flag> PATH: no such file or directory" when it is missing, the same words in every subcommand
+// (README, exit codes). flag: the option that named it ("--weights"), empty for a positional.
+void require_input(const std::string& path, const std::string& flag = "");
+
 Runner train_command(CLI::App& app);
 Runner plan_command(CLI::App& app);
 Runner keys_command(CLI::App& app);

@@ -1,11 +1,14 @@
 // xpand: linear over-parameterization benchmark suite. Entry point: parses the subcommand,
 // runs it, and maps failures to exit codes (2: bad input, 1: runtime failure, 3: diverged).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 
 #include "cli/commands.h"
@@ -20,9 +23,59 @@
 namespace xpand::cli {
 
 void add_config_args(CLI::App* cmd, ConfigArgs* args) {
-  cmd->add_option("config", args->path, "configuration file (YAML)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("config", args->path, "configuration file (YAML)")->required();
   cmd->add_option("--set", args->overrides, "override a config key: --set train.lr=0.01 (repeatable)")
       ->type_name("KEY=VALUE");
+}
+
+void require_input(const std::string& path, const std::string& flag) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    throw DataError(fmt::format("{}{}: no such file or directory", flag.empty() ? "" : flag + " ", path));
+}
+
+namespace {
+
+// The edit distance of two short words (a misspelled subcommand against the real ones).
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+// The subcommand word of argv when it names no subcommand ("trian"), with the nearest real one; an
+// empty message when argv's subcommand is fine or absent (CLI11 then says what is missing).
+std::string unknown_subcommand(int argc, char** argv, const CLI::App& app) {
+  std::vector<std::string> names;
+  for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(sub->get_name());
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--log-level") {
+      ++i;
+      continue;
+    }
+    if (a.empty() || a[0] == '-') continue;
+    if (std::find(names.begin(), names.end(), a) != names.end()) return {};
+    std::string best;
+    size_t best_d = std::string::npos;
+    for (const auto& n : names)
+      if (size_t d = edit_distance(a, n); d < best_d) best_d = d, best = n;
+    std::string hint = best_d <= std::max<size_t>(2, a.size() / 3) ? fmt::format("; did you mean '{}'?", best) : "";
+    return fmt::format("unknown command '{}'{} (commands: {}; xpand --help says more)", a, hint,
+                       fmt::join(names, ", "));
+  }
+  return {};
 }
 
 store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file, bool step_given,
@@ -119,6 +172,10 @@ int main(int argc, char** argv) {
   log::set_rank(0, 1);
   CLI::App app{"xpand: linear over-parameterization of neural networks, from one core to many GPUs"};
   app.require_subcommand(1);
+  // Global options (--log-level) also after the subcommand; CLI11's messages carry the program's name.
+  app.fallthrough();
+  app.failure_message(
+      [](const CLI::App* a, const CLI::Error& e) { return "xpand: " + CLI::FailureMessage::simple(a, e); });
   app.set_version_flag("--version", std::string("xpand ") + XPAND_VERSION + " (commit " + XPAND_GIT_COMMIT +
                                         ", libtorch " + TORCH_VERSION + ")");
   std::string level = "info";
@@ -128,6 +185,10 @@ int main(int argc, char** argv) {
               analyze = cli::analyze_command(app), inspect = cli::inspect_command(app), index = cli::index_command(app),
               collapse = cli::collapse_command(app), sweep = cli::sweep_command(app),
               forward = cli::forward_command(app);
+  if (const std::string bad = cli::unknown_subcommand(argc, argv, app); !bad.empty()) {
+    std::cerr << "xpand: " << utf8::printable(bad) << "\n";
+    return kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

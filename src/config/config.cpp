@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/log.h"
 
 namespace xpand::config {
 
@@ -349,6 +350,9 @@ Config Config::load_file(const std::string& path, const std::vector<std::string>
   if (!in) throw ConfigError(fmt::format("{}: cannot open config file", path));
   std::stringstream ss;
   ss << in.rdbuf();
+  if (const YAML::Node root = parse_yaml(ss.str(), path);
+      !root.IsDefined() || root.IsNull() || (root.IsMap() && root.size() == 0))
+    log::warn("{}: the config file is empty: every key takes its default (`xpand keys` lists them)", path);
   return load_string(ss.str(), path, overrides);
 }
 

@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "config/config.h"
 #include "core/error.h"
 #include "train/trainer.h"
 
@@ -114,6 +115,16 @@ Spec spec_load(const std::string& path, const std::vector<std::string>& override
   static const std::set<std::string> known = {"base", "set", "grid", "zip", "seeds"};
   for (const auto& kv : root) {
     const std::string k = kv.first.Scalar();
+    auto config_key = [&](const std::string& word) {  // a section (model, train, ...) or top key (seed, name)
+      for (const auto& d : config::schema())
+        if (d.key == word || d.key.compare(0, word.size() + 1, word + ".") == 0) return true;
+      return false;
+    };
+    if (!known.count(k) && !root["base"] && config_key(k))
+      fail(path, kv.first, k,
+           fmt::format("this is a config file, not a sweep file: train it with `xpand train {}`, or name it as a "
+                       "sweep's base",
+                       path));
     if (!known.count(k)) fail(path, kv.first, k, "unknown sweep key (accepted: base, set, grid, zip, seeds)");
   }
 

@@ -3,8 +3,11 @@
 #   # expect: TEXT     (repeatable) TEXT must appear in stderr (file errors name FILE:LINE)
 #   # exit: N          the required exit status: 2 config/CLI problem, 1 data problem
 #   # args: ARGS       extra arguments after `train CONFIG --out DIR` (@WORK@ = the work dir)
-#   # config: PATH     train this path instead of the case file (@WORK@ = the work dir)
-#   # setup: NAME      prepare a fixture first (corrupt-idx: an MNIST dir with a truncated image file)
+#   # config: PATH     train this path instead of the case file (@WORK@ = the work dir, @SRC@ the source)
+#   # setup: NAME      prepare a fixture first (corrupt-idx: an MNIST dir with a truncated image file;
+#                      collapsed-model: @WORK@/model.h5 from `xpand collapse` of a 3-step run)
+#   # argv: ARGS       run `xpand ARGS` instead of train (any subcommand; @WORK@, @SRC@ substituted)
+#   # stdout: TEXT     (repeatable) TEXT must appear in stdout
 # and no case may leave a run file (*.h5) in the output directory.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -33,6 +36,15 @@ idx("t10k-labels-idx1-ubyte", (10,), 10)
 PY
 }
 
+# A collapsed model: a 3-step run of a small MLP on the teacher task, then `xpand collapse`.
+setup_collapsed_model() {
+  [ -f "$WORK/model.h5" ] && return
+  "$XPAND" --log-level warn train "$SRC/configs/nets/quickstart-mlp.yaml" --out "$WORK/fixture" \
+    --set data.name=teacher --set "model.widths=[32,16,10]" --set train.max_steps=3 >/dev/null ||
+    fail "collapsed-model fixture: train failed"
+  "$XPAND" collapse "$WORK"/fixture/runs/*.h5 -o "$WORK/model.h5" >/dev/null || fail "collapsed-model fixture: collapse"
+}
+
 failures=()
 n=0
 shopt -s nullglob
@@ -43,19 +55,23 @@ for file in "${cases[@]}"; do
   name=$(basename "$file" .yaml)
   n=$((n + 1))
   expects=()
+  stdout_expects=()
+  argv=()
   code=""
   args=()
   config="$file"
   setup=""
   first=$(head -n 1 "$file")
-  case "$first" in "# expect: "*) ;; *) fail "$name: first line must be '# expect: ...', got '$first'" ;; esac
+  case "$first" in "# expect: "* | "# stdout: "*) ;; *) fail "$name: first line must be '# expect: ...' or '# stdout: ...', got '$first'" ;; esac
   while IFS= read -r line; do
     case "$line" in
       "# expect: "*) expects+=("${line#"# expect: "}") ;;
       "# exit: "*) code=${line#"# exit: "} ;;
       "# args: "*) read -r -a more <<<"${line#"# args: "}"; args+=("${more[@]//@WORK@/$WORK}") ;;
-      "# config: "*) config=${line#"# config: "}; config=${config//@WORK@/$WORK} ;;
+      "# config: "*) config=${line#"# config: "}; config=${config//@WORK@/$WORK}; config=${config//@SRC@/$SRC} ;;
       "# setup: "*) setup=${line#"# setup: "} ;;
+      "# argv: "*) read -r -a more <<<"${line#"# argv: "}"; more=("${more[@]//@WORK@/$WORK}"); argv+=("${more[@]//@SRC@/$SRC}") ;;
+      "# stdout: "*) stdout_expects+=("${line#"# stdout: "}") ;;
       "#"*) ;;
       *) break ;;
     esac
@@ -64,15 +80,24 @@ for file in "${cases[@]}"; do
   case "$setup" in
     "") ;;
     corrupt-idx) setup_corrupt_idx ;;
+    collapsed-model) setup_collapsed_model ;;
     *) fail "$name: unknown setup '$setup'" ;;
   esac
 
-  step "$name: xpand train $(basename "$config") --out OUT ${args[*]:-} (expect exit $code)"
-  run_xpand "$WORK/$name.stdout" "$WORK/$name.stderr" train "$config" --out "$OUT" "${args[@]}"
+  if [ ${#argv[@]} -gt 0 ]; then
+    step "$name: xpand ${argv[*]} (expect exit $code)"
+    run_xpand "$WORK/$name.stdout" "$WORK/$name.stderr" "${argv[@]}"
+  else
+    step "$name: xpand train $(basename "$config") --out OUT ${args[*]:-} (expect exit $code)"
+    run_xpand "$WORK/$name.stdout" "$WORK/$name.stderr" train "$config" --out "$OUT" "${args[@]}"
+  fi
   problems=()
   [ "$RC" -eq "$code" ] || problems+=("exit status $RC, expected $code")
   for e in "${expects[@]}"; do
     grep -qF -- "$e" "$WORK/$name.stderr" || problems+=("stderr lacks '$e'")
+  done
+  for e in "${stdout_expects[@]}"; do
+    grep -qF -- "$e" "$WORK/$name.stdout" || problems+=("stdout lacks '$e'")
   done
   if grep -qE 'terminate called|Segmentation|Aborted|core dumped' "$WORK/$name.stderr"; then
     problems+=("crash output in stderr")

@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
 
-base=(--set model.channels=[4,8] --set model.fc=[16] --set data.name=fashion-mnist --set train.max_steps=3
+base=(--set "model.channels=[4,8]" --set "model.fc=[16]" --set data.name=fashion-mnist --set train.max_steps=3
   --set data.eval_max_samples=256 --set data.batch_size=32 --set name=nl)
 cfg=("${base[@]}" --set layers.fc1.kind=expanded --set layers.fc1.depth=3 --set layers.fc1.factor=2
   --set layers.fc1.nonlinear=true --set layers.fc1.factor_bias=true --set layers.conv2.kind=expanded
