@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "config/operational.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -548,16 +549,35 @@ std::string Config::yaml_of(const std::function<bool(const std::string& key)>& k
   return std::string(out.c_str()) + "\n";
 }
 
+const std::vector<std::string>& operational_keys() {
+  static const std::vector<std::string> keys = {"train.log_every", "data.eval_batch_size", "dist.backend",
+                                                "dist.bucket_mb",  "dist.first_bucket_mb", "dist.timeout_s"};
+  return keys;
+}
+
+bool is_operational(const std::string& key) {
+  const auto& k = operational_keys();
+  return std::find(k.begin(), k.end(), key) != k.end();
+}
+
 std::string Config::hash() const {
   // FNV-1a 64 over the resolved YAML without output.* and without where it runs (device, threads):
   // stable across runs and machines, so a sweep started on CPUs resumes on GPUs with the same files.
+  // Operational keys count at their defaults (config/operational.h): ids made before they were
+  // operational, at their defaults, stay as they were, and another value keeps the id.
+  Config c = *this;
+  for (auto& [k, e] : c.values_) {
+    if (!e.def || e.def->default_yaml.empty() || !is_operational(k)) continue;
+    Location l{"<default>", 0, 0};
+    e.value = convert(*e.def, YAML::Load(e.def->default_yaml), l, k);
+  }
   uint64_t h = 1469598103934665603ull;
-  std::istringstream lines(yaml_of([&](const std::string& k) {
+  std::istringstream lines(c.yaml_of([&](const std::string& k) {
     if (k.compare(0, 7, "output.") == 0) return false;
     // A key added after run ids were in use counts only when it differs from its default (set in
     // a file or not: a configuration and its resolved YAML, which lists every key, share one id).
     const KeyDef* d = find_def(k);
-    return !d || d->id_when_default || !at_default(k);
+    return !d || d->id_when_default || !c.at_default(k);
   }));
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("device:", 0) == 0 || line.rfind("threads:", 0) == 0) continue;  // top-level keys only

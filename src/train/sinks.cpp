@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "config/config.h"
+#include "config/operational.h"
 #include "core/error.h"
 #include "core/host.h"
 #include "core/log.h"
@@ -22,6 +24,41 @@
 namespace xpand::train {
 
 namespace {
+
+// The /resumes table of a resumed run: the old file's rows, then one row per operational key whose
+// value differs between the old file's config and this run's (config/operational.h).
+struct Resumes {
+  std::vector<int64_t> step;
+  std::vector<std::string> key, old_value, new_value;
+};
+
+Resumes resumes_of(const store::RunReader& old, const std::string& new_yaml, int64_t step, const std::string& run_id) {
+  Resumes r;
+  if (old.has_object("/resumes/step")) {
+    std::vector<int64_t> shape;
+    for (double v : old.read_array("/resumes/step", &shape)) r.step.push_back(int64_t(v));
+    r.key = old.read_strings("/resumes/key");
+    r.old_value = old.read_strings("/resumes/old");
+    r.new_value = old.read_strings("/resumes/new");
+  }
+  if (!old.has_attr("config")) return r;
+  try {
+    const auto before = config::Config::load_string(old.attr_string("config"), old.path() + " (config attribute)");
+    const auto now = config::Config::load_string(new_yaml, "this run's config");
+    for (const auto& k : config::operational_keys()) {
+      if (!before.has(k) || !now.has(k) || before.value_yaml(k) == now.value_yaml(k)) continue;
+      log::info("run {}: resumed with {} {} (was {}); an operational key, not part of the run id", run_id, k,
+                now.value_yaml(k), before.value_yaml(k));
+      r.step.push_back(step);
+      r.key.push_back(k);
+      r.old_value.push_back(before.value_yaml(k));
+      r.new_value.push_back(now.value_yaml(k));
+    }
+  } catch (const Error& e) {  // an old file whose config this version cannot read: nothing to compare
+    log::warn("run {}: cannot compare with the resumed file's config ({})", run_id, e.what());
+  }
+  return r;
+}
 
 class ConsoleSink : public MetricSink {
  public:
@@ -189,6 +226,13 @@ class H5Sink : public MetricSink {
       std::vector<std::string> snapshots;
       {
         store::RunReader old(info.resume_from);
+        const Resumes table = resumes_of(old, info.config_yaml, info.resume_step, info.run_id);
+        if (!table.step.empty()) {
+          w->write_array("/resumes/step", {int64_t(table.step.size())}, table.step.data());
+          w->write_strings("/resumes/key", table.key);
+          w->write_strings("/resumes/old", table.old_value);
+          w->write_strings("/resumes/new", table.new_value);
+        }
         if (old.has_attr("start_time")) w->set_attr("start_time", old.attr_string("start_time"));
         resumes = old.has_attr("resumes") ? int64_t(old.attr_double("resumes")) + 1 : 1;
         copy_rows(old, *w, "train", train, info.resume_step);

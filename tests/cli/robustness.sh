@@ -13,6 +13,9 @@
 #   mpirun         what SIGUSR1 and SIGTERM to mpirun give (docs/SWEEPS.md, "Under mpirun")
 #   disk-full      resuming on a nearly full disk: exit 1 with a message, old files untouched, no
 #                  .part left (a small tmpfs; skipped with a note where mounting is not allowed)
+#   operational    a preempted run resubmitted with another train.log_every and dist.timeout_s
+#                  resumes under the same run id, records the changes in /resumes, and ends with
+#                  the metrics of an uninterrupted run
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
@@ -305,5 +308,37 @@ if mount -t tmpfs -o size=80m tmpfs "$T" 2>/dev/null; then
 else
   echo "    skipped: cannot mount a tmpfs here (run as root to include this case)"
 fi
+
+step "operational: a preempted run resubmitted with other operational keys resumes the same run"
+O="$WORK/oper"
+stop_run "$O"
+run_xpand "$WORK/op.out" "$WORK/op.err" train "$WORK/long.yaml" --out "$O" --set train.log_every=7 \
+  --set dist.timeout_s=1234
+[ "$RC" -eq 0 ] || { show "$WORK/op.err"; fail "the resubmitted run exited $RC"; }
+grep -q "resuming from the checkpoint" "$WORK/op.err" || { show "$WORK/op.err"; fail "it did not resume"; }
+grep -q "resumed with train.log_every 7 (was 1000)" "$WORK/op.err" || { show "$WORK/op.err"; fail "no log of the change"; }
+run_xpand "$WORK/un.out" "$WORK/un.err" train "$WORK/long.yaml" --out "$WORK/oper-straight"
+[ "$RC" -eq 0 ] || { show "$WORK/un.err"; fail "the uninterrupted run exited $RC"; }
+"$PYTHON" - "$O" "$WORK/oper-straight" <<'PY' || fail "operational resume"
+import glob, sys, h5py, numpy as np
+(resumed,) = glob.glob(sys.argv[1] + "/runs/*.h5")
+(straight,) = glob.glob(sys.argv[2] + "/runs/*.h5")
+assert resumed.split("/")[-1] == straight.split("/")[-1], (resumed, straight)  # one run id
+with h5py.File(resumed, "r") as a, h5py.File(straight, "r") as b:
+    assert a.attrs["status"] == "completed" and int(a.attrs["resumes"]) == 1, dict(a.attrs)
+    keys = [k.decode() if isinstance(k, bytes) else k for k in a["resumes/key"][()]]
+    old = [k.decode() if isinstance(k, bytes) else k for k in a["resumes/old"][()]]
+    new = [k.decode() if isinstance(k, bytes) else k for k in a["resumes/new"][()]]
+    step = a["resumes/step"][()]
+    assert sorted(keys) == ["dist.timeout_s", "train.log_every"], keys
+    assert dict(zip(keys, new)) == {"dist.timeout_s": "1234", "train.log_every": "7"}, (keys, new)
+    assert dict(zip(keys, old)) == {"dist.timeout_s": "300", "train.log_every": "1000"}, (keys, old)
+    assert (step == int(a.attrs["resumed_from_step"])).all() and step[0] > 0, step
+    for col in ("test_loss", "test_acc", "train_loss"):
+        x, y = a["metrics/eval"][col][-1], b["metrics/eval"][col][-1]
+        assert x == y, (col, x, y)
+print(f"    same run id, /resumes {list(zip(step.tolist(), keys, old, new))}, final eval equal to the uninterrupted run")
+PY
+ok "operational keys changed on resubmission: resumed, recorded, same final metrics"
 
 echo "robustness: all cases passed"
