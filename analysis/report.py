@@ -963,6 +963,11 @@ def main():
     except OSError as e:
         warn(f"cannot create {out}: {e}")
         return 1
+    # Runs that the sweep axes do not separate but whose configs differ (e.g. a dense and an expanded
+    # run trained with `xpand train`) are told apart by the config keys that differ.
+    added = xh.add_config_axes(runs)
+    if added:
+        print(f"report: runs not separated by sweep axes differ in {', '.join(added)}; grouped by those too")
     rep = Report(src, out, runs, skipped, args.threshold)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

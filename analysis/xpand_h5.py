@@ -685,6 +685,56 @@ def axis_keys(runs, seed=True):
     return keys
 
 
+# Keys that do not tell experiments apart (the run id leaves them out: docs/SWEEPS.md).
+_OPERATIONAL = ("train.log_every", "data.eval_batch_size", "dist.backend", "dist.bucket_mb", "dist.first_bucket_mb",
+                "dist.timeout_s")
+
+
+def flat_config(node, prefix=""):
+    """The resolved config as {dotted key: value} over its leaves (lists are leaves)."""
+    out = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.update(flat_config(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = tuple(node) if isinstance(node, list) else node
+    return out
+
+
+def config_axes(runs):
+    """The config keys that tell runs apart where their sweep axes do not: among runs with the same
+    point (axes but the seed), the dotted keys whose values differ (seed, output.*, device, threads
+    and the operational keys aside). Runs trained with `xpand train` (no axes), e.g. one dense and one
+    expanded run, are then two groups labelled by what differs between them."""
+    def skip(k):
+        return k == "seed" or k.split(".")[0] in _NOT_IN_ID or k in _OPERATIONAL
+
+    by_point = {}
+    for r in runs:
+        by_point.setdefault(r.point, []).append(r)
+    keys = []
+    for members in by_point.values():
+        flats = [flat_config(r.config) for r in members]
+        for k in sorted(set().union(*flats)) if flats else []:
+            if skip(k) or k in keys:
+                continue
+            if len({repr(f.get(k)) for f in flats}) > 1:
+                keys.append(k)
+    return keys
+
+
+def add_config_axes(runs):
+    """Adds config_axes(runs) to each run's axes (the value its config holds; None where it has none),
+    so that points, groups and labels follow them. Returns the keys added."""
+    keys = [k for k in config_axes(runs) if not any(k in r.axis_keys for r in runs)]
+    for r in runs:
+        for k in keys:
+            v = r.config.get(k)
+            r.axes[k] = yaml.safe_dump(v, default_flow_style=True).strip() if isinstance(v, (list, dict)) else v
+            r.axis_keys.append(k)
+    return keys
+
+
 def context_axes(runs):
     """The swept axes that set neither the parameterization nor its learning rate (model.activation,
     data.name, ...): comparisons across kinds (d_int90, structure plots) are made within each

@@ -173,6 +173,23 @@ rc=0
 [ "$rc" -eq 1 ] && grep -q "subspace" "$WORK/d.err" || { show "$WORK/d.err"; fail "dint90.py without subspace runs: exit $rc"; }
 ok "no subspace runs: exit 1, $(head -1 "$WORK/d.err")"
 
+step "runs without sweep axes: one dense and one expanded run (xpand train) are two groups, not seeds of one"
+NA="$WORK/noaxes"
+for kind in dense expanded; do
+  "$XPAND" --log-level warn train "$WORK/net.yaml" --out "$NA" --set "param.kind=$kind" --set train.max_steps=16 \
+    >"$WORK/noaxes-$kind.log" 2>&1 || { show "$WORK/noaxes-$kind.log"; fail "xpand train ($kind) failed"; }
+done
+"$PYTHON" "$REPORT" "$NA" >"$WORK/noaxes-report.log" 2>&1 || { show "$WORK/noaxes-report.log"; fail "report.py failed"; }
+"$PYTHON" - "$NA/report/groups.csv" <<'PY' || fail "groups of the runs without axes"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 2, rows
+assert sorted(r["param.kind"] for r in rows) == ["dense", "expanded"], rows
+assert all(r["n_runs"] == "1" for r in rows), rows
+print(f"    groups: {[r['param.kind'] for r in rows]}")
+PY
+ok "two groups, labelled param.kind"
+
 step "bad input"
 expect_error() {  # expect_error WHAT PATTERN ARGS...: report.py exits non-zero, stderr matches PATTERN
   local what=$1 pattern=$2 rc=0
