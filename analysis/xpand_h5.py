@@ -685,9 +685,9 @@ def axis_keys(runs, seed=True):
     return keys
 
 
-# Keys that do not tell experiments apart (the run id leaves them out: docs/SWEEPS.md).
-_OPERATIONAL = ("train.log_every", "data.eval_batch_size", "dist.backend", "dist.bucket_mb", "dist.first_bucket_mb",
-                "dist.timeout_s")
+# Keys that do not tell experiments apart (the run id counts them at their defaults: docs/SWEEPS.md);
+# the same list as operational_keys() in src/config/config.cpp (declared in src/config/operational.h).
+_OPERATIONAL = ("train.log_every", "dist.backend", "dist.bucket_mb", "dist.first_bucket_mb", "dist.timeout_s")
 
 
 def flat_config(node, prefix=""):
@@ -707,7 +707,7 @@ def config_axes(runs):
     and the operational keys aside). Runs trained with `xpand train` (no axes), e.g. one dense and one
     expanded run, are then two groups labelled by what differs between them."""
     def skip(k):
-        return k == "seed" or k.split(".")[0] in _NOT_IN_ID or k in _OPERATIONAL
+        return k in ("seed", "name") or k.split(".")[0] in _NOT_IN_ID or k in _OPERATIONAL
 
     by_point = {}
     for r in runs:
@@ -715,11 +715,19 @@ def config_axes(runs):
     keys = []
     for members in by_point.values():
         flats = [flat_config(r.config) for r in members]
+        found = False
         for k in sorted(set().union(*flats)) if flats else []:
-            if skip(k) or k in keys:
+            if skip(k):
                 continue
-            if len({repr(f.get(k)) for f in flats}) > 1:
-                keys.append(k)
+            # Only values a run holds count: a key that an older file lacks (added later, at its
+            # default) does not split the seeds of one point.
+            if len({repr(f[k]) for f in flats if k in f}) > 1:
+                found = True
+                if k not in keys:
+                    keys.append(k)
+        # Runs that differ in their name only are still different runs.
+        if not found and len({f.get("name") for f in flats}) > 1 and "name" not in keys:
+            keys.append("name")
     return keys
 
 

@@ -189,7 +189,7 @@ Runner analyze_command(CLI::App& app) {
     std::sort(rs.begin(), rs.end());
     rs.erase(std::unique(rs.begin(), rs.end()), rs.end());
 
-    // Missing path: a usage error like a missing config (nothing ran); unreadable content: a data error.
+    // A missing path: exit 1 with the words every subcommand uses (require_input).
     require_input(*file);
     std::unique_ptr<store::RunReader> reader;
     try {

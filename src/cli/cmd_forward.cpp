@@ -125,7 +125,6 @@ int run_forward(const ConfigArgs& args, const std::string& in, const std::string
   }
   if (in.empty() || out.empty())
     throw ConfigError("forward: --weights and -o are required (or --list, or --init-out alone)");
-  std::error_code ec;
   require_input(in, "--weights");
   store::RunReader r(in);
   load_tensors(r, in, "/params", params, true);

@@ -19,7 +19,7 @@ Runner index_command(CLI::App& app) {
   cmd->add_option("dir", *dir, "output directory")->required();
   return [=]() {
     std::error_code ec;
-    if (!std::filesystem::is_directory(*dir, ec)) throw ConfigError(fmt::format("{}: no such directory", *dir));
+    require_input(*dir, "", InputKind::Directory);
     if (!std::filesystem::is_directory(std::filesystem::path(*dir) / "runs", ec))
       throw ConfigError(fmt::format("{}: not an xpand output directory (no runs/ inside)", *dir));
     store::IndexResult res;

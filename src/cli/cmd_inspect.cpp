@@ -330,12 +330,12 @@ Runner inspect_command(CLI::App& app) {
   cmd->add_flag("--json", *json, "JSON output")->excludes(c);
   return [=]() {
     std::error_code ec;
-    require_input(*path);
+    require_input(*path, "", InputKind::FileOrDirectory);
     try {
       if (fs::is_directory(*path, ec)) {
         if (!run->empty()) {
           const std::string f = (fs::path(*path) / "runs" / (*run + ".h5")).string();
-          if (!fs::exists(f, ec)) throw ConfigError(fmt::format("--run {}: no run file {}", *run, f));
+          require_input(f, "--run " + *run + ":");
           return print_run(f, *tail, *csv, *json);
         }
         if (!fs::is_directory(fs::path(*path) / "runs", ec))

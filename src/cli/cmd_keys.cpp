@@ -2,6 +2,7 @@
 // printed from the same schema table the validator uses.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <fnmatch.h>
 
 #include <string>
 #include <vector>
@@ -19,7 +20,8 @@ Runner keys_command(CLI::App& app) {
   return [=]() {
     int shown = 0;
     for (const auto& d : config::schema()) {
-      if (d.key.compare(0, filter->size(), *filter) != 0) continue;
+      // A prefix of the key, or a key the schema holds as a pattern (layers.fc1.kind: layers.*.kind).
+      if (d.key.compare(0, filter->size(), *filter) != 0 && fnmatch(d.key.c_str(), filter->c_str(), 0) != 0) continue;
       ++shown;
       fmt::print("{:<24} {}\n", d.key, d.doc);
       fmt::print("{:<24}   accepted: {}; default: {}", "", config::describe_accepted(d),

@@ -19,10 +19,13 @@ struct ConfigArgs {
 };
 void add_config_args(CLI::App* cmd, ConfigArgs* args);
 
-// An input named on the command line (config, sweep file, run file, weights): DataError (exit 1)
-// "<flag> PATH: no such file or directory" when it is missing, the same words in every subcommand
-// (README, exit codes). flag: the option that named it ("--weights"), empty for a positional.
-void require_input(const std::string& path, const std::string& flag = "");
+// An input named on the command line (config, sweep file, run file, weights, output directory):
+// DataError (exit 1) "<flag> PATH: no such file or directory" when it is missing, the same words in
+// every subcommand (README, exit codes); ConfigError (exit 2) when it is a directory where a file is
+// meant (dir_ok false) or a file where a directory is (dir_ok true with dir_only). flag: the option
+// that named it ("--weights"), empty for a positional.
+enum class InputKind { File, FileOrDirectory, Directory };
+void require_input(const std::string& path, const std::string& flag = "", InputKind kind = InputKind::File);
 
 Runner train_command(CLI::App& app);
 Runner plan_command(CLI::App& app);

@@ -28,10 +28,13 @@ void add_config_args(CLI::App* cmd, ConfigArgs* args) {
       ->type_name("KEY=VALUE");
 }
 
-void require_input(const std::string& path, const std::string& flag) {
+void require_input(const std::string& path, const std::string& flag, InputKind kind) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec))
-    throw DataError(fmt::format("{}{}: no such file or directory", flag.empty() ? "" : flag + " ", path));
+  const std::string named = (flag.empty() ? "" : flag + " ") + path;
+  if (!std::filesystem::exists(path, ec)) throw DataError(fmt::format("{}: no such file or directory", named));
+  const bool dir = std::filesystem::is_directory(path, ec);
+  if (kind == InputKind::File && dir) throw ConfigError(fmt::format("{}: a directory, not a file", named));
+  if (kind == InputKind::Directory && !dir) throw ConfigError(fmt::format("{}: not a directory", named));
 }
 
 namespace {
@@ -51,8 +54,6 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   }
   return row[b.size()];
 }
-
-}  // namespace
 
 // The subcommand word of argv when it names no subcommand ("trian"), with the nearest real one; an
 // empty message when argv's subcommand is fine or absent (CLI11 then says what is missing).
@@ -77,6 +78,8 @@ std::string unknown_subcommand(int argc, char** argv, const CLI::App& app) {
   }
   return {};
 }
+
+}  // namespace
 
 store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file, bool step_given,
                                  int64_t step) {

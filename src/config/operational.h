@@ -1,5 +1,5 @@
-// Operational keys: how a run is carried out (logging, time-outs, bucket and evaluation batch sizes,
-// the communication backend), not what it trains. They do not change the run id: Config::hash
+// Operational keys: how a run is carried out (logging, time-outs, all-reduce bucket sizes, the
+// communication backend), not what it trains or measures. They do not change the run id: Config::hash
 // counts them at their defaults, so a run resubmitted with another value resumes the same run, and
 // the run file records each change in its /resumes table (docs/SWEEPS.md, docs/FORMAT.md). output.*,
 // device and threads are left out of the id altogether.

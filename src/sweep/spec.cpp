@@ -113,6 +113,7 @@ Spec spec_load(const std::string& path, const std::vector<std::string>& override
   if (!root.IsMap()) fail(path, root, "", "a sweep file is a mapping with base, and grid, zip and/or seeds");
   check_duplicates(path, root, "");
   static const std::set<std::string> known = {"base", "set", "grid", "zip", "seeds"};
+  const bool has_base = bool(root["base"]);
   for (const auto& kv : root) {
     const std::string k = kv.first.Scalar();
     auto config_key = [&](const std::string& word) {  // a section (model, train, ...) or top key (seed, name)
@@ -120,7 +121,7 @@ Spec spec_load(const std::string& path, const std::vector<std::string>& override
         if (d.key == word || d.key.compare(0, word.size() + 1, word + ".") == 0) return true;
       return false;
     };
-    if (!known.count(k) && !root["base"] && config_key(k))
+    if (!known.count(k) && !has_base && config_key(k))
       fail(path, kv.first, k,
            fmt::format("this is a config file, not a sweep file: train it with `xpand train {}`, or name it as a "
                        "sweep's base",
@@ -240,8 +241,9 @@ Spec spec_load(const std::string& path, const std::vector<std::string>& override
     if (!fresh)
       throw ConfigError(
           fmt::format("{}: points {} and {} resolve to the same configuration (run {}): an axis "
-                      "repeats a value or sets a key to its default (device and threads are not part of a "
-                      "run's identity: sweep them into separate --out directories)",
+                      "repeats a value or sets a key to its default (device, threads and the operational keys "
+                      "train.log_every, dist.* are not part of a run's identity: sweep them into separate --out "
+                      "directories)",
                       path, it->second, i, p.run_id));
     spec.points.push_back(std::move(p));
   }

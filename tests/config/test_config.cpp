@@ -87,12 +87,12 @@ TEST(Config, KeysAddedLaterLeaveRunIdsAlone) {
 TEST(Config, OperationalKeysKeepTheRunId) {
   auto a = Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}", "a.yaml");
   for (const char* o : {"train.log_every=7", "dist.timeout_s=999", "dist.bucket_mb=1", "dist.first_bucket_mb=0.5",
-                        "data.eval_batch_size=17", "dist.backend=mpi"}) {
+                        "dist.backend=mpi"}) {
     auto b = Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}", "a.yaml", {o});
     EXPECT_NE(a.to_yaml(), b.to_yaml()) << o;  // the value did change
     EXPECT_EQ(a.hash(), b.hash()) << o;
   }
-  for (const char* o : {"train.eval_every=7", "data.batch_size=17", "train.max_steps=5"})
+  for (const char* o : {"train.eval_every=7", "data.batch_size=17", "train.max_steps=5", "data.eval_batch_size=17"})
     EXPECT_NE(a.hash(),
               Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}", "a.yaml", {o}).hash())
         << o;
