@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "config/lookup.h"
 #include "core/blas.h"
 #include "core/build_info.h"
 #include "core/error.h"
@@ -39,22 +40,6 @@ void require_input(const std::string& path, const std::string& flag, InputKind k
 
 namespace {
 
-// The edit distance of two short words (a misspelled subcommand against the real ones).
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
 // The subcommand word of argv when it names no subcommand ("trian"), with the nearest real one; an
 // empty message when argv's subcommand is fine or absent (CLI11 then says what is missing).
 std::string unknown_subcommand(int argc, char** argv, const CLI::App& app) {
@@ -71,7 +56,7 @@ std::string unknown_subcommand(int argc, char** argv, const CLI::App& app) {
     std::string best;
     size_t best_d = std::string::npos;
     for (const auto& n : names)
-      if (size_t d = edit_distance(a, n); d < best_d) best_d = d, best = n;
+      if (size_t d = config::edit_distance(a, n); d < best_d) best_d = d, best = n;
     std::string hint = best_d <= std::max<size_t>(2, a.size() / 3) ? fmt::format("; did you mean '{}'?", best) : "";
     return fmt::format("unknown command '{}'{} (commands: {}; xpand --help says more)", a, hint,
                        fmt::join(names, ", "));

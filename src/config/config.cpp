@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "config/lookup.h"
 #include "config/operational.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -112,7 +113,8 @@ const KeyDef* find_def(const std::string& key) {
   return nullptr;
 }
 
-// True when `prefix` names a section (some schema key lies below it).
+}  // namespace
+
 bool is_section(const std::string& prefix) {
   auto p = split_key(prefix);
   for (const auto& d : schema()) {
@@ -133,6 +135,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   }
   return prev[b.size()];
 }
+
+namespace {
 
 std::string suggestion(const std::string& key) {
   const KeyDef* best = nullptr;

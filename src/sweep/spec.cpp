@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -11,6 +12,7 @@
 #include <sstream>
 
 #include "config/config.h"
+#include "config/lookup.h"
 #include "core/error.h"
 #include "train/trainer.h"
 
@@ -117,9 +119,8 @@ Spec spec_load(const std::string& path, const std::vector<std::string>& override
   for (const auto& kv : root) {
     const std::string k = kv.first.Scalar();
     auto config_key = [&](const std::string& word) {  // a section (model, train, ...) or top key (seed, name)
-      for (const auto& d : config::schema())
-        if (d.key == word || d.key.compare(0, word.size() + 1, word + ".") == 0) return true;
-      return false;
+      return config::is_section(word) || std::any_of(config::schema().begin(), config::schema().end(),
+                                                     [&](const config::KeyDef& d) { return d.key == word; });
     };
     if (!known.count(k) && !has_base && config_key(k))
       fail(path, kv.first, k,

@@ -18,6 +18,7 @@ usage: /usr/bin/python3 tests/analysis/test_xpand_h5.py WORK_DIR [ANALYSIS_DIR]
   ANALYSIS_DIR (default: the repository's analysis/) holds the xpand_h5.py and report.py under test.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -189,6 +190,14 @@ def main(argv):
     rc, out, s = run([py, "-c", SWEEP, analysis, os.path.join(corpus, "corpus", "s1")])
     check(rc == 0 and "other=0" in out and "run=" in out,
           f"{'timed out' if rc is None else f'exit {rc}'}, {s:.1f} s: {out.strip()[-1500:]}")
+
+    print("--- xpand_h5's operational keys are the C++ list (src/config/config.cpp, operational_keys)")
+    cpp = open(os.path.join(HERE, "..", "..", "src", "config", "config.cpp")).read()
+    body = re.search(r"operational_keys\(\) \{(.*?)return keys;", cpp, re.S)
+    cpp_keys = set(re.findall(r'"([a-z_.]+)"', body.group(1))) if body else set()
+    rc, out, _ = run([py, "-c", f"import sys; sys.path.insert(0, {analysis!r}); import xpand_h5; "
+                      "print(' '.join(sorted(xpand_h5._OPERATIONAL)))"])
+    check(rc == 0 and cpp_keys and set(out.split()) == cpp_keys, f"python {out.strip()!r}, C++ {sorted(cpp_keys)}")
 
     print(f"test_xpand_h5: {len(failures)} failure(s)")
     return 1 if failures else 0
