@@ -9,6 +9,7 @@ and on the other classes, trainable parameters, peak resident memory during trai
 time per step (the first 10% of steps left out as warm-up). Exit 1 when OUT holds no completed
 pretraining run or no fine-tuning run; runs that did not complete are listed with their status.
 """
+import argparse
 import os
 import sys
 
@@ -55,9 +56,11 @@ def fmt(x, spec):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: lora_table.py OUT")
-    out = sys.argv[1]
+    ap = argparse.ArgumentParser(description="Markdown table of the LoRA study (scripts/lora-study.sh): held-out "
+                                 "and other-digit accuracy, trainable parameters, memory and step time of the "
+                                 "pretrained network and each fine-tuning run.")
+    ap.add_argument("out", help="the study's output directory (OUT/pretrain/runs, OUT/finetune/runs)")
+    out = ap.parse_args().out
     pre = [r for r in runs(os.path.join(out, "pretrain")) if r["status"] == "completed"]
     fine = runs(os.path.join(out, "finetune"))
     if not pre:

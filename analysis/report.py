@@ -16,7 +16,7 @@ each only when the sweep has the data for it (see docs/ANALYSIS.md):
                          stable rank per layer (table, vs depth, vs model.activation); rank over
                          snapshot steps next to the test loss
     d. rank-r error      relative Frobenius error of the best rank-r approximation vs r, with the
-                         compression ratio r(m+n)/(mn)
+                         compression mn/(r(m+n)) (as xpand analyze defines it)
     e. d_int90           mean accuracy vs subspace dimension d, the 90%-of-full-space line, d_int90
     f. cost              median step time, bytes all-reduced per step, peak memory per point
     g. scaling           speed-up and efficiency when runs differ in ranks per run
@@ -39,7 +39,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 import xpand_h5 as xh  # noqa: E402
 
@@ -117,6 +117,12 @@ def value_label(key, value):
     if key.startswith("layers."):
         return f"{short_key(key)}: {v}"
     return f"{short_key(key)}={v}"
+
+
+def compression(m, n, r):
+    """Scalars of an m x n matrix per scalar of its rank-r factors, mn / (r(m+n)): the one definition
+    of xpand analyze (src/param/analysis.cpp) and this report."""
+    return m * n / (r * (m + n))
 
 
 def point_label(point):
@@ -374,6 +380,11 @@ class Report:
             xs = [r.value(f) for r in rs]
             if xs and min(xs) > 0 and max(xs) / min(xs) >= 10:
                 ax.set_xscale("log")
+            if xs and all(float(x).is_integer() for x in xs):  # factor, depth, rank, d: ticks at the values run
+                ticks = sorted(set(int(x) for x in xs))
+                ax.set_xticks(ticks)
+                ax.set_xticklabels([str(t) for t in ticks])
+                ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xlabel(f)
             ax.set_ylabel("final test accuracy")
             ax.set_title(f"test accuracy vs {f}")
@@ -629,7 +640,7 @@ class Report:
                 ax.plot(rr, err[1:k], color=self.point_colour[p], lw=1.3)
                 m, n = shape if shape else (0, 0)
                 for r_ in range(1, k):
-                    csv_rows.append([point_label(p), layer, m, n, r_, r_ * (m + n) / (m * n) if m and n else None,
+                    csv_rows.append([point_label(p), layer, m, n, r_, compression(m, n, r_) if m and n else None,
                                      err[r_], len(curves)])
             ax.set_title(layer + (f"  ({shape[0]}×{shape[1]})" if shape else ""))
             ax.set_xlabel("rank r")
@@ -638,9 +649,10 @@ class Report:
             ax.set_ylim(0, 1.02)
             if shape:
                 m, n = shape
-                c = (m + n) / (m * n)
-                sec = ax.secondary_xaxis("top", functions=(lambda r, c=c: r * c, lambda q, c=c: q / c))
-                sec.set_xlabel("compression r(m+n)/(mn)", fontsize=8)
+                c = m * n / (m + n)  # compression(m, n, r) = c / r, its own inverse up to c
+                sec = ax.secondary_xaxis("top", functions=(lambda r, c=c: c / np.maximum(r, 1e-9),
+                                                           lambda q, c=c: c / np.maximum(q, 1e-9)))
+                sec.set_xlabel("compression mn/(r(m+n))", fontsize=8)
                 sec.tick_params(labelsize=7)
                 kmax = min(m, n)
                 grid = sorted({min(kmax, 2 ** j) for j in range(0, int(math.log2(kmax)) + 1)} | {kmax})
@@ -652,10 +664,11 @@ class Report:
         fig.tight_layout(rect=(0, legend_space(fig, nleg), 1, 1))
         body.append(self.save(fig, "rank_r_error.png", "Relative Frobenius error of the best rank-r approximation, "
                                                        "sqrt(Σ_{i>r} σ_i² / Σ σ_i²), at the last snapshot (mean over seeds); "
-                                                       "top axis: the factors' size relative to the matrix, r(m+n)/(mn)."))
+                                                       "top axis: the compression mn/(r(m+n)), the matrix's size over "
+                                                       "its rank-r factors' (xpand analyze's definition)."))
         for layer, m, n, grid, errs in tables:
             header = [f"{layer} ({m}×{n}): r"] + [str(g) for g in grid]
-            rows = [["r(m+n)/(mn)"] + [fmt(g * (m + n) / (m * n), 3) for g in grid]]
+            rows = [["compression mn/(r(m+n))"] + [fmt(compression(m, n, g), 3) for g in grid]]
             for p, err in errs.items():
                 rows.append([point_label(p)] + [fmt(err[g], 4) if g < len(err) else "" for g in grid])
             body.append(table_html(header, rows))

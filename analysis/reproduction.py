@@ -11,6 +11,7 @@ omega, omega-notebook, nanogpt-char, lora. For each it prints a markdown section
 makes, and the largest collapse error of the expanded runs. Directories that are missing are
 listed as not run. Exit 1 when none is present.
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def lowrank(root):
         params = sorted({int(r.attrs["trainable_params"]) for r in used if "trainable_params" in r.attrs})
         ranks = "dense"
         if used and row["rank"] is not None:
-            ranks = "ranks " + str([used[0].layer_config(f"fc{i}").get("rank") for i in (1, 2, 3, 4)])
+            ranks = "ranks " + str([(used[0].layers or {}).get(f"fc{i}", {}).get("rank") or None for i in (1, 2, 3, 4)])
         print(f"| {ranks} | {','.join(f'{p:,}' for p in params)} | {pct(row['test_acc_mean'], row['test_acc_std'], row['n'])} |")
     dense = [r for r in runs if r.usable and r.rank is None]
     if dense:
@@ -151,7 +152,10 @@ def nanogpt(root):
 
 
 def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else "out"
+    ap = argparse.ArgumentParser(description="The reproduction tables of docs/REPRODUCTION.md, from the preset "
+                                 "sweeps' output (ROOT/<preset>/runs).")
+    ap.add_argument("root", nargs="?", default="out", help="the directory holding the presets' outputs (default: out)")
+    root = ap.parse_args().root
     sections = [("expansive-mnist", lambda: expansive(root, "expansive-mnist")),
                 ("expansive-fmnist", lambda: expansive(root, "expansive-fmnist")),
                 ("expandnets-cnn", lambda: expandnets(root, "expandnets-cnn")),

@@ -10,6 +10,7 @@ weak: T1 / Tr), and the share of the step spent in exposed communication. Runs t
 complete are listed with their status. Exit 1 when OUT holds no scaling runs.
 """
 import glob
+import argparse
 import os
 import re
 import sys
@@ -43,9 +44,10 @@ def measure(path):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: scaling_table.py OUT")
-    out = sys.argv[1]
+    ap = argparse.ArgumentParser(description="Strong and weak scaling tables of jobs/scaling.sbatch output "
+                                 "(OUT/strong/r<ranks>/runs, OUT/weak/r<ranks>/runs).")
+    ap.add_argument("out", help="the scaling study's output directory")
+    out = ap.parse_args().out
     found = False
     for mode in ("strong", "weak"):
         rows = []

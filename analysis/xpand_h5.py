@@ -22,17 +22,19 @@ tables (dicts of numpy arrays) and every snapshot's singular values and rank att
 and names are decoded with errors="replace": invalid UTF-8 in a file becomes U+FFFD. Weight
 matrices are read only on request (`Run.weight`), from the file again.
 
-Structural features come from the resolved config (`param.*` and the per-layer `layers.<pattern>.*`
-overrides, matched against the layer names with fnmatch):
+Structural features come from the run file's /layers table, which xpand writes at the start of
+every run from the layers it built (docs/FORMAT.md); `Run.layers` holds its rows by layer name:
 
     kind    the parameterizations in use, e.g. dense, expanded, lowrank, subspace, expanded+lowrank
     factor  the largest expansion factor over expanded layers (None when none is expanded)
     depth   the largest depth over expanded layers (1 when none is expanded)
     rank    the smallest rank over lowrank/lora layers (None when none)
     d       param.omega_dim when the network trains in a subspace (None otherwise)
-    D       the dense network's parameter count (MLPs: from model.widths, counting only the subspace
-            layers when `layers.<name>.kind: subspace` selects some; otherwise a dense run's
-            trainable_params attribute or a dense or subspace run's checkpoint; None when unknown)
+    D       the dense network's parameter count: the collapsed layers (weights and biases) and the
+            tensors outside them; when `layers.<name>.kind: subspace` selects some layers, theirs only
+    projection  param.projection of a subspace run (None otherwise)
+
+Run files written before /layers existed have no structural features (all None).
 
 Only `completed` runs that are not duplicates enter means (`Run.usable`). Two run files holding the
 same resolved configuration (an older binary hashed it to another run id) are duplicates: the
@@ -41,7 +43,6 @@ completed one with the most steps and the latest end time is kept and the others
 """
 import ctypes
 import ctypes.util
-import fnmatch
 import glob
 import math
 import os
@@ -250,7 +251,7 @@ class Run:
                     continue
                 layers = {}
                 for layer, g in f["snapshots"][name].items():
-                    if not isinstance(g, h5py.Group):
+                    if not isinstance(g, h5py.Group) or layer == "network":  # network: tensors outside layers
                         continue
                     sv = g["singular_values"][:] if "singular_values" in g else None
                     shape = g["weight"].shape if "weight" in g else None
@@ -278,12 +279,15 @@ class Run:
                                 for s in newest.values())
             if not done:
                 self.incomplete_snapshot = steps_[-1]
-        self._checkpoint_params = None
-        try:
-            if "checkpoint" in f and "params" in f["checkpoint"]:
-                self._checkpoint_params = sum(int(np.prod(d.shape)) for d in f["checkpoint/params"].values())
-        except (OSError, KeyError):  # a dangling external link
-            self._checkpoint_params = None
+        self.layers, self.other_params = None, 0  # /layers: name -> row (dict of column -> value)
+        if "layers" in f and isinstance(f["layers"], h5py.Group) and "name" in f["layers"]:
+            g = f["layers"]
+            cols = {_text(k): [(_text(v) if isinstance(v, bytes) else v) for v in g[k][()].tolist()]
+                    for k in g.keys() if isinstance(g[k], h5py.Dataset) and g[k].ndim == 1}
+            n = len(cols["name"])
+            if all(len(v) == n for v in cols.values()):
+                self.layers = {cols["name"][i]: {k: v[i] for k, v in cols.items()} for i in range(n)}
+                self.other_params = int(g.attrs.get("other_params", 0))
         self._features = None
 
     @staticmethod
@@ -342,35 +346,12 @@ class Run:
 
     @property
     def layer_names(self):
-        """Layer names: from the last snapshot, else from the MLP's widths (fc1..fcN)."""
+        """Layer names in forward order: from /layers, else from the last snapshot."""
+        if self.layers:
+            return list(self.layers)
         if self.snapshots:
             return list(self.snapshots[self._last_complete_step()].keys())
-        widths = self.config.get("model.widths")
-        if self.config.get("model.kind", "mlp") == "mlp" and isinstance(widths, list) and len(widths) > 1:
-            return [f"fc{i + 1}" for i in range(len(widths) - 1)]
         return []
-
-    def layer_config(self, layer):
-        """The parameterization of one layer: param.* with every matching layers.<pattern> applied."""
-        param = dict(self.config.get("param") or {})
-        layers = self.config.get("layers") or {}
-        if isinstance(layers, dict):
-            for pattern, over in layers.items():
-                if isinstance(over, dict) and fnmatch.fnmatchcase(layer, str(pattern)):
-                    param.update(over)
-        return param
-
-    def _layer_configs(self):
-        names = self.layer_names
-        layers = self.config.get("layers") or {}
-        if not names:  # unknown layer names: the base parameterization and each override pattern
-            out = {"*": dict(self.config.get("param") or {})}
-            if isinstance(layers, dict):
-                for pattern, over in layers.items():
-                    if isinstance(over, dict):
-                        out[str(pattern)] = {**out["*"], **over}
-            return out
-        return {n: self.layer_config(n) for n in names}
 
     @property
     def features(self):
@@ -379,45 +360,28 @@ class Run:
         return self._features
 
     def _derive(self):
+        """The structural features from /layers (see the module's docstring)."""
+        if not self.layers:
+            return dict(kind=None, factor=None, depth=None, rank=None, d=None, D=None, projection=None)
+        rows = list(self.layers.values())
         param = self.config.get("param") or {}
-        per_layer = self._layer_configs()
-        subspace = param.get("kind") == "subspace" or any(c.get("kind") == "subspace" for c in per_layer.values())
-        kinds = sorted({c.get("kind", "dense") for c in per_layer.values()} - {"dense"} - {"subspace"})
-        if subspace:
-            kind = "+".join(["subspace"] + kinds)
-        else:
-            kind = "+".join(kinds) if kinds else "dense"
-        expanded = [c for c in per_layer.values() if c.get("kind") == "expanded"]
-        factor = max((float(c.get("factor", 4)) for c in expanded), default=None)
+        kinds = [r["kind"] for r in rows]
+        subspace = "subspace" in kinds
+        others = sorted(set(kinds) - {"dense", "subspace"})
+        kind = "+".join((["subspace"] if subspace else []) + others) or "dense"
+        expanded = [r for r in rows if r["kind"] == "expanded"]
+        factor = max((float(r["factor"]) for r in expanded), default=None)
         if factor is not None and factor == int(factor):
             factor = int(factor)
-        depth = max((int(c.get("depth", 2)) for c in expanded), default=1)
-        ranks = [int(c.get("rank", 8)) for c in per_layer.values() if c.get("kind") in ("lowrank", "lora")]
-        rank = min(ranks) if ranks else None
-        d = int(param.get("omega_dim", 0)) if subspace else None
-        if subspace:
-            subs = [c for c in per_layer.values() if c.get("kind") == "subspace"]
-            d = int((subs[0] if subs else param).get("omega_dim", param.get("omega_dim", 0)))
-        projection = str(param.get("projection", "")) if subspace else None
-        only = None
-        if subspace and param.get("kind") != "subspace":  # selected layers share one subspace
-            only = [n for n, c in per_layer.items() if c.get("kind") == "subspace"]
-        return dict(kind=kind, factor=factor, depth=depth, rank=rank, d=d, D=self._full_params(kind, only),
-                    projection=projection)
-
-    def _full_params(self, kind, only=None):
-        """Dense parameters of the network (of the layers in `only`, when given)."""
-        widths = self.config.get("model.widths")
-        if self.config.get("model.kind", "mlp") == "mlp" and isinstance(widths, list) and len(widths) > 1:
-            bias = bool(self.config.get("model.bias", True))
-            sizes = {f"fc{i + 1}": int(a) * int(b) + (int(b) if bias else 0)
-                     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))}
-            return int(sum(v for k, v in sizes.items() if only is None or k in only))
-        if kind == "dense" and "trainable_params" in self.attrs and not self.config.get("train.freeze"):
-            return int(self.attrs["trainable_params"])
-        if kind in ("dense", "subspace") and only is None and self._checkpoint_params:
-            return self._checkpoint_params
-        return None
+        depth = max((int(r["depth"]) for r in expanded), default=1)
+        ranks = [int(r["rank"]) for r in rows if r["kind"] in ("lowrank", "lora")]
+        # A subspace over some layers (layers.<name>.kind: subspace) measures against theirs only.
+        some = subspace and param.get("kind") != "subspace"
+        counted = [r for r in rows if r["kind"] == "subspace"] if some else rows
+        D = sum(int(r["collapsed"]) for r in counted) + (0 if some else self.other_params)
+        return dict(kind=kind, factor=factor, depth=depth, rank=min(ranks) if ranks else None,
+                    d=int(param.get("omega_dim", 0)) if subspace else None, D=D,
+                    projection=str(param.get("projection", "")) if subspace else None)
 
     kind = property(lambda self: self.features["kind"])
     factor = property(lambda self: self.features["factor"])
@@ -836,3 +800,87 @@ def rank_r_error(sv):
     total = sq.sum()
     tail = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
     return np.sqrt(np.maximum(tail, 0) / total) if total > 0 else np.zeros(len(sq) + 1)
+
+
+class Model:
+    """An exported model (xpand collapse, docs/FORMAT.md "Model files"): `state_dict` (name ->
+    numpy array, in layer order), `arch` (dict: model, layer_order, input_shape, num_classes, and
+    per kind widths/activation/residual, channels/kernel_size/padding/fc/batch_norm/pool, or
+    n_layer/n_head/n_embd/block_size/vocab), `config` (the run's resolved config), run_id, step."""
+
+    def __init__(self, state_dict, arch, config, run_id, step):
+        self.state_dict, self.arch, self.config, self.run_id, self.step = state_dict, arch, config, run_id, step
+
+    def normalize(self, raw):
+        """Raw inputs (uint8 pixels) as the network takes them: (raw / input_div - mean) / std, in float32."""
+        a = self.arch
+        x = np.asarray(raw, dtype=np.float32) / np.float32(a["input_div"])
+        return ((x - np.float32(a["input_mean"])) / np.float32(a["input_std"])).astype(np.float32)
+
+
+_MODEL_ARCH_KEYS = ("model", "dtype", "layer_order", "input_shape", "num_classes", "activation", "input_div",
+                    "input_mean", "input_std", "widths", "residual", "channels", "kernel_size", "padding", "fc",
+                    "batch_norm", "batch_norm_eps", "pool", "n_layer", "n_head", "n_embd", "block_size", "vocab",
+                    "layer_norm_eps")
+
+
+def _plain(v):
+    """An attribute value as plain Python: str, int, float, or a list of them."""
+    if isinstance(v, (bytes, np.bytes_)):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, np.ndarray):
+        return [_plain(x) for x in v.tolist()] if v.dtype.kind in "OSU" else v.tolist()
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def load_model(path):
+    """Reads a model file written by `xpand collapse -o MODEL.h5` or `-o MODEL.pt` (the .pt needs
+    PyTorch). Returns a Model; XpandError when the file is not one."""
+    if str(path).endswith(".pt"):
+        import torch
+        d = torch.load(path, map_location="cpu")
+        if not isinstance(d, dict) or "state_dict" not in d or "architecture" not in d:
+            raise XpandError(f"{path}: not an xpand model (.pt without state_dict and architecture)")
+        arch = dict(d["architecture"])
+        sd = {k: v.numpy() for k, v in d["state_dict"].items()}
+        return Model(sd, {k: arch[k] for k in _MODEL_ARCH_KEYS if k in arch}, load_config(arch.get("config", "")),
+                     arch.get("run_id", ""), int(arch.get("step", 0)))
+    with _open(path) as f:
+        if _plain(f.attrs.get("kind", "")) != "xpand collapsed model":
+            raise XpandError(f"{path}: not an xpand model file (no kind attribute 'xpand collapsed model')")
+        if int(f.attrs.get("format_version", 1)) != 2:
+            raise XpandError(f"{path}: model format version {f.attrs.get('format_version', 1)}, this reader "
+                             "knows 2: export it again with xpand collapse")
+        arch = {k: _plain(f.attrs[k]) for k in _MODEL_ARCH_KEYS if k in f.attrs}
+        sd = {k: f["state_dict"][k][()] for k in f["state_dict"]}
+        order = arch["layer_order"]
+
+        parts = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+
+        def rank(name):  # forward order of the modules, then PyTorch's order within one
+            best = [i for i, m in enumerate(order) if name.startswith(m + ".")]
+            last = name.rsplit(".", 1)[-1]
+            return (max(best, key=lambda i: len(order[i])) if best else len(order),
+                    parts.index(last) if last in parts else len(parts))
+        sd = {k: sd[k] for k in sorted(sd, key=rank)}
+        return Model(sd, arch, load_config(_plain(f.attrs.get("config", ""))), _plain(f.attrs.get("run_id", "")),
+                     int(f.attrs.get("step", 0)))
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser(description="xpand's HDF5 loaders (a module: import xpand_h5). Run directly, "
+                                 "it lists the runs of an output directory.", epilog=__doc__.split("\n\n")[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", help="output directory (OUT/runs/*.h5)")
+    args = ap.parse_args()
+    try:
+        for r in load_runs(args.out, errors="skip"):
+            print(r.run_id, r.status, r.kind, final(r, "test_acc"))
+    except (XpandError, OSError) as e:
+        sys.exit(f"xpand_h5.py: {e}")

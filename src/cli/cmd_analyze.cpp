@@ -211,7 +211,7 @@ Runner analyze_command(CLI::App& app) {
     std::string dtype_name;
     auto dtype = run_dtype(r, &dtype_name);
 
-    auto names = r.children(snap.group);
+    auto names = store::snapshot_layers(r, snap.group);
     if (names.empty()) throw DataError(fmt::format("{}: snapshot {} holds no layers", *file, snap.step));
     std::vector<LayerResult> layers;
     torch::NoGradGuard no_grad;

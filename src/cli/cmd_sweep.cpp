@@ -3,6 +3,10 @@
 // skips completed points and resumes interrupted ones from their checkpoints.
 #include <fmt/format.h>
 
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/signals.h"
@@ -45,7 +49,21 @@ Runner sweep_command(CLI::App& app) {
     require_input(*spec_path);
     sweep::Spec spec = sweep::spec_load(*spec_path, extra);
     signals::install_preemption_handlers();
-    return sweep::sweep_run(spec, *opts);
+    const int code = sweep::sweep_run(spec, *opts);
+    // The sweep's runs as `xpand inspect` shows them, on stdout (world rank 0, not after a signal).
+    if (code != kExitPreempted && dist::Context::get()->world_rank() == 0) {
+      namespace fs = std::filesystem;
+      std::map<std::string, std::vector<std::string>> by_dir;
+      for (const auto& p : spec.points) {
+        const std::string dir = p.cfg.get_string("output.dir");
+        const std::string f = (fs::path(dir) / "runs" / (p.run_id + ".h5")).string();
+        std::error_code ec;
+        if (fs::is_regular_file(f, ec)) by_dir[dir].push_back(f);
+      }
+      for (const auto& [dir, files] : by_dir) print_run_table(files, dir);
+      std::fflush(stdout);
+    }
+    return code;
   };
 }
 

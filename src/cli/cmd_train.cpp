@@ -83,6 +83,7 @@ Runner train_command(CLI::App& app) {
       opts.axes = axis_values[i];
       opts.comm = group.comm;
       opts.console = group.comm->rank() == 0;
+      opts.bar = opts.console;
       train::RunResult r;
       if (group.count > 1 && group.comm->size() == 1) {
         // A one-rank group fails alone: the other groups' runs go on (the run file says "failed").

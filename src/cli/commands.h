@@ -36,11 +36,16 @@ Runner index_command(CLI::App& app);
 Runner collapse_command(CLI::App& app);
 Runner sweep_command(CLI::App& app);
 Runner forward_command(CLI::App& app);
+Runner eval_command(CLI::App& app);
 
 // The snapshot --step names (the last one when --step was not given); ConfigError listing the
 // available steps when there is none at that step. `snaps` must not be empty.
 store::SnapshotRef pick_snapshot(const std::vector<store::SnapshotRef>& snaps, const std::string& file, bool step_given,
                                  int64_t step);
+
+// `xpand inspect DIR`'s table of these run files (a sweep prints it when it ends); 1 when a file is
+// unreadable.
+int print_run_table(const std::vector<std::string>& files, const std::string& where);
 
 // A JSON string literal (quoted, escaped) for the --json outputs.
 std::string json_string(const std::string& s);

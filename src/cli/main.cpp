@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
   cli::Runner train = cli::train_command(app), plan = cli::plan_command(app), keys = cli::keys_command(app),
               analyze = cli::analyze_command(app), inspect = cli::inspect_command(app), index = cli::index_command(app),
               collapse = cli::collapse_command(app), sweep = cli::sweep_command(app),
-              forward = cli::forward_command(app);
+              forward = cli::forward_command(app), eval = cli::eval_command(app);
   if (const std::string bad = cli::unknown_subcommand(argc, argv, app); !bad.empty()) {
     std::cerr << "xpand: " << utf8::printable(bad) << "\n";
     return kExitUsage;
@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
   // MPI_Finalize: a failure HDF5 reported (a flush that failed) can leave a file its shutdown then
   // crashes on, turning exit 1 into SIGSEGV. Everything they wrote is closed by then.
   const bool reading = app.got_subcommand("inspect") || app.got_subcommand("index") || app.got_subcommand("collapse") ||
-                       app.got_subcommand("analyze") || app.got_subcommand("forward");
+                       app.got_subcommand("analyze") || app.got_subcommand("forward") || app.got_subcommand("eval");
   const bool training = app.got_subcommand("train") || app.got_subcommand("sweep");
   auto done = [reading, training](int code) {
     if (reading || (training && code != 0)) {
@@ -231,6 +231,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("index")) return done(index());
     if (app.got_subcommand("collapse")) return done(collapse());
     if (app.got_subcommand("forward")) return done(forward());
+    if (app.got_subcommand("eval")) return done(eval());
   } catch (const ConfigError& e) {
     return fail("config error: ", e.what(), e.exit_code());
   } catch (const Error& e) {

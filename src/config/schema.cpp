@@ -141,7 +141,8 @@ const std::vector<KeyDef>& schema() {
                              {"default", "zero"})),
            "model.kind", {"mlp", "cnn"}),
       when(key("model.init_from", T::String, "''",
-               "run file whose snapshot starts every layer and bias (fine-tuning): dense layers copy the weight, "
+               "run file whose snapshot, or model file (xpand collapse) that, starts every layer and bias "
+               "(fine-tuning): dense layers copy the weight, "
                "lora layers take it as W0, lowrank layers with init: svd factor it"),
            "model.kind", {"mlp"}),
       when(range(key("model.init_step", T::Int, "0", "snapshot step in model.init_from (0 = the last)"), 0),

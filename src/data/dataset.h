@@ -27,6 +27,10 @@ struct Dataset {
   Task task = Task::Classification;
   std::vector<int64_t> sample_shape;  // per-sample input shape: {1, 28, 28}, {32}, or {block_size}
   int64_t num_classes = 0;            // classes, or vocabulary size for language modelling
+  // How raw inputs become the network's: x = (raw / input_div - input_mean) / input_std, each step
+  // in float32 (IDX images: raw bytes, input_div 255; data.normalize standard sets mean and std from
+  // the training split). Recorded in run files and exported models.
+  double input_div = 1.0, input_mean = 0.0, input_std = 1.0;
 
   // Classification: whole splits. Language modelling: token streams (train_x / test_x, 1-D int64).
   torch::Tensor train_x, train_y, test_x, test_y;

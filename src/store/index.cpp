@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cctype>
@@ -75,6 +76,72 @@ bool status_is(const RunReader& r, RunStatus value) {
 }
 }  // namespace
 
+std::vector<std::string> snapshot_layers(const RunReader& r, const std::string& group) {
+  auto names = r.children(group);
+  names.erase(std::remove(names.begin(), names.end(), std::string(kSnapshotNetwork)), names.end());
+  return names;
+}
+
+namespace {
+
+// A mapping-valued axis (`layers.fc1: {kind: expanded, factor: 2}`) also as one typed column per
+// key, /summary/axis.<axis>.<key>: int64 when every run's value is an integer, float64 when every
+// value is a number (NaN where a run lacks the key), strings otherwise.
+void write_mapping_columns(RunWriter& w, const std::string& axis, const std::vector<std::string>& values) {
+  std::vector<std::map<std::string, std::string>> rows(values.size());
+  std::vector<std::string> keys;
+  bool any = false;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (values[i].empty() || values[i].front() != '{') continue;
+    try {
+      const YAML::Node n = YAML::Load(values[i]);
+      if (!n.IsMap()) continue;
+      for (const auto& kv : n) {
+        if (!kv.second.IsScalar()) continue;
+        const std::string k = kv.first.Scalar();
+        rows[i][k] = kv.second.Scalar();
+        if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
+        any = true;
+      }
+    } catch (const YAML::Exception&) {
+    }
+  }
+  if (!any) return;
+  const int64_t n = int64_t(values.size());
+  for (const auto& k : keys) {
+    bool ints = true, nums = true, complete = true;
+    std::vector<double> d(values.size(), std::nan(""));
+    std::vector<std::string> text(values.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      auto it = rows[i].find(k);
+      if (it == rows[i].end()) {
+        complete = false;
+        continue;
+      }
+      text[i] = it->second;
+      char* end = nullptr;
+      errno = 0;
+      const long long v = std::strtoll(it->second.c_str(), &end, 10);
+      const bool is_int = !it->second.empty() && *end == '\0' && errno == 0;
+      const double x = std::strtod(it->second.c_str(), &end);
+      const bool is_num = !it->second.empty() && *end == '\0';
+      ints = ints && is_int, nums = nums && is_num;
+      if (is_num) d[i] = is_int ? double(v) : x;
+    }
+    const std::string path = "/summary/axis." + axis + "." + k;
+    if (ints && complete) {
+      std::vector<int64_t> v(d.begin(), d.end());
+      w.write_array(path, {n}, v.data());
+    } else if (nums) {
+      w.write_array(path, {n}, d.data());
+    } else {
+      w.write_strings(path, text);
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<SnapshotRef> snapshot_list(const RunReader& r) {
   std::vector<SnapshotRef> out;
   if (!r.has_object("/snapshots")) return out;
@@ -91,12 +158,13 @@ std::vector<SnapshotRef> snapshot_list(const RunReader& r) {
   if (!out.empty() && !status_is(r, RunStatus::Completed)) {
     SnapshotRef& last = out.back();
     try {
-      const auto layers = r.children(last.group);
+      const auto layers = snapshot_layers(r, last.group);
       if (r.has_attr_at(last.group, "layers")) {
         last.complete = !layers.empty() && double(layers.size()) == r.attr_double_at(last.group, "layers");
       } else {
         last.complete = !layers.empty();
-        if (out.size() > 1 && layers.size() < r.children(out[out.size() - 2].group).size()) last.complete = false;
+        if (out.size() > 1 && layers.size() < snapshot_layers(r, out[out.size() - 2].group).size())
+          last.complete = false;
       }
       for (const auto& layer : layers) {
         const std::string g = last.group + "/" + layer;
@@ -171,7 +239,7 @@ void run_validate(const RunReader& r, const std::string& path) {
         bad(g + ": snapshot names are 8-digit steps");
       std::vector<std::string> layers;
       try {
-        layers = r.children(g);
+        layers = snapshot_layers(r, g);
       } catch (const StoreError& e) {
         bad(g + " is not a snapshot group");
       }
@@ -447,6 +515,7 @@ IndexResult index_rebuild(const std::string& out_dir, const IndexOptions& option
         col.push_back(it == s.axes.end() ? "" : it->second);
       }
       w.write_strings("/summary/axis." + a, col);
+      write_mapping_columns(w, a, col);
     }
     const std::vector<int64_t> n = {int64_t(runs.size())};
     std::vector<int64_t> isteps(steps.begin(), steps.end()), itotal(total.begin(), total.end());

@@ -38,6 +38,9 @@ struct SnapshotRef {
 };
 // The snapshots of a run file, ascending (links whose names are not all digits are ignored).
 std::vector<SnapshotRef> snapshot_list(const RunReader& r);
+// The layer groups of a snapshot: its children but `network` (the tensors outside the layers).
+std::vector<std::string> snapshot_layers(const RunReader& r, const std::string& group);
+inline constexpr const char* kSnapshotNetwork = "network";
 // "10, 20, 30" (at most ten steps, the middle elided).
 std::string snapshot_steps_str(const std::vector<SnapshotRef>& snaps);
 

@@ -334,16 +334,18 @@ struct RunWriter::Impl {
     return make(H5Oopen(root(), p.c_str(), H5P_DEFAULT), H5Oclose, path, quoted("object", p), "cannot open object");
   }
 
+  static constexpr hsize_t kScalar = hsize_t(-1);
   void write_attr(const std::string& object_path, const std::string& name, hid_t file_type, hid_t mem_type,
-                  const void* value, hsize_t count = 0 /* 0: scalar */) {
+                  const void* value, hsize_t count = kScalar /* else a 1-D array, possibly empty */) {
     check_name(path, "attribute", name);
     const std::string obj = quoted("attribute", object_path == "/" ? name : object_path + "@" + name);
     Hid target = open_object(object_path);
     htri_t e = H5Aexists(target.get(), name.c_str());
     if (e < 0) fail_hdf5(path, obj, "cannot look up attribute");
     if (e > 0) check(H5Adelete(target.get(), name.c_str()), path, obj, "cannot delete old attribute");
-    Hid space = count == 0 ? make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace")
-                           : make(H5Screate_simple(1, &count, nullptr), H5Sclose, path, obj, "cannot create dataspace");
+    Hid space = count == kScalar
+                    ? make(H5Screate(H5S_SCALAR), H5Sclose, path, obj, "cannot create dataspace")
+                    : make(H5Screate_simple(1, &count, nullptr), H5Sclose, path, obj, "cannot create dataspace");
     Hid attr = make(H5Acreate2(target.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
                     path, obj, "cannot create attribute");
     check(H5Awrite(attr.get(), mem_type, value), path, obj, "cannot write attribute");
@@ -584,12 +586,22 @@ void RunWriter::set_attr_at(const std::string& object_path, const std::string& n
   Hid type = m.utf8_type(quoted("attribute", name));
   std::vector<const char*> ptrs;
   for (const auto& v : values) ptrs.push_back(v.c_str());
-  if (ptrs.empty()) {
-    const char* empty = "";
-    m.write_attr(object_path, name, type.get(), type.get(), &empty);  // an empty list: scalar ""
-    return;
-  }
-  m.write_attr(object_path, name, type.get(), type.get(), ptrs.data(), ptrs.size());
+  const char* none = "";  // an empty list is an empty array (HDF5 wants a buffer all the same)
+  m.write_attr(object_path, name, type.get(), type.get(), ptrs.empty() ? &none : ptrs.data(), ptrs.size());
+}
+
+void RunWriter::set_attr_at(const std::string& object_path, const std::string& name,
+                            const std::vector<int64_t>& values) {
+  const int64_t none = 0;
+  impl().write_attr(object_path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, values.empty() ? &none : values.data(),
+                    values.size());
+}
+
+void RunWriter::set_attr_at(const std::string& object_path, const std::string& name,
+                            const std::vector<double>& values) {
+  const double none = 0;
+  impl().write_attr(object_path, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, values.empty() ? &none : values.data(),
+                    values.size());
 }
 
 void RunWriter::add_table(const std::string& table, const std::vector<std::string>& columns,
@@ -997,11 +1009,25 @@ double RunReader::Impl::read_double_attr(const std::string& object_path, const s
 
 std::string RunReader::attr_string(const std::string& name) const { return impl().read_string_attr("/", name); }
 
-std::string RunReader::dtype_attr(const std::string& name) const {
+std::string RunReader::dtype_attr(const std::string& name) const { return dtype_attr_at("/", name); }
+
+std::vector<int64_t> RunReader::attr_ints_at(const std::string& object_path, const std::string& name) const {
+  const Impl& m = impl();
+  const std::string obj = m.attr_label(object_path, name);
+  Hid ftype;
+  hssize_t n = 0;
+  Hid attr = m.open_attr(name, &ftype, object_path, hssize_t(1) << 20, &n);
+  if (H5Tget_class(ftype.get()) != H5T_INTEGER) fail(m.path, obj, "is " + dtype_name(ftype.get()) + ", not integers");
+  std::vector<int64_t> out(static_cast<size_t>(n));
+  if (n > 0) check(H5Aread(attr.get(), H5T_NATIVE_INT64, out.data()), m.path, obj, "cannot read attribute");
+  return out;
+}
+
+std::string RunReader::dtype_attr_at(const std::string& object_path, const std::string& name) const {
   const Impl& m = impl();
   Hid ftype;
   hssize_t n = 0;
-  Hid attr = m.open_attr(name, &ftype, "/", hssize_t(1) << 20, &n);
+  Hid attr = m.open_attr(name, &ftype, object_path, hssize_t(1) << 20, &n);
   switch (H5Tget_class(ftype.get())) {
     case H5T_INTEGER:
       return "int";
@@ -1037,6 +1063,7 @@ std::vector<std::string> read_vlen_strings(hid_t obj_id, bool is_attr, hssize_t 
                                            const std::string& label) {
   htri_t vlen = H5Tis_variable_str(ftype);
   if (vlen <= 0) fail(path, label, "is not a variable-length string");
+  if (n == 0) return {};  // an empty array (an empty axes list)
   Hid mtype = make(H5Tcopy(H5T_C_S1), H5Tclose, path, label, "cannot create string type");
   check(H5Tset_size(mtype.get(), H5T_VARIABLE), path, label, "cannot set string size");
   check(H5Tset_cset(mtype.get(), H5Tget_cset(ftype)), path, label, "cannot set character set");

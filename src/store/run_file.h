@@ -87,8 +87,12 @@ class RunWriter {
   void set_attr_at(const std::string& object_path, const std::string& name, const std::string& value);
   void set_attr_at(const std::string& object_path, const std::string& name, int64_t value);
   void set_attr_at(const std::string& object_path, const std::string& name, double value);
-  // A 1-D array of strings (hostnames, devices per rank); h5py returns an array of str.
+  // A 1-D array of strings (hostnames, devices per rank, axes); h5py returns an array of str, an
+  // empty one for an empty list.
   void set_attr_at(const std::string& object_path, const std::string& name, const std::vector<std::string>& values);
+  // A 1-D int64 / float64 array (shapes, widths, byte values); h5py returns a numpy array.
+  void set_attr_at(const std::string& object_path, const std::string& name, const std::vector<int64_t>& values);
+  void set_attr_at(const std::string& object_path, const std::string& name, const std::vector<double>& values);
 
   // Declares the metrics table /metrics/<table>/<column>: one 1-D, chunked, unlimited dataset per
   // column, float64 except the columns named in int_columns, which are int64 (names in int_columns
@@ -166,6 +170,10 @@ class RunReader {
   bool has_attr_at(const std::string& object_path, const std::string& name) const;
   std::string attr_string_at(const std::string& object_path, const std::string& name) const;
   double attr_double_at(const std::string& object_path, const std::string& name) const;
+  // An integer attribute, scalar or 1-D array, as a list.
+  std::vector<int64_t> attr_ints_at(const std::string& object_path, const std::string& name) const;
+  // The class of any attribute: "int", "float", "string" or "other".
+  std::string dtype_attr_at(const std::string& object_path, const std::string& name) const;
   // A string attribute or a 1-D array of strings, as a list.
   std::vector<std::string> attr_strings(const std::string& name) const;
   // A 1-D string dataset.

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/host.h"
 #include "core/log.h"
+#include "core/progress.h"
 #include "core/signals.h"
 #include "core/timer.h"
 #include "data/dataset.h"
@@ -151,12 +152,9 @@ class Progress {
     const double t = wall_.seconds(), rate = done_work_ > 0 ? done_work_ / t : 0;
     const std::string eta = left_work_ <= 0 ? "0s" : rate > 0 ? duration(left_work_ / rate) : "?";
     if (tty_) {
-      constexpr int kWidth = 30;
-      const int full = n ? int(kWidth * (completed_ + failed_) / n) : kWidth;
-      log::status(fmt::format("sweep [{}{}] {}/{} done{}, {} running, {} left, {} elapsed, ETA {}",
-                              std::string(size_t(full), '#'), std::string(size_t(kWidth - full), '.'),
-                              completed_ + failed_, n, failed_ ? fmt::format(" ({} failed)", failed_) : "", running_,
-                              left_, duration(t), eta));
+      log::status(fmt::format("sweep {} {}/{} done{}, {} running, {} left, {} elapsed, ETA {}",
+                              progress_bar(n ? double(completed_ + failed_) / double(n) : 1.0), completed_ + failed_, n,
+                              failed_ ? fmt::format(" ({} failed)", failed_) : "", running_, left_, duration(t), eta));
     } else {
       log::info("sweep progress: {}/{} completed, {} failed or diverged, {} running, {} left, {} elapsed, ETA {}",
                 completed_, n, failed_, running_, left_, duration(t), eta);

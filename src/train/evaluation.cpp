@@ -118,6 +118,24 @@ std::vector<MetricSink::Tensor> snapshot_of(model::Network& net, bool factors) {
         if (p.numel() > 0) t.factors.push_back(as_array(p));
     out.push_back(std::move(t));
   }
+  // The tensors outside the layers (norms, embeddings, batch-norm statistics; not the layers'
+  // biases, folded into each layer's above), so a snapshot holds the whole network.
+  std::vector<std::string> skip;
+  for (auto& s : net.slots()) skip.insert(skip.end(), {s.name + ".", s.name + "_bias"});
+  auto outside = [&](const std::string& n) {
+    for (const auto& p : skip)
+      if (n.compare(0, p.size(), p) == 0) return false;
+    return true;
+  };
+  auto add = [&](const std::string& name, const torch::Tensor& v) {
+    if (!outside(name) || !v.defined()) return;
+    auto a = as_array(v);
+    MetricSink::Tensor t{name, std::move(a.shape), std::move(a.data), {}, {}};
+    t.network = true;
+    out.push_back(std::move(t));
+  };
+  for (auto& kv : named) add(kv.key(), kv.value());
+  for (auto& kv : net.named_buffers()) add(kv.key(), kv.value());
   return out;
 }
 

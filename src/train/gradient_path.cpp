@@ -5,6 +5,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "train/model_file.h"
 #include "train/subspace.h"
 #include "train/trainer.h"
 
@@ -137,7 +138,7 @@ Trainables make_trainables(const config::Config& cfg, model::Network& net, const
   }
   // theta0 (and P, with anchor: column) come from the initial network: a resumed run rebuilds them,
   // so they must not depend on which snapshot is the source run's last one at the time.
-  if (!s.init_from.empty() && s.init_step == 0)
+  if (!s.init_from.empty() && s.init_step == 0 && !is_model_file(s.init_from))  // a model file is one step
     cfg.fail("model.init_step",
              "subspace layers started from model.init_from need the snapshot step named "
              "(model.init_step > 0): a resumed run rebuilds theta0 from it");

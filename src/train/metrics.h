@@ -53,7 +53,19 @@ struct RunInfo {
   std::map<std::string, std::string> attrs;  // provenance: versions, host, dataset, times, ...
   std::map<std::string, int64_t> int_attrs;  // ranks_per_run, seed, ...
   std::map<std::string, std::vector<std::string>> list_attrs;  // per rank: hostnames, devices
+  std::map<std::string, double> float_attrs;                   // input_mean, input_std, ...
+  std::map<std::string, std::vector<int64_t>> ints_attrs;      // input_shape, vocab
   std::vector<std::pair<std::string, std::string>> axes;       // sweep axes: config key, YAML value
+  // The network's layers as xpand builds them (the run file's /layers table, docs/FORMAT.md).
+  struct Layer {
+    std::string name, kind, shape, order;
+    double factor = std::nan("");            // expanded: the expansion factor
+    int64_t depth = 1, rank = 0, inner = 0;  // expanded: factors, first inner width; lowrank/lora: rank
+    int64_t collapsed = 0, trainable = 0, cut = 0;
+    double flops_per_sample = 0;
+  };
+  std::vector<Layer> layers;
+  int64_t other_params = 0;  // parameters outside the layers (norms, embeddings), biases excluded
   // Resuming: the previous run file whose metrics and snapshots up to resume_step are kept.
   std::string resume_from;
   int64_t resume_step = 0;
@@ -67,7 +79,9 @@ class MetricSink {
   virtual void on_step(const StepMetrics& m) {}
   virtual void on_eval(const EvalMetrics& m) {}
   // A snapshot of the collapsed weights: (layer name, shape, row-major float64 data), and the
-  // layer's raw tensors when output.snapshot_factors is set.
+  // layer's raw tensors when output.snapshot_factors is set. Entries with `network` set are the
+  // network's tensors outside its layers (norms, embeddings, batch-norm statistics), under their
+  // module names: /snapshots/<step>/network/<name>.
   struct Array {
     std::vector<int64_t> shape;
     std::vector<double> data;
@@ -78,6 +92,7 @@ class MetricSink {
     std::vector<double> data;
     std::vector<Array> factors;
     Array bias;  // the layer's own bias (empty shape: none)
+    bool network = false;
   };
   virtual void on_snapshot(int64_t step, const std::vector<Tensor>& weights) {}
   // Before a checkpoint: everything emitted so far must be on disk when this returns.
@@ -85,7 +100,9 @@ class MetricSink {
   virtual void on_end(const RunEnd& end) {}
 };
 
-std::unique_ptr<MetricSink> console_sink(int64_t log_every);
+// Progress lines every `log_every` steps, on the first step and at least every 30 s; with `bar`, a
+// progress bar with the ETA below them while stderr is a terminal.
+std::unique_ptr<MetricSink> console_sink(int64_t log_every, bool bar = false);
 struct H5SinkOptions {
   int compression = 0;              // deflate level of snapshot arrays
   bool swmr = true;                 // SWMR writing (live readers, crash safety)

@@ -5,6 +5,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <map>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -12,6 +13,7 @@
 #include "param/spec.h"
 #include "store/index.h"
 #include "store/run_file.h"
+#include "train/model_file.h"
 
 namespace xpand::train {
 
@@ -41,8 +43,36 @@ bool reads_own_init_from(const std::string& kind) {
 
 }  // namespace
 
+namespace {
+
+// A model file read once per process (init_from reads it per layer).
+const ModelFile& model_file_cached(const std::string& path) {
+  static std::map<std::string, ModelFile> cache;
+  auto it = cache.find(path);
+  if (it == cache.end()) it = cache.emplace(path, model_read(path)).first;
+  return it->second;
+}
+
+// The tensor `state_name` of a model file, checked against the shape the network needs.
+torch::Tensor model_array(const std::string& path, int64_t step, const std::string& state_name,
+                          const std::vector<int64_t>& dims_expected, bool check_only) {
+  if (step > 0)
+    throw Error(fmt::format("{}: a model file holds one snapshot (step {}); init_step does not apply to it", path,
+                            model_file_cached(path).step));
+  const ModelTensor* t = model_file_cached(path).find(state_name);
+  if (!t) throw Error(fmt::format("{}: the model has no {}", path, state_name));
+  if (t->shape != dims_expected)
+    throw Error(fmt::format("{}: the model's {} is {}, this network needs {}", path, state_name,
+                            fmt::join(t->shape, "x"), fmt::join(dims_expected, "x")));
+  if (check_only) return torch::empty(t->shape, torch::TensorOptions().dtype(torch::kFloat64).device(torch::kMeta));
+  return torch::tensor(t->data, torch::kFloat64).reshape(t->shape);
+}
+
+}  // namespace
+
 torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::string& layer, const std::string& name,
                              const std::vector<int64_t>& dims_expected, bool check_only) {
+  if (is_model_file(path)) return model_array(path, step, layer + "." + name, dims_expected, check_only);
   try {
     store::RunReader r(path);
     if (!r.has_object("/snapshots")) throw Error(fmt::format("{}: has no snapshots", path));
@@ -80,6 +110,65 @@ torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::s
     throw Error(fmt::format("init_from: {}", e.what()));
   }
 }
+
+namespace {
+
+// The network's tensors outside its layers (norms, embeddings, batch-norm statistics) from a model
+// file or from the snapshot's network group, when the source holds them (run files from before
+// whole-network snapshots do not: those tensors keep their initial values). Returns how many.
+int64_t init_network_tensors(const config::Config& cfg, model::Network& net, const std::string& from, int64_t step) {
+  std::vector<std::string> skip;
+  for (auto& s : net.slots()) skip.insert(skip.end(), {s.name + ".", s.name + "_bias"});
+  auto outside = [&](const std::string& n) {
+    for (const auto& p : skip)
+      if (n.compare(0, p.size(), p) == 0) return false;
+    return true;
+  };
+  const bool model = is_model_file(from);
+  std::string group;
+  if (!model) {
+    store::RunReader r(from);
+    const auto snaps = store::snapshot_list(r);
+    auto at = snaps.end() - (snaps.back().complete || snaps.size() == 1 ? 1 : 2);
+    if (step > 0)
+      at = std::find_if(snaps.begin(), snaps.end(), [&](const store::SnapshotRef& sn) { return sn.step == step; });
+    group = at->group + "/" + store::kSnapshotNetwork;
+    if (!r.has_object(group)) return 0;
+  }
+  int64_t n = 0;
+  auto load = [&](const std::string& name, torch::Tensor& v) {
+    if (!outside(name)) return;
+    torch::Tensor x;
+    if (model) {
+      x = model_array(from, step, exported_name(name), v.sizes().vec(), false);
+    } else {
+      store::RunReader r(from);
+      if (!r.has_object(group + "/" + name))
+        cfg.fail("model.init_from", fmt::format("{}: {} has no {}", from, group, name));
+      std::vector<int64_t> dims;
+      auto data = r.read_array(group + "/" + name, &dims);
+      if (dims != v.sizes().vec())
+        cfg.fail("model.init_from", fmt::format("{}: {}/{} is {}, this network needs {}", from, group, name,
+                                                fmt::join(dims, "x"), fmt::join(v.sizes(), "x")));
+      x = torch::tensor(data, torch::kFloat64).reshape(dims);
+    }
+    v.copy_(x);
+    ++n;
+  };
+  try {
+    for (auto& kv : net.named_parameters()) load(kv.key(), kv.value());
+    for (auto& kv : net.named_buffers()) load(kv.key(), kv.value());
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    cfg.fail("model.init_from", e.what());
+  } catch (const store::StoreError& e) {
+    cfg.fail("model.init_from", e.what());
+  }
+  return n;
+}
+
+}  // namespace
 
 void init_from_run(const config::Config& cfg, model::Network& net, bool check_only) {
   const std::string model_from = cfg.has("model.init_from") ? cfg.get_string("model.init_from") : "";
@@ -120,9 +209,14 @@ void init_from_run(const config::Config& cfg, model::Network& net, bool check_on
       cfg.fail(key, e.what());
     }
   }
-  if (!model_from.empty() && !check_only)
-    log::info("model: every layer and bias from {} ({})", model_from,
-              model_step > 0 ? fmt::format("step {}", model_step) : "its last snapshot");
+  if (!model_from.empty() && !check_only) {
+    const int64_t n = init_network_tensors(cfg, net, model_from, model_step);
+    log::info("model: every layer and bias{} from {} ({})", n > 0 ? fmt::format(" and {} other tensors", n) : "",
+              model_from,
+              is_model_file(model_from) ? "a model file"
+              : model_step > 0          ? fmt::format("step {}", model_step)
+                                        : "its last snapshot");
+  }
 }
 
 model::NetworkPtr network_shapes(const config::Config& cfg, const data::Dataset& ds) {

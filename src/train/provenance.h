@@ -8,6 +8,7 @@
 
 #include "data/dataset.h"
 #include "dist/comm.h"
+#include "model/network.h"
 #include "train/metrics.h"
 #include "train/settings.h"
 
@@ -24,5 +25,9 @@ struct RunIdentity {
 RunInfo make_run_info(const RunIdentity& id, const TrainSettings& s, const data::Dataset& ds, int64_t threads,
                       int64_t trainable, torch::Device device, dist::Communicator& group, const std::string& backend,
                       const std::string& cut_mode);
+
+// The /layers table of the run file: each layer of `net` as configured and planned (kind, shape,
+// factor, depth, rank, inner width, collapsed and trainable counts, order, cut, FLOPs per sample).
+void add_layers(RunInfo& info, const config::Config& cfg, model::Network& net);
 
 }  // namespace xpand::train

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/host.h"
 #include "core/log.h"
+#include "core/progress.h"
 #include "core/timer.h"
 #include "param/analysis.h"
 #include "store/async_writer.h"
@@ -62,7 +63,7 @@ Resumes resumes_of(const store::RunReader& old, const std::string& new_yaml, int
 
 class ConsoleSink : public MetricSink {
  public:
-  explicit ConsoleSink(int64_t every) : every_(every) {}
+  ConsoleSink(int64_t every, bool bar) : every_(every), bar_(bar && log::stderr_is_tty()) {}
   void on_start(const RunInfo& info) override {
     info_ = info;
     log::info("run {}: {} steps ({} per epoch){}", info.run_id, info.total_steps, info.steps_per_epoch,
@@ -70,15 +71,27 @@ class ConsoleSink : public MetricSink {
     timer_.reset();
   }
   void on_step(const StepMetrics& m) override {
-    if (m.step % every_ != 0 && m.step != info_.total_steps) return;
-    double rate = timer_.seconds() / double(m.step);
+    // The rate counts the steps this process took (a resumed run starts at its checkpoint's step).
+    if (first_step_ < 0) first_step_ = m.step - 1;
+    const double t = timer_.seconds(), rate = t / double(std::max<int64_t>(1, m.step - first_step_));
+    const std::string eta = duration(rate * double(info_.total_steps - m.step));
+    if (bar_ && (t - last_bar_ >= 0.2 || m.step == info_.total_steps)) {
+      last_bar_ = t;
+      log::status(fmt::format("train {} {}/{} loss {:.4f}, {} elapsed, ETA {}",
+                              progress_bar(double(m.step) / double(std::max<int64_t>(1, info_.total_steps))), m.step,
+                              info_.total_steps, m.loss, duration(t), eta));
+    }
+    // Every log_every steps, the first and the last, and at least every 30 s.
+    const bool due =
+        m.step % every_ == 0 || m.step == info_.total_steps || m.step == first_step_ + 1 || t - last_line_ >= 30;
+    if (!due) return;
+    last_line_ = t;
     std::string comm = info_.world_size > 1
                            ? fmt::format(" (comm {:.1f} ms, {:.1f} exposed, {:.3g} MB)", 1e3 * m.time_comm,
                                          1e3 * m.time_comm_exposed, double(m.comm_bytes) * 1e-6)
                            : "";
     log::info("step {:>6}/{} epoch {:.2f} loss {:.4f} lr {:.3g} |g| {:.3g} {:.1f} ms/step{} ETA {}", m.step,
-              info_.total_steps, m.epoch, m.loss, m.lr, m.grad_norm, 1e3 * m.time_step, comm,
-              duration(rate * double(info_.total_steps - m.step)));
+              info_.total_steps, m.epoch, m.loss, m.lr, m.grad_norm, 1e3 * m.time_step, comm, eta);
   }
   void on_eval(const EvalMetrics& e) override {
     if (info_.language_model)
@@ -91,6 +104,7 @@ class ConsoleSink : public MetricSink {
                 e.collapse_error);
   }
   void on_end(const RunEnd& end) override {
+    if (bar_) log::status_end();
     if (end.status == store::RunStatus::Completed)
       log::info("run {} completed in {}", info_.run_id, duration(timer_.seconds()));
     else
@@ -99,8 +113,11 @@ class ConsoleSink : public MetricSink {
 
  private:
   int64_t every_;
+  bool bar_;
   RunInfo info_;
   Timer timer_;
+  int64_t first_step_ = -1;
+  double last_line_ = 0, last_bar_ = -1;
 };
 
 // Schema version 2 (docs/FORMAT.md): root attributes, /metrics/{train,eval}/<column>, /snapshots,
@@ -123,6 +140,41 @@ void add_table(store::RunWriter& w, const std::string& table, const std::vector<
     w.set_attr_at(d, "units", c.units);
     w.set_attr_at(d, "description", c.description);
   }
+}
+
+// /layers/<column>: one row per layer, in forward order (docs/FORMAT.md).
+void write_layers(store::RunWriter& w, const RunInfo& info) {
+  if (info.layers.empty()) return;
+  const int64_t n = int64_t(info.layers.size());
+  auto strings = [&](const char* name, auto get) {
+    std::vector<std::string> v;
+    for (const auto& l : info.layers) v.push_back(get(l));
+    w.write_strings(std::string("/layers/") + name, v);
+  };
+  auto ints = [&](const char* name, auto get) {
+    std::vector<int64_t> v;
+    for (const auto& l : info.layers) v.push_back(get(l));
+    w.write_array(std::string("/layers/") + name, {n}, v.data());
+  };
+  auto floats = [&](const char* name, auto get) {
+    std::vector<double> v;
+    for (const auto& l : info.layers) v.push_back(get(l));
+    w.write_array(std::string("/layers/") + name, {n}, v.data());
+  };
+  using L = RunInfo::Layer;
+  strings("name", [](const L& l) { return l.name; });
+  strings("kind", [](const L& l) { return l.kind; });
+  strings("shape", [](const L& l) { return l.shape; });
+  strings("order", [](const L& l) { return l.order; });
+  floats("factor", [](const L& l) { return l.factor; });
+  ints("depth", [](const L& l) { return l.depth; });
+  ints("rank", [](const L& l) { return l.rank; });
+  ints("inner", [](const L& l) { return l.inner; });
+  ints("collapsed", [](const L& l) { return l.collapsed; });
+  ints("trainable", [](const L& l) { return l.trainable; });
+  ints("cut", [](const L& l) { return l.cut; });
+  floats("flops_per_sample", [](const L& l) { return l.flops_per_sample; });
+  w.set_attr_at("/layers", "other_params", info.other_params);
 }
 
 // An axis value as the attribute type it reads as in YAML: int64, float64 or string.
@@ -211,6 +263,8 @@ class H5Sink : public MetricSink {
     for (const auto& [k, v] : info.attrs) w->set_attr(k, v);
     for (const auto& [k, v] : info.int_attrs) w->set_attr(k, v);
     for (const auto& [k, v] : info.list_attrs) w->set_attr_at("/", k, v);
+    for (const auto& [k, v] : info.float_attrs) w->set_attr(k, v);
+    for (const auto& [k, v] : info.ints_attrs) w->set_attr_at("/", k, v);
     std::vector<std::string> axis_names;
     for (const auto& [k, v] : info.axes) {
       axis_names.push_back(k);
@@ -218,6 +272,7 @@ class H5Sink : public MetricSink {
     }
     w->set_attr_at("/", "axes", axis_names);
     w->set_attr("resumed_from_step", info.resume_step);
+    write_layers(*w, info);
     add_table(*w, "train", store::train_columns());
     add_table(*w, "eval", store::eval_columns(lm_, focus_));
     const auto train = names_of(store::train_columns()), eval = names_of(store::eval_columns(lm_, focus_));
@@ -282,8 +337,15 @@ class H5Sink : public MetricSink {
     const auto dtype = dtype_;
     writer_->post(
         [step, snap, dtype](store::RunWriter& w) {
+          const std::string group = fmt::format("/snapshots/{:08d}", step);
+          int64_t layers = 0;
           for (const auto& t : *snap) {
-            const std::string g = fmt::format("/snapshots/{:08d}/{}", step, t.layer);
+            if (t.network) {  // a norm, embedding or statistic outside the layers, under its module name
+              w.write_array(group + "/network/" + t.layer, t.shape, t.data.data());
+              continue;
+            }
+            ++layers;
+            const std::string g = group + "/" + t.layer;
             if (t.shape.empty()) {  // a layer that is not one linear map (nonlinear expansion): factors only
               for (size_t i = 0; i < t.factors.size(); ++i)
                 w.write_array(fmt::format("{}/factors/{}", g, i), t.factors[i].shape, t.factors[i].data.data());
@@ -309,7 +371,10 @@ class H5Sink : public MetricSink {
             }
           }
           // Last: the snapshot is complete (a reader of a live or killed run tells it from a half-written one).
-          if (!snap->empty()) w.set_attr_at(fmt::format("/snapshots/{:08d}", step), "layers", int64_t(snap->size()));
+          if (layers > 0) {
+            w.set_attr_at(group, "step", step);
+            w.set_attr_at(group, "layers", layers);
+          }
         },
         bytes);
   }
@@ -342,7 +407,9 @@ class H5Sink : public MetricSink {
 
 }  // namespace
 
-std::unique_ptr<MetricSink> console_sink(int64_t log_every) { return std::make_unique<ConsoleSink>(log_every); }
+std::unique_ptr<MetricSink> console_sink(int64_t log_every, bool bar) {
+  return std::make_unique<ConsoleSink>(log_every, bar);
+}
 std::unique_ptr<MetricSink> h5_sink(const std::string& path, const H5SinkOptions& options) {
   return std::make_unique<H5Sink>(path, options);
 }

@@ -177,7 +177,7 @@ Run::Run(const config::Config& cfg, const RunOptions& opts) : cfg_(cfg), opts_(o
   eval_ = std::make_unique<Evaluator>(cfg, ds_, s, device_);
   result.path = (fs::path(s.out_dir) / "runs" / (result.run_id + ".h5")).string();
   ckpt_path_ = checkpoint_path(result.path);
-  if (opts.console && rank_ == 0) sinks_.push_back(console_sink(s.log_every));
+  if (opts.console && rank_ == 0) sinks_.push_back(console_sink(s.log_every, opts.bar));
 }
 
 bool Run::open_output() {
@@ -207,6 +207,7 @@ bool Run::open_output() {
   RunIdentity id{result.run_id, result.path, ckpt_path_, cfg_.to_yaml(), opts_.axes, opts_.write_file, start_step};
   RunInfo info =
       make_run_info(id, s, ds_, threads_, train_.count(), device_, *group_, comm_->backend(), train_.path->cut_mode());
+  add_layers(info, cfg_, *net_);
   try {
     for (auto& sink : sinks_) sink->on_start(info);  // group rank 0's run file (a full disk fails here)
   } catch (const std::exception& e) {

@@ -27,6 +27,7 @@ class RunBusyError : public Error {
 struct RunOptions {
   bool write_file = true;    // false: no HDF5 output (tests)
   bool console = true;       // progress lines on stderr
+  bool bar = false;          // and a progress bar while stderr is a terminal (xpand train; a sweep draws its own)
   bool force = false;        // retrain from scratch even if a run file (completed or resumable) exists
   bool resume = true;        // continue an unfinished run from its checkpoint
   bool update_index = true;  // rebuild <out>/index.h5 when the run ends (group rank 0)

@@ -17,6 +17,7 @@ Every step runs in a subprocess with a timeout, so a hang is a failure, not a st
 usage: /usr/bin/python3 tests/analysis/test_xpand_h5.py WORK_DIR [ANALYSIS_DIR]
   ANALYSIS_DIR (default: the repository's analysis/) holds the xpand_h5.py and report.py under test.
 """
+import glob
 import os
 import re
 import shutil
@@ -198,6 +199,11 @@ def main(argv):
     rc, out, _ = run([py, "-c", f"import sys; sys.path.insert(0, {analysis!r}); import xpand_h5; "
                       "print(' '.join(sorted(xpand_h5._OPERATIONAL)))"])
     check(rc == 0 and cpp_keys and set(out.split()) == cpp_keys, f"python {out.strip()!r}, C++ {sorted(cpp_keys)}")
+
+    print("--- every analysis script answers --help (usage on stdout, exit 0, nothing read)")
+    for script in sorted(glob.glob(os.path.join(analysis, "*.py"))):
+        rc, out, _ = run([py, script, "--help"])
+        check(rc == 0 and out.startswith("usage: "), f"{os.path.basename(script)} --help: exit {rc}, {out[:120]!r}")
 
     print(f"test_xpand_h5: {len(failures)} failure(s)")
     return 1 if failures else 0

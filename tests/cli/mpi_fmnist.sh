@@ -20,7 +20,7 @@ acc1, acc2 = one["metrics/eval/test_acc"][-1], two["metrics/eval/test_acc"][-1]
 print(f"    test accuracy: 1 rank {acc1:.4f}, 2 ranks {acc2:.4f}")
 assert acc1 >= 0.84 and acc2 >= 0.84, "below 84%"
 assert abs(acc1 - acc2) <= 0.01, "the 2-rank run is more than 1 point away from the 1-rank run"
-assert one.attrs["world_size"] == "1" and two.attrs["world_size"] == "2", (one.attrs["world_size"], two.attrs["world_size"])
+assert one.attrs["world_size"] == 1 and two.attrs["world_size"] == 2, (one.attrs["world_size"], two.attrs["world_size"])
 assert two.attrs["dist_backend"] == "mpi"
 t = two["metrics/train"]
 assert len(t["step"]) == len(one["metrics/train/step"]), "different step counts"

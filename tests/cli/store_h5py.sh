@@ -77,7 +77,8 @@ import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r") as run, h5py.File(sys.argv[2], "r") as m:
     assert m.attrs["step"] == 20 and m.attrs["run_id"] == run.attrs["run_id"]
     for layer in ("fc1", "fc2", "fc3"):
-        assert np.array_equal(m[layer + "/weight"][()], run["snapshots/00000020"][layer]["weight"][()])
+        w = m["state_dict"][layer + ".weight"][()]
+        assert w.dtype == np.float32 and np.array_equal(w, run["snapshots/00000020"][layer]["weight"][()])
 print("collapse OK")
 PY
 run_xpand "$WORK/m2.out" "$WORK/m2.err" collapse "$FILE" -o "$WORK/model.h5"

@@ -75,6 +75,54 @@ run_xpand "$WORK/b.out" "$WORK/b.err" sweep "$WORK/sweep.yaml" --out "$WORK/out"
 run_xpand "$WORK/i.out" "$WORK/i.err" inspect "$WORK/out"
 grep -q "8 completed" "$WORK/i.out" && grep -q "param.depth" "$WORK/i.out" || { show "$WORK/i.out"; fail "inspect"; }
 ok "rerun skipped all 8; inspect shows the axes"
+grep -q "^# $WORK/out: 8 run(s)" "$WORK/b.out" && grep -q "param.depth" "$WORK/b.out" ||
+  { show "$WORK/b.out"; fail "the sweep did not end by printing its table on stdout"; }
+ok "the sweep ends by printing its runs' table on stdout"
+
+step "a mapping-valued axis: typed dotted columns in index.h5 and inspect; --sort, --filter, --diff"
+cat >"$WORK/map.yaml" <<YAML
+base: base.yaml
+set: {train.epochs: 1, param.kind: dense}
+zip:
+  layers.fc2:
+    - {kind: dense}
+    - {kind: expanded, factor: 2}
+    - {kind: expanded, factor: 3}
+YAML
+run_xpand "$WORK/m.out" "$WORK/m.err" sweep "$WORK/map.yaml" --out "$WORK/map"
+[ "$RC" -eq 0 ] || { show "$WORK/m.err"; fail "mapping sweep exited $RC"; }
+"$PYTHON" - "$WORK/map/index.h5" <<'PY' || fail "typed columns of a mapping axis in index.h5"
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f:
+    s = f["summary"]
+    kind, factor = s["axis.layers.fc2.kind"], s["axis.layers.fc2.factor"]
+    assert kind.dtype.kind == "O" and factor.dtype == np.float64, (kind.dtype, factor.dtype)
+    got = sorted(zip(kind.asstr()[:], factor[:].tolist()), key=str)
+    assert [k for k, _ in got] == ["dense", "expanded", "expanded"], got
+    assert sorted(v for _, v in got if v == v) == [2.0, 3.0] and sum(v != v for _, v in got) == 1, got
+print("index.h5: axis.layers.fc2.kind (str), axis.layers.fc2.factor (float64, NaN where unset)")
+PY
+run_xpand "$WORK/mi.out" "$WORK/mi.err" inspect "$WORK/map"
+head -2 "$WORK/mi.out" | tail -1 | grep -q "layers.fc2.factor" && head -2 "$WORK/mi.out" | grep -q "layers.fc2.kind" ||
+  { show "$WORK/mi.out"; fail "inspect lacks the mapping's dotted columns"; }
+# Rows in the order of the columns' values (numbers ascending, a run without the key last).
+awk 'NR > 2 && /^sw-/ {print $3, $4}' "$WORK/mi.out" | tr '\n' ' ' | grep -q "2 expanded 3 expanded - dense" ||
+  { show "$WORK/mi.out"; fail "rows not ordered by the columns' values"; }
+run_xpand "$WORK/mf.out" "$WORK/mf.err" inspect "$WORK/map" --filter layers.fc2.factor=3 --csv
+[ "$RC" -eq 0 ] && [ "$(wc -l <"$WORK/mf.out")" -eq 2 ] || { show "$WORK/mf.out"; fail "--filter"; }
+run_xpand "$WORK/ms.out" "$WORK/ms.err" inspect "$WORK/map" --sort test_acc --csv
+[ "$RC" -eq 0 ] && "$PYTHON" -c '
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+acc = [float(r["test_acc"]) for r in rows]
+assert acc == sorted(acc), acc' "$WORK/ms.out" || { show "$WORK/ms.out"; fail "--sort test_acc"; }
+ids=($(awk -F, 'NR > 1 {print $1}' "$WORK/ms.out"))
+run_xpand "$WORK/md.out" "$WORK/md.err" inspect "$WORK/map" --diff "${ids[0]:0:10}" "$WORK/map/runs/${ids[1]}.h5"
+[ "$RC" -eq 0 ] && grep -q "^layers.fc2" "$WORK/md.out" && ! grep -q "^seed\|^train.lr" "$WORK/md.out" ||
+  { show "$WORK/md.out"; show "$WORK/md.err"; fail "--diff"; }
+run_xpand "$WORK/mx.out" "$WORK/mx.err" inspect "$WORK/map" --sort trian.lr
+[ "$RC" -eq 2 ] && grep -q "no run has the key 'trian.lr'" "$WORK/mx.err" || { show "$WORK/mx.err"; fail "--sort typo"; }
+ok "typed dotted columns, rows by value, --filter, --sort, --diff by id prefix and path, a typo named"
 
 step "bad sweep files: exit 2, the key named, nothing written"
 bad() {  # NAME EXPECTED-TEXT YAML

@@ -16,9 +16,11 @@ import numpy as np
 
 ROOT_STR = ["run_id", "status", "error", "config", "name", "xpand_version", "git_commit", "torch_version",
             "mpi_version", "nccl_version", "hdf5_version", "hostname", "device", "start_time", "end_time",
-            "dataset_source", "world_size", "seed", "dist_backend"]
+            "dataset_source", "dist_backend"]
 ROOT_INT = ["schema_version", "total_steps", "steps_per_epoch", "steps", "ranks_per_run", "world_ranks",
-            "resumed_from_step", "resumes", "trainable_params"]
+            "resumed_from_step", "resumes", "trainable_params", "world_size", "seed", "threads", "grad_accum",
+            "num_classes"]
+ROOT_FLOAT = ["input_div", "input_mean", "input_std"]
 ROOT_LIST = ["hostnames", "devices"]
 TRAIN = ["step", "epoch", "samples", "loss", "lr", "grad_norm", "time_step", "time_compute", "time_comm",
          "time_comm_exposed", "comm_bytes", "mem_peak"]
@@ -49,6 +51,12 @@ def main():
             need(k in at and isinstance(at[k], str), f"root attribute {k!r} missing or not a string")
         for k in ROOT_INT:
             need(k in at and isinstance(at[k], (np.integer, int)), f"root attribute {k!r} missing or not an integer")
+        for k in ROOT_FLOAT:
+            need(k in at and isinstance(at[k], (float, np.floating)), f"root attribute {k!r} missing or not a float")
+        need(isinstance(at.get("axes"), np.ndarray) and at["axes"].ndim == 1,
+             f"axes is not a 1-D string array: {at.get('axes')!r}")
+        need(isinstance(at.get("input_shape"), np.ndarray) and at["input_shape"].dtype.kind == "i",
+             "input_shape is not an int64 array")
         for k in ROOT_LIST:
             need(k in at and len(at[k]) == int(at["ranks_per_run"]), f"root attribute {k!r}: one entry per rank")
         need(isinstance(at.get("wall_seconds"), (float, np.floating)), "wall_seconds is not a float64")
@@ -57,7 +65,7 @@ def main():
         need(at["mpi_version"] != "", "mpi_version is empty")
         need(at["run_id"].startswith(at["name"] + "-"), "run_id is not <name>-<hash>")
         need("model:" in at["config"] and "train:" in at["config"], "config is not the resolved YAML")
-        axes = list(at["axes"]) if not isinstance(at["axes"], str) else ([at["axes"]] if at["axes"] else [])
+        axes = list(at["axes"])
         for spec in a.axis:
             key, value = spec.split("=", 1)
             need(key in axes, f"axis {key} not listed in the axes attribute {axes}")
@@ -93,11 +101,40 @@ def main():
             need(np.all(f["metrics/train/mem_peak"][:] > 0), "mem_peak is not positive")
             need(np.all(f["metrics/train/time_step"][:] > 0), "time_step is not positive")
 
+        # /layers: one row per layer, written at the start; its counts are the snapshot's shapes.
+        L = f.get("layers")
+        need(L is not None and "name" in L, "no /layers table")
+        if L is not None and "name" in L and a.layers:
+            names = list(L["name"].asstr()[:])
+            need(names == a.layers.split(","), f"/layers/name {names}, expected {a.layers}")
+            for col in ("kind", "shape", "order", "factor", "depth", "rank", "inner", "collapsed", "trainable", "cut",
+                        "flops_per_sample"):
+                need(col in L and L[col].shape == (len(names),), f"/layers/{col} missing or not one value per layer")
+            need("other_params" in L.attrs, "/layers lacks other_params")
+            last = sorted(f["snapshots"])[-1] if "snapshots" in f and len(f["snapshots"]) else None
+            if last and not a.live and all(c in L for c in ("collapsed", "shape")):
+                for i, n in enumerate(names):
+                    g = f[f"snapshots/{last}/{n}"]
+                    want = int(np.prod(g["weight"].shape)) + (g["bias"].shape[0] if "bias" in g else 0)
+                    need(int(L["collapsed"][i]) == want, f"/layers/collapsed of {n}: {L['collapsed'][i]}, snapshot {want}")
+                    need(L["shape"].asstr()[i].replace("x", " ").split() == [str(d) for d in g["weight"].shape],
+                         f"/layers/shape of {n}: {L['shape'].asstr()[i]} vs {g['weight'].shape}")
         snaps = sorted(f["snapshots"]) if "snapshots" in f else []
         if a.snapshots and not a.live:
             want = [f"{int(s):08d}" for s in a.snapshots.split(",")]
             need(snaps == want, f"snapshots {snaps}, expected {want}")
         for s in snaps:
+            if not a.live:
+                need(f[f"snapshots/{s}"].attrs.get("step") == int(s), f"snapshots/{s} lacks its step attribute")
+            # The tensors outside the layers equal the trained ones at the last snapshot.
+            net = f"snapshots/{s}/network"
+            if not a.live and s == snaps[-1] and net in f and "checkpoint" in f:
+                for name, d in f[net].items():
+                    src = next((f"{k}/{name}" for k in ("params", "buffers") if f"{k}/{name}" in f["checkpoint"]), None)
+                    need(src is not None, f"{net}/{name} is not a tensor of the network")
+                    if src is not None:
+                        need(np.array_equal(d[()], f["checkpoint"][src][()].astype(np.float64)),
+                             f"{net}/{name} differs from the checkpoint's")
             for layer in a.layers.split(",") if a.layers else []:
                 g = f"snapshots/{s}/{layer}"
                 if g not in f:
