@@ -135,7 +135,7 @@ def nanogpt(root):
     print("### nanogpt-char\n")
     print("| MLPs | seed | steps | tokens/step | val loss by step | ms/step (median) |")
     print("|---|---:|---:|---:|---|---:|")
-    for r in sorted(runs, key=lambda r: (r.kind, r.seed or 0)):
+    for r in sorted(runs, key=lambda r: (str(r.kind), r.seed or 0)):
         if r.duplicate_of is not None:
             continue
         ev = r.eval

@@ -750,7 +750,10 @@ def d_int90(runs, threshold=0.9, metric="test_acc", projection=None):
     sub = [r for r in usable if r.d is not None]
     full = [r for r in usable if is_full_space(r)]
     if not sub:
-        raise XpandError("no completed subspace runs (param.kind: subspace)")
+        old = sum(1 for r in runs if r.layers is None)
+        raise XpandError("no completed subspace runs (param.kind: subspace)" +
+                         (f"; {old} run file(s) predate the /layers table that says which runs train in a "
+                          "subspace: train them again" if old else ""))
     if not full:
         raise XpandError("no completed full-space run (every layer dense, no subspace) to compare with")
     fm, fs, fn = mean_std([final(r, metric) for r in full])
@@ -812,7 +815,8 @@ class Model:
         self.state_dict, self.arch, self.config, self.run_id, self.step = state_dict, arch, config, run_id, step
 
     def normalize(self, raw):
-        """Raw inputs (uint8 pixels) as the network takes them: (raw / input_div - mean) / std, in float32."""
+        """Raw inputs (uint8 pixels) as the network takes them: (raw / input_div - mean) / std, in float32
+        as xpand computes them (xpand_torch's modules take them in a float64 model too)."""
         a = self.arch
         x = np.asarray(raw, dtype=np.float32) / np.float32(a["input_div"])
         return ((x - np.float32(a["input_mean"])) / np.float32(a["input_std"])).astype(np.float32)

@@ -42,7 +42,7 @@ class Mlp(nn.Module):
             setattr(self, f"fc{i + 1}", nn.Linear(w[i], w[i + 1], bias=f"fc{i + 1}.bias" in sd))
 
     def forward(self, x):
-        h = x.flatten(1)
+        h = x.flatten(1).to(self.fc1.weight.dtype)  # float32 from Model.normalize, for a float64 model too
         for i in range(self.n):
             z = getattr(self, f"fc{i + 1}")(h)
             if i in self.residual:
@@ -71,7 +71,7 @@ class Cnn(nn.Module):
             setattr(self, f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1], bias=f"fc{i + 1}.bias" in sd))
 
     def forward(self, x):
-        h = x
+        h = x.to(self.conv1.weight.dtype)
         for i in range(1, self.convs + 1):
             h = getattr(self, f"conv{i}")(h)
             if self.bn:
@@ -97,12 +97,15 @@ class LayerNorm(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, c, eps):
+    def __init__(self, c, eps, has_bias):
         super().__init__()
         self.ln_1, self.ln_2 = LayerNorm(c, eps), LayerNorm(c, eps)
         self.attn, self.mlp = nn.Module(), nn.Module()
-        self.attn.c_attn, self.attn.c_proj = nn.Linear(c, 3 * c, bias=False), nn.Linear(c, c, bias=False)
-        self.mlp.c_fc, self.mlp.c_proj = nn.Linear(c, 4 * c, bias=False), nn.Linear(4 * c, c, bias=False)
+        # A linear has a bias only where the file holds one (an expanded layer with factor biases).
+        self.attn.c_attn = nn.Linear(c, 3 * c, bias=has_bias("attn.c_attn"))
+        self.attn.c_proj = nn.Linear(c, c, bias=has_bias("attn.c_proj"))
+        self.mlp.c_fc = nn.Linear(c, 4 * c, bias=has_bias("mlp.c_fc"))
+        self.mlp.c_proj = nn.Linear(4 * c, c, bias=has_bias("mlp.c_proj"))
 
 
 class Gpt(nn.Module):
@@ -111,7 +114,7 @@ class Gpt(nn.Module):
         self.n_layer, self.n_head, c = a["n_layer"], a["n_head"], a["n_embd"]
         self.wte, self.wpe = nn.Embedding(len(a["vocab"]), c), nn.Embedding(a["block_size"], c)
         for i in range(self.n_layer):
-            setattr(self, f"h{i}", Block(c, a["layer_norm_eps"]))
+            setattr(self, f"h{i}", Block(c, a["layer_norm_eps"], lambda m, i=i: f"h{i}.{m}.bias" in sd))
         self.ln_f = LayerNorm(c, a["layer_norm_eps"])
 
     def forward(self, idx):
@@ -119,7 +122,7 @@ class Gpt(nn.Module):
         C = self.wte.weight.shape[1]
         H, D = self.n_head, C // self.n_head
         x = self.wte(idx) + self.wpe.weight[:T]
-        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+        mask = torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(1)
         for i in range(self.n_layer):
             b = getattr(self, f"h{i}")
             q, k, v = b.attn.c_attn(b.ln_1(x)).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)

@@ -34,6 +34,11 @@ Runner collapse_command(CLI::App& app) {
     require_input(*file);
     if (fs::exists(*out, ec) && !*force)
       throw ConfigError(fmt::format("-o {}: the file exists (use --force to overwrite it)", *out));
+    const std::string ext = fs::path(*out).extension().string();
+    if (ext != ".h5" && ext != ".pt")
+      throw ConfigError(fmt::format("-o {}: a model file is MODEL.h5 (HDF5) or MODEL.pt (torch.load)", *out));
+    if (fs::exists(*out, ec) && fs::equivalent(*file, *out, ec))
+      throw ConfigError(fmt::format("-o {}: that is the run file itself", *out));
     const fs::path parent = fs::path(*out).parent_path();
     if (!parent.empty() && !fs::is_directory(parent, ec))
       throw ConfigError(fmt::format("-o {}: directory {} does not exist", *out, parent.string()));

@@ -62,7 +62,9 @@ Runner eval_command(CLI::App& app) {
       ->check(CLI::IsMember({"test", "train"}));
   cmd->add_option("--data", a->data, "dataset directory or text file (data.root) instead of the run's");
   cmd->add_option("--set", a->overrides, "override a data key of the model's config (key=value), repeatable");
-  cmd->add_flag("--all", a->all, "the whole split (default: the samples the run's evaluations used)");
+  cmd->add_flag("--all", a->all,
+                "images: the whole split (default: the samples the run's evaluations used; chars always use its "
+                "fixed validation windows)");
   cmd->add_flag("--json", a->json, "print the result as JSON");
   cmd->add_option("--predictions", a->predictions, "write per-sample predictions, labels and losses to this .h5");
   cmd->add_flag("--force", a->force, "overwrite the --predictions file if it exists");
@@ -153,10 +155,13 @@ Runner eval_command(CLI::App& app) {
         w.set_attr("loss", loss);
         w.set_attr("acc", acc);
         w.close();
-        fs::rename(tmp, a->predictions);
+        fs::rename(tmp, a->predictions);  // throws filesystem_error (removed below)
       } catch (const store::StoreError& e) {
         fs::remove(tmp, ec);
         throw DataError(e.what());
+      } catch (...) {
+        fs::remove(tmp, ec);
+        throw;
       }
     }
     const bool lm = ds.task == data::Task::LanguageModel;

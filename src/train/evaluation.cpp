@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/slots.h"
+
 namespace xpand::train {
 
 namespace {
@@ -120,13 +122,7 @@ std::vector<MetricSink::Tensor> snapshot_of(model::Network& net, bool factors) {
   }
   // The tensors outside the layers (norms, embeddings, batch-norm statistics; not the layers'
   // biases, folded into each layer's above), so a snapshot holds the whole network.
-  std::vector<std::string> skip;
-  for (auto& s : net.slots()) skip.insert(skip.end(), {s.name + ".", s.name + "_bias"});
-  auto outside = [&](const std::string& n) {
-    for (const auto& p : skip)
-      if (n.compare(0, p.size(), p) == 0) return false;
-    return true;
-  };
+  const model::OutsideSlots outside(net);
   auto add = [&](const std::string& name, const torch::Tensor& v) {
     if (!outside(name) || !v.defined()) return;
     auto a = as_array(v);

@@ -14,6 +14,8 @@
 #include <variant>
 
 #include "core/error.h"
+#include "core/log.h"
+#include "model/slots.h"
 #include "param/dense.h"
 #include "store/index.h"
 #include "store/run_file.h"
@@ -114,15 +116,10 @@ std::set<std::string> expected_names(const config::Config& cfg, const data::Data
     net = model::network_build(cfg, ds, param::factory_from_config(cfg));
   }
   std::set<std::string> names;
-  std::vector<std::string> skip;
-  for (auto& s : net->slots()) {
-    names.insert(s.name + ".weight");
-    skip.insert(skip.end(), {s.name + ".", s.name + "_bias"});
-  }
+  for (auto& s : net->slots()) names.insert(s.name + ".weight");
+  const model::OutsideSlots outside(*net);
   auto add = [&](const std::string& n) {
-    for (const auto& p : skip)
-      if (n.compare(0, p.size(), p) == 0) return;
-    names.insert(exported_name(n));
+    if (outside(n)) names.insert(exported_name(n));
   };
   for (auto& kv : net->named_parameters()) add(kv.key());
   for (auto& kv : net->named_buffers()) add(kv.key());
@@ -134,6 +131,27 @@ void check_complete(const ModelFile& m, const std::string& what, const std::stri
   const data::Dataset ds = model_dataset_shapes(m, cfg);
   for (const auto& n : expected_names(cfg, ds))
     if (!m.find(n)) throw DataError(fmt::format("{}: {} has no {}{}", m.path, what, n, hint));
+}
+
+// A run file from before xpand recorded its input (input_shape, normalisation, vocabulary): they
+// are read from its dataset as its config names it.
+void input_from_dataset(ModelFile* m, const config::Config& cfg) {
+  log::warn(
+      "{}: the run file does not record its input (it predates exported models); taking shapes, "
+      "normalisation and vocabulary from its dataset ({})",
+      m->path, cfg.get_string("data.name"));
+  data::Dataset ds;
+  try {
+    ds = data::dataset_load(cfg, torch::kCPU);
+  } catch (const Error& e) {
+    throw DataError(fmt::format("{}: the run file does not record its input and its dataset cannot be read: {}",
+                                m->path, e.what()));
+  }
+  m->input_shape = ds.sample_shape;
+  m->num_classes = ds.num_classes;
+  m->input_div = ds.input_div, m->input_mean = ds.input_mean, m->input_std = ds.input_std;
+  m->block_size = ds.block_size;
+  for (char c : ds.vocab) m->vocab.push_back(int64_t(static_cast<unsigned char>(c)));
 }
 
 }  // namespace
@@ -172,19 +190,18 @@ ModelFile model_from_run(const std::string& run_path, const std::string& group, 
     m.step = step;
     if (!r.has_attr("config")) throw DataError(fmt::format("{}: has no config attribute", run_path));
     m.config_yaml = r.attr_string("config");
-    if (!r.has_attr("input_shape"))
-      throw DataError(
-          fmt::format("{}: the run file does not say what its input is (no input_shape attribute: "
-                      "it predates exported models); train it again to export it",
-                      run_path));
-    m.input_shape = r.attr_ints_at("/", "input_shape");
-    m.num_classes = r.attr_int("num_classes");
-    m.input_div = r.attr_double("input_div");
-    m.input_mean = r.attr_double("input_mean");
-    m.input_std = r.attr_double("input_std");
-    if (r.has_attr("block_size")) m.block_size = r.attr_int("block_size");
-    if (r.has_attr("vocab")) m.vocab = r.attr_ints_at("/", "vocab");
     const config::Config cfg = model_config(m);
+    if (r.has_attr("input_shape")) {
+      m.input_shape = r.attr_ints_at("/", "input_shape");
+      m.num_classes = r.attr_int("num_classes");
+      m.input_div = r.attr_double("input_div");
+      m.input_mean = r.attr_double("input_mean");
+      m.input_std = r.attr_double("input_std");
+      if (r.has_attr("block_size")) m.block_size = r.attr_int("block_size");
+      if (r.has_attr("vocab")) m.vocab = r.attr_ints_at("/", "vocab");
+    } else {
+      input_from_dataset(&m, cfg);
+    }
     m.kind = cfg.get_string("model.kind");
     m.dtype = cfg.get_string("dtype");
     m.layer_order = layer_order_of(cfg);
@@ -223,6 +240,8 @@ ModelFile model_from_run(const std::string& run_path, const std::string& group, 
     return m;
   } catch (const store::StoreError& e) {
     throw DataError(e.what());
+  } catch (const ConfigError& e) {
+    throw DataError(fmt::format("{}: its config: {}", run_path, e.what()));
   }
 }
 
@@ -319,6 +338,8 @@ void write_pt(const ModelFile& m, const std::string& path, const Arch& arch) {
            {"run_id", m.run_id}, {"source", m.source}, {"config", m.config_yaml}})
     a.insert(k, v);
   a.insert("step", m.step);
+  a.insert("kind", std::string(kModelFileKind));
+  a.insert("format_version", kModelFormatVersion);
   c10::impl::GenericDict top(c10::StringType::get(), c10::AnyType::get());
   top.insert("state_dict", sd);
   top.insert("architecture", a);
@@ -335,6 +356,8 @@ void model_write(const ModelFile& m, const std::string& path) {
   namespace fs = std::filesystem;
   const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
   const bool pt = fs::path(path).extension() == ".pt";
+  if (!pt && fs::path(path).extension() != ".h5")
+    throw ConfigError(fmt::format("-o {}: a model file is MODEL.h5 (HDF5) or MODEL.pt (torch.load)", path));
   try {
     const Arch arch = architecture(m, model_config(m));
     if (pt)

@@ -111,65 +111,6 @@ torch::Tensor snapshot_array(const std::string& path, int64_t step, const std::s
   }
 }
 
-namespace {
-
-// The network's tensors outside its layers (norms, embeddings, batch-norm statistics) from a model
-// file or from the snapshot's network group, when the source holds them (run files from before
-// whole-network snapshots do not: those tensors keep their initial values). Returns how many.
-int64_t init_network_tensors(const config::Config& cfg, model::Network& net, const std::string& from, int64_t step) {
-  std::vector<std::string> skip;
-  for (auto& s : net.slots()) skip.insert(skip.end(), {s.name + ".", s.name + "_bias"});
-  auto outside = [&](const std::string& n) {
-    for (const auto& p : skip)
-      if (n.compare(0, p.size(), p) == 0) return false;
-    return true;
-  };
-  const bool model = is_model_file(from);
-  std::string group;
-  if (!model) {
-    store::RunReader r(from);
-    const auto snaps = store::snapshot_list(r);
-    auto at = snaps.end() - (snaps.back().complete || snaps.size() == 1 ? 1 : 2);
-    if (step > 0)
-      at = std::find_if(snaps.begin(), snaps.end(), [&](const store::SnapshotRef& sn) { return sn.step == step; });
-    group = at->group + "/" + store::kSnapshotNetwork;
-    if (!r.has_object(group)) return 0;
-  }
-  int64_t n = 0;
-  auto load = [&](const std::string& name, torch::Tensor& v) {
-    if (!outside(name)) return;
-    torch::Tensor x;
-    if (model) {
-      x = model_array(from, step, exported_name(name), v.sizes().vec(), false);
-    } else {
-      store::RunReader r(from);
-      if (!r.has_object(group + "/" + name))
-        cfg.fail("model.init_from", fmt::format("{}: {} has no {}", from, group, name));
-      std::vector<int64_t> dims;
-      auto data = r.read_array(group + "/" + name, &dims);
-      if (dims != v.sizes().vec())
-        cfg.fail("model.init_from", fmt::format("{}: {}/{} is {}, this network needs {}", from, group, name,
-                                                fmt::join(dims, "x"), fmt::join(v.sizes(), "x")));
-      x = torch::tensor(data, torch::kFloat64).reshape(dims);
-    }
-    v.copy_(x);
-    ++n;
-  };
-  try {
-    for (auto& kv : net.named_parameters()) load(kv.key(), kv.value());
-    for (auto& kv : net.named_buffers()) load(kv.key(), kv.value());
-  } catch (const ConfigError&) {
-    throw;
-  } catch (const Error& e) {
-    cfg.fail("model.init_from", e.what());
-  } catch (const store::StoreError& e) {
-    cfg.fail("model.init_from", e.what());
-  }
-  return n;
-}
-
-}  // namespace
-
 void init_from_run(const config::Config& cfg, model::Network& net, bool check_only) {
   const std::string model_from = cfg.has("model.init_from") ? cfg.get_string("model.init_from") : "";
   const int64_t model_step = cfg.has("model.init_step") ? cfg.get_int("model.init_step") : 0;
@@ -209,14 +150,11 @@ void init_from_run(const config::Config& cfg, model::Network& net, bool check_on
       cfg.fail(key, e.what());
     }
   }
-  if (!model_from.empty() && !check_only) {
-    const int64_t n = init_network_tensors(cfg, net, model_from, model_step);
-    log::info("model: every layer and bias{} from {} ({})", n > 0 ? fmt::format(" and {} other tensors", n) : "",
-              model_from,
+  if (!model_from.empty() && !check_only)
+    log::info("model: every layer and bias from {} ({})", model_from,
               is_model_file(model_from) ? "a model file"
               : model_step > 0          ? fmt::format("step {}", model_step)
                                         : "its last snapshot");
-  }
 }
 
 model::NetworkPtr network_shapes(const config::Config& cfg, const data::Dataset& ds) {

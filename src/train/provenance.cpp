@@ -9,6 +9,7 @@
 #include "core/build_info.h"
 #include "core/host.h"
 #include "dist/context.h"
+#include "model/slots.h"
 #include "param/param.h"
 #include "param/spec.h"
 #include "store/run_file.h"
@@ -70,7 +71,6 @@ RunInfo make_run_info(const RunIdentity& id, const TrainSettings& s, const data:
 void add_layers(RunInfo& info, const config::Config& cfg, model::Network& net) {
   const model::NetworkReport report = model::network_report(net, 1);  // per sample
   auto named = net.named_parameters();
-  std::vector<std::string> skip;
   size_t i = 0;
   for (auto& slot : net.slots()) {
     const model::LayerReport& l = report.layers.at(i++);
@@ -99,13 +99,10 @@ void add_layers(RunInfo& info, const config::Config& cfg, model::Network& net) {
     row.cut = l.cut;
     row.flops_per_sample = l.flops;
     info.layers.push_back(row);
-    skip.insert(skip.end(), {slot.name + ".", slot.name + "_bias"});
   }
-  for (auto& kv : named) {
-    bool outside = true;
-    for (const auto& p : skip) outside = outside && kv.key().compare(0, p.size(), p) != 0;
-    if (outside) info.other_params += kv.value().numel();
-  }
+  const model::OutsideSlots outside(net);
+  for (auto& kv : named)
+    if (outside(kv.key())) info.other_params += kv.value().numel();
 }
 
 }  // namespace xpand::train

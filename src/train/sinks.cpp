@@ -339,11 +339,12 @@ class H5Sink : public MetricSink {
         [step, snap, dtype](store::RunWriter& w) {
           const std::string group = fmt::format("/snapshots/{:08d}", step);
           int64_t layers = 0;
+          // First the norms, embeddings and statistics outside the layers, under their module names:
+          // a reader judges a snapshot without its `layers` attribute by its layers, which come after.
+          for (const auto& t : *snap)
+            if (t.network) w.write_array(group + "/network/" + t.layer, t.shape, t.data.data());
           for (const auto& t : *snap) {
-            if (t.network) {  // a norm, embedding or statistic outside the layers, under its module name
-              w.write_array(group + "/network/" + t.layer, t.shape, t.data.data());
-              continue;
-            }
+            if (t.network) continue;
             ++layers;
             const std::string g = group + "/" + t.layer;
             if (t.shape.empty()) {  // a layer that is not one linear map (nonlinear expansion): factors only

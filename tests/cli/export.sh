@@ -47,6 +47,22 @@ export_one cnn "$SRC/configs/nets/smallnet-cnn.yaml" "${small[@]}" --set train.m
   --set layers.conv2.factor=2 --set layers.conv2.factor_bias=true --set layers.fc1.kind=expanded \
   --set layers.fc1.factor=2
 
+step "cnn: the snapshot's tensors outside the layers are the trained ones (the checkpoint's, same step)"
+"$PYTHON" - "$(ls "$WORK"/cnn/out/runs/*.h5)" <<'PY' || fail "the snapshot's network group"
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f:
+    last = sorted(f["snapshots"])[-1]
+    net, ck = f["snapshots"][last]["network"], f["checkpoint"]
+    assert int(ck.attrs["step"]) == int(last), (ck.attrs["step"], last)
+    names = sorted(net)
+    assert {n.split(".")[0] for n in names} == {"conv1_bn", "conv2_bn"} and len(names) == 10, names
+    for n in names:
+        src = ck["params"][n] if n in ck["params"] else ck["buffers"][n]
+        assert np.array_equal(net[n][()], src[()].astype(np.float64)), n
+print(f"{len(names)} batch-norm tensors equal the checkpoint's")
+PY
+ok "the snapshot holds every batch-norm parameter and statistic as trained"
+
 # A fixed corpus (the default, Debian's fortunes, is larger than this test needs).
 "$PYTHON" - "$WORK/corpus.txt" <<'PY'
 import sys
