@@ -151,13 +151,9 @@ void write_layers(store::RunWriter& w, const RunInfo& info) {
     for (const auto& l : info.layers) v.push_back(get(l));
     w.write_strings(std::string("/layers/") + name, v);
   };
-  auto ints = [&](const char* name, auto get) {
-    std::vector<int64_t> v;
-    for (const auto& l : info.layers) v.push_back(get(l));
-    w.write_array(std::string("/layers/") + name, {n}, v.data());
-  };
-  auto floats = [&](const char* name, auto get) {
-    std::vector<double> v;
+  // A numeric column in the type the field has (int64 or float64).
+  auto numbers = [&](const char* name, auto get) {
+    std::vector<decltype(get(info.layers.front()))> v;
     for (const auto& l : info.layers) v.push_back(get(l));
     w.write_array(std::string("/layers/") + name, {n}, v.data());
   };
@@ -166,14 +162,14 @@ void write_layers(store::RunWriter& w, const RunInfo& info) {
   strings("kind", [](const L& l) { return l.kind; });
   strings("shape", [](const L& l) { return l.shape; });
   strings("order", [](const L& l) { return l.order; });
-  floats("factor", [](const L& l) { return l.factor; });
-  ints("depth", [](const L& l) { return l.depth; });
-  ints("rank", [](const L& l) { return l.rank; });
-  ints("inner", [](const L& l) { return l.inner; });
-  ints("collapsed", [](const L& l) { return l.collapsed; });
-  ints("trainable", [](const L& l) { return l.trainable; });
-  ints("cut", [](const L& l) { return l.cut; });
-  floats("flops_per_sample", [](const L& l) { return l.flops_per_sample; });
+  numbers("factor", [](const L& l) { return l.factor; });
+  numbers("depth", [](const L& l) { return l.depth; });
+  numbers("rank", [](const L& l) { return l.rank; });
+  numbers("inner", [](const L& l) { return l.inner; });
+  numbers("collapsed", [](const L& l) { return l.collapsed; });
+  numbers("trainable", [](const L& l) { return l.trainable; });
+  numbers("cut", [](const L& l) { return l.cut; });
+  numbers("flops_per_sample", [](const L& l) { return l.flops_per_sample; });
   w.set_attr_at("/layers", "other_params", info.other_params);
 }
 
