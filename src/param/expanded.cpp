@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "param/dense.h"
 #include "param/expanded_conv.h"
+#include "param/form.h"
 
 namespace xpand::param {
 
@@ -236,9 +237,10 @@ const ChainPlan& Expanded::chain_plan_for(int64_t rows) const {
 }
 
 torch::Tensor Expanded::linear(const torch::Tensor& x, const torch::Tensor& bias) {
-  if (cut_active() || collapsed_) return F::linear(x, batch_weight(), add_bias(bias, batch_bias()));
+  if (collapsed_ || (cut_active() && !expanded_form()))
+    return F::linear(x, batch_weight(), add_bias(bias, batch_bias()));
   torch::Tensor y;
-  if (!plain_chain()) {
+  if (!plain_chain() || expanded_form()) {  // the expanded form: every factor as its own layer (param/form.h)
     y = apply_chain(x, is_training());
     if (learnable_) y = y + F::linear(x, g_);
     return bias.defined() ? y + bias : y;

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "param/dense.h"
+#include "param/form.h"
 
 namespace xpand::param {
 
@@ -117,10 +118,11 @@ bool ExpandedConv::weight_first(int64_t rows) const {
 torch::Tensor ExpandedConv::conv2d(const torch::Tensor& x, const torch::Tensor& bias, int64_t stride, int64_t padding,
                                    int64_t groups) {
   XPAND_CHECK(groups == groups_, "conv layer built for {} groups called with {}", groups_, groups);
-  if (cut_active()) return Parameterization::conv2d(x, bias, stride, padding, groups);
+  const bool expanded = expanded_form();  // conv by conv, never through the composed kernel (param/form.h)
+  if (cut_active() && !expanded) return Parameterization::conv2d(x, bias, stride, padding, groups);
   int64_t h_out = (x.size(2) + 2 * padding - shape_.dims[2]) / stride + 1;
   int64_t w_out = (x.size(3) + 2 * padding - shape_.dims[3]) / stride + 1;
-  if (!nonlinear_ && weight_first(x.size(0) * h_out * w_out))
+  if (!nonlinear_ && !expanded && weight_first(x.size(0) * h_out * w_out))
     return torch::conv2d(x, weight(), add_bias(bias, this->bias()), stride, padding, 1, groups_);
   torch::Tensor z = x;
   for (size_t i = 0; i < w_.size(); ++i) {

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "param/dense.h"
+#include "param/form.h"
 #include "param/spec.h"
 
 namespace xpand::param {
@@ -56,6 +57,7 @@ const ChainPlan& LowRank::chain_plan_for(int64_t rows) const {
 }
 
 torch::Tensor LowRank::linear(const torch::Tensor& x, const torch::Tensor& bias) {
+  if (expanded_form()) return F::linear(F::linear(x, c_), b_, bias);  // x·Cᵀ then ·Bᵀ (param/form.h)
   if (cut_active()) return Parameterization::linear(x, bias);
   auto y = chain_eval(x, {c_.t(), b_.t()}, chain_plan_for(x.numel() / shape_.dims[1]));
   return bias.defined() ? y + bias : y;

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "param/form.h"
+
 namespace xpand::param {
 
 int64_t WeightShape::fan_in() const {
@@ -17,11 +19,17 @@ int64_t WeightShape::fan_in() const {
 
 namespace {
 thread_local bool t_shape_only = false;
+thread_local bool t_expanded_form = false;
 }  // namespace
 
 ShapeOnlyScope::ShapeOnlyScope() : previous_(t_shape_only) { t_shape_only = true; }
 ShapeOnlyScope::~ShapeOnlyScope() { t_shape_only = previous_; }
 bool shape_only() { return t_shape_only; }
+
+ExpandedFormScope::ExpandedFormScope() : previous_(t_expanded_form) { t_expanded_form = true; }
+ExpandedFormScope::~ExpandedFormScope() { t_expanded_form = previous_; }
+bool expanded_form() { return t_expanded_form; }
+
 torch::TensorOptions alloc_options() {
   return t_shape_only ? torch::TensorOptions().device(torch::kMeta) : torch::TensorOptions();
 }

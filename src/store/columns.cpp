@@ -42,7 +42,8 @@ std::vector<Column> eval_columns(bool language_model, bool focus) {
       {col::kTrainAcc, "1", "accuracy (fraction correct) of the collapsed network on the training split"},
       {col::kTestLoss, "nats", "mean loss of the collapsed network on the test split"},
       {col::kTestAcc, "1", "accuracy of the collapsed network on the test split"},
-      {col::kCollapseError, "1", "max |f_trained - f_collapsed| / max |f_trained| on the first test batch"},
+      {col::kCollapseError, "1",
+       "max |f_expanded - f_collapsed| / max |f_expanded| on the first test batch (attribute compares: the two forms)"},
   };
   if (language_model) {
     cols.push_back({"train_bpc", "bits", "train_loss in bits per character"});

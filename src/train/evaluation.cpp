@@ -5,6 +5,8 @@
 #include <cmath>
 
 #include "model/slots.h"
+#include "param/form.h"
+#include "train/collapse_check.h"
 
 namespace xpand::train {
 
@@ -53,6 +55,17 @@ EvalResult evaluate(model::Network& net, const data::Dataset& ds, const std::vec
 
 }  // namespace
 
+double collapse_error(model::Network& net, model::Network& collapsed, const torch::Tensor& x) {
+  torch::NoGradGuard ng;
+  torch::Tensor a;
+  {
+    param::ExpandedFormScope form;
+    a = net.forward(x);
+  }
+  auto b = collapsed.forward(x);
+  return (a - b).abs().max().item<double>() / std::max(1e-300, a.abs().max().item<double>());
+}
+
 torch::Tensor loss_of(const data::Dataset& ds, const torch::Tensor& logits, const torch::Tensor& y) {
   if (ds.task == data::Task::LanguageModel)
     return torch::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), y.reshape(-1));
@@ -83,8 +96,7 @@ EvalMetrics Evaluator::run(model::Network& net, dist::Communicator& comm, int64_
   auto te = evaluate(*dense, ds_, test_batches, comm, focus_);
   e.train_loss = tr.loss, e.train_acc = tr.acc, e.test_loss = te.loss, e.test_acc = te.acc;
   e.test_focus_acc = te.focus_acc, e.test_rest_acc = te.rest_acc;
-  auto a = net.forward(test_batches.front().x), b = dense->forward(test_batches.front().x);
-  e.collapse_error = (a - b).abs().max().item<double>() / std::max(1e-300, a.abs().max().item<double>());
+  e.collapse_error = collapse_error(net, *dense, test_batches.front().x);
   net.train();
   return e;
 }

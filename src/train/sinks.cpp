@@ -20,6 +20,7 @@
 #include "store/async_writer.h"
 #include "store/index.h"
 #include "store/run_file.h"
+#include "train/collapse_check.h"
 #include "train/metrics.h"
 
 namespace xpand::train {
@@ -139,6 +140,7 @@ void add_table(store::RunWriter& w, const std::string& table, const std::vector<
     const std::string d = "/metrics/" + table + "/" + c.name;
     w.set_attr_at(d, "units", c.units);
     w.set_attr_at(d, "description", c.description);
+    if (c.name == store::col::kCollapseError) w.set_attr_at(d, "compares", kCollapseCompares);
   }
 }
 
