@@ -776,9 +776,41 @@ def d_int90(runs, threshold=0.9, metric="test_acc", projection=None):
     rows = table(by_proj[projection])
     hit = next((row["d"] for row in rows if np.isfinite(row["mean"]) and row["mean"] >= target), None)
     D = next((r.D for r in sub + full if r.D), None)
+    # Between grid points: where the mean curve crosses the target, linear in log d; and the same
+    # crossing for each seed's own curve (its spread is the estimate's).
+    interp = crossing([row["d"] for row in rows], [row["mean"] for row in rows], target)
+    per_seed = {}
+    for r in by_proj[projection]:
+        per_seed.setdefault(r.seed, {})[r.d] = final(r, metric)
+    seeds = {}
+    for seed, curve in sorted(per_seed.items(), key=lambda kv: str(kv[0])):
+        ds = sorted(curve)
+        seeds[seed] = crossing(ds, [curve[d] for d in ds], target)
+    reached = [v for v in seeds.values() if v is not None]
+    sm, ss, sn = mean_std(reached) if reached else (float("nan"), float("nan"), 0)
     return dict(metric=metric, threshold=threshold, full_mean=fm, full_std=fs, full_n=fn, target=target,
                 d_int90=hit, D=D, ratio=(D / hit) if (D and hit) else None, projection=projection,
+                d_int90_interp=interp, d_int90_seeds=seeds, d_int90_seed_mean=sm, d_int90_seed_std=ss,
+                d_int90_seed_n=sn,
                 table=rows, others={p: table(rs) for p, rs in sorted(by_proj.items()) if p != projection})
+
+
+def crossing(ds, values, target):
+    """Where a curve (values at increasing ds) first reaches target, interpolated linearly in log d
+    between the last grid point below and the first at or above it; the first d itself when it
+    already reaches; None when no point does."""
+    prev = None
+    for d, v in zip(ds, values):
+        if not np.isfinite(v):
+            continue
+        if v >= target:
+            if prev is None:
+                return float(d)
+            (d0, v0) = prev
+            t = (target - v0) / (v - v0)
+            return float(np.exp(np.log(d0) + t * (np.log(d) - np.log(d0))))
+        prev = (d, v)
+    return None
 
 
 # -- spectra ------------------------------------------------------------------------------------

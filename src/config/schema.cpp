@@ -79,9 +79,9 @@ const std::vector<KeyDef>& schema() {
 
       // --- data ---
       choices(key("data.name", T::String, "fashion-mnist",
-                  "dataset (images: IDX files of any (N, H, W) or (N, C, H, W) images under data.root, e.g. CIFAR-10 "
-                  "from scripts/cifar_idx.py)"),
-              {"fashion-mnist", "mnist", "mnist-10k", "chars", "teacher", "images"}),
+                  "dataset (images: IDX files of any (N, H, W) or (N, C, H, W) images under data.root; cifar10, "
+                  "cifar100: the binary distribution under data.root, default $XPAND_DATA)"),
+              {"fashion-mnist", "mnist", "mnist-10k", "chars", "teacher", "images", "cifar10", "cifar100"}),
       key("data.root", T::String, "''",
           "dataset directory (IDX files) or text file/directory (chars); empty = the dataset's default location"),
       range(key("data.batch_size", T::Int, "128", "global batch size (split over the ranks of a run)"), 1),
@@ -99,6 +99,16 @@ const std::vector<KeyDef>& schema() {
       choices(key("data.normalize", T::String, "standard",
                   "image scaling: standard = (x/255 - mean)/std of the train split, unit = x/255"),
               {"standard", "unit"}),
+      when(
+          choices(key("data.cifar100_labels", T::String, "fine", "CIFAR-100 labels: fine (100 classes) or coarse (20)"),
+                  {"fine", "coarse"}),
+          "data.name", {"cifar100"}),
+      choices(key("data.augment", T::String, "none",
+                  "training-batch augmentation of images: crop = a random crop of the image zero-padded by "
+                  "data.crop_padding, flip = a horizontal flip with probability 1/2, crop-flip = both (evaluation "
+                  "never augments)"),
+              {"none", "crop", "flip", "crop-flip"}),
+      range(key("data.crop_padding", T::Int, "4", "data.augment crop: pixels of padding on every side"), 0, 1024),
       when(range(key("data.block_size", T::Int, "256", "context length of chars windows (and of the gpt)"), 1),
            "data.name", {"chars"}),
       when(range(key("data.val_fraction", T::Float, "0.1", "fraction of the text held out for validation"), 0, 0.5,

@@ -31,7 +31,7 @@ at::Generator generator(uint64_t seed, uint64_t stream, uint64_t index) {
   return at::detail::createCPUGenerator(splitmix64(seed ^ splitmix64(stream * 0x100000001b3ull + index)));
 }
 
-constexpr uint64_t kStreamEpoch = 1, kStreamWindows = 2, kStreamEval = 3, kStreamTeacher = 4;
+constexpr uint64_t kStreamEpoch = 1, kStreamWindows = 2, kStreamEval = 3, kStreamTeacher = 4, kStreamAugment = 5;
 
 // --- IDX image datasets ---------------------------------------------------------
 
@@ -67,16 +67,10 @@ void load_idx_split(const fs::path& dir, const std::string& prefix, torch::Tenso
   if (max_label >= 256) throw DataError(fmt::format("{}: label {} out of range", lab_path, max_label));
 }
 
-void load_images(Dataset* ds, const fs::path& dir, const config::Config& cfg) {
-  if (!fs::is_directory(dir))
-    throw DataError(
-        fmt::format("{}: dataset directory does not exist (data.name {}, data.root)", dir.string(), ds->name));
-  torch::Tensor trx, tr_y, tex, te_y;
-  load_idx_split(dir, "train", &trx, &tr_y);
-  load_idx_split(dir, "t10k", &tex, &te_y);
-  if (trx.sizes().slice(1) != tex.sizes().slice(1))
-    throw DataError(fmt::format("{}: train images are {} but test images are {}", dir.string(),
-                                fmt::join(trx.sizes().slice(1), "x"), fmt::join(tex.sizes().slice(1), "x")));
+// Sets the splits of an image dataset from uint8 images (N, C, H, W) and int64 labels: scaled to
+// [0, 1], and with data.normalize standard standardised by the training pixels' mean and std.
+void set_images(Dataset* ds, const torch::Tensor& trx, const torch::Tensor& tex, const torch::Tensor& tr_y,
+                const torch::Tensor& te_y, const config::Config& cfg) {
   auto train = trx.to(torch::kFloat32).div_(255.0), test = tex.to(torch::kFloat32).div_(255.0);
   if (cfg.get_string("data.normalize") == "standard") {
     // Mean and (unbiased) standard deviation of the training pixels, from their byte histogram in
@@ -100,9 +94,110 @@ void load_images(Dataset* ds, const fs::path& dir, const config::Config& cfg) {
   ds->test_x = test;
   ds->train_y = tr_y;
   ds->test_y = te_y;
-  ds->num_classes = std::max(tr_y.max().item<int64_t>(), te_y.max().item<int64_t>()) + 1;
   ds->sample_shape = {trx.size(1), trx.size(2), trx.size(3)};
+}
+
+void load_images(Dataset* ds, const fs::path& dir, const config::Config& cfg) {
+  if (!fs::is_directory(dir))
+    throw DataError(
+        fmt::format("{}: dataset directory does not exist (data.name {}, data.root)", dir.string(), ds->name));
+  torch::Tensor trx, tr_y, tex, te_y;
+  load_idx_split(dir, "train", &trx, &tr_y);
+  load_idx_split(dir, "t10k", &tex, &te_y);
+  if (trx.sizes().slice(1) != tex.sizes().slice(1))
+    throw DataError(fmt::format("{}: train images are {} but test images are {}", dir.string(),
+                                fmt::join(trx.sizes().slice(1), "x"), fmt::join(tex.sizes().slice(1), "x")));
+  set_images(ds, trx, tex, tr_y, te_y, cfg);
+  ds->num_classes = std::max(tr_y.max().item<int64_t>(), te_y.max().item<int64_t>()) + 1;
   ds->source = dir.string();
+}
+
+// --- CIFAR-10 / CIFAR-100, binary distribution ------------------------------------
+// https://www.cs.toronto.edu/~kriz/cifar.html, "binary version": CIFAR-10's data_batch_1.bin ..
+// data_batch_5.bin and test_batch.bin hold records of <1 label byte><3072 pixel bytes>; CIFAR-100's
+// train.bin and test.bin hold <1 coarse label byte><1 fine label byte><3072 pixel bytes>. The
+// pixels are 1024 red, then 1024 green, then 1024 blue bytes, each plane 32 rows of 32.
+
+constexpr int64_t kCifarPixels = 3 * 32 * 32;
+
+// Appends the records of one file: its images (N, 3, 32, 32) uint8 and the label at byte
+// `label_at` of each record's `label_bytes` label bytes, checked to lie below `classes`.
+void read_cifar_file(const fs::path& path, int64_t label_bytes, int64_t label_at, int64_t classes,
+                     std::vector<torch::Tensor>* images, std::vector<torch::Tensor>* labels) {
+  if (!fs::is_regular_file(path))
+    throw DataError(fmt::format(
+        "{}: missing (a CIFAR binary directory holds {})", path.string(),
+        label_bytes == 1 ? "data_batch_1.bin .. data_batch_5.bin and test_batch.bin" : "train.bin and test.bin"));
+  const int64_t record = label_bytes + kCifarPixels;
+  const auto size = int64_t(fs::file_size(path));
+  if (size == 0 || size % record != 0)
+    throw DataError(
+        fmt::format("{}: {} bytes is not a whole number of {}-byte CIFAR records ({} label byte{} and "
+                    "{} pixel bytes each); truncated or not a CIFAR{} binary file",
+                    path.string(), size, record, label_bytes, label_bytes == 1 ? "" : "s", kCifarPixels,
+                    label_bytes == 1 ? "-10" : "-100"));
+  auto bytes = torch::empty({size / record, record}, torch::kUInt8);
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(bytes.data_ptr<uint8_t>()), size))
+    throw DataError(fmt::format("{}: read failed after {} of {} bytes", path.string(), in.gcount(), size));
+  auto y = bytes.select(1, label_at).to(torch::kInt64);
+  const int64_t top = y.max().item<int64_t>();
+  if (top >= classes) {
+    const int64_t at = y.ge(classes).nonzero().reshape(-1)[0].item<int64_t>();
+    throw DataError(fmt::format("{}: record {} has label {}, but there are {} classes (0..{})", path.string(), at, top,
+                                classes, classes - 1));
+  }
+  images->push_back(bytes.slice(1, label_bytes).reshape({-1, 3, 32, 32}));
+  labels->push_back(y);
+}
+
+// data.name cifar10 / cifar100 from `dir`: the extracted directory (cifar-10-batches-bin,
+// cifar-100-binary) or the one it was extracted into.
+void load_cifar(Dataset* ds, fs::path dir, const config::Config& cfg) {
+  const bool hundred = ds->name == "cifar100";
+  const char* sub = hundred ? "cifar-100-binary" : "cifar-10-batches-bin";
+  if (fs::is_directory(dir / sub)) dir /= sub;
+  if (!fs::is_directory(dir))
+    throw DataError(
+        fmt::format("{}: CIFAR-{} directory does not exist (data.root; the binary version, {}, from "
+                    "https://www.cs.toronto.edu/~kriz/cifar.html, extracted)",
+                    dir.string(), hundred ? 100 : 10, hundred ? "cifar-100-binary.tar.gz" : "cifar-10-binary.tar.gz"));
+  std::vector<torch::Tensor> trx, tr_y, tex, te_y;
+  if (hundred) {
+    const bool coarse = cfg.get_string("data.cifar100_labels") == "coarse";
+    ds->num_classes = coarse ? 20 : 100;
+    read_cifar_file(dir / "train.bin", 2, coarse ? 0 : 1, ds->num_classes, &trx, &tr_y);
+    read_cifar_file(dir / "test.bin", 2, coarse ? 0 : 1, ds->num_classes, &tex, &te_y);
+  } else {
+    ds->num_classes = 10;
+    for (int i = 1; i <= 5; ++i) read_cifar_file(dir / fmt::format("data_batch_{}.bin", i), 1, 0, 10, &trx, &tr_y);
+    read_cifar_file(dir / "test_batch.bin", 1, 0, 10, &tex, &te_y);
+  }
+  set_images(ds, torch::cat(trx), torch::cat(tex), torch::cat(tr_y), torch::cat(te_y), cfg);
+  ds->source = dir.string();
+}
+
+// The training batch's data.augment: rows [lo, lo + x.size(0)) of the draws for the whole global batch.
+torch::Tensor augment(const Dataset& ds, torch::Tensor x, at::Generator gen, int64_t global_batch, int64_t lo) {
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3), pad = ds.augment_pad;
+  auto offsets = torch::randint(0, std::max<int64_t>(1, 2 * pad + 1), {global_batch, 2}, gen, torch::kInt64);
+  auto flips = torch::randint(0, 2, {global_batch}, gen, torch::kInt64);
+  if (pad >= 0) {
+    // Padded with the value a black pixel (raw 0) has after scaling, as a crop of the raw image would be.
+    const double black = (0.0 - ds.input_mean) / ds.input_std;
+    auto padded = torch::constant_pad_nd(x, {pad, pad, pad, pad}, black);
+    auto o = offsets.slice(0, lo, lo + n).contiguous();
+    auto a = o.accessor<int64_t, 2>();
+    std::vector<torch::Tensor> crops;
+    crops.reserve(size_t(n));
+    for (int64_t i = 0; i < n; ++i) crops.push_back(padded[i].narrow(1, a[i][0], h).narrow(2, a[i][1], w));
+    x = torch::stack(crops);
+  }
+  if (ds.augment_flip) {
+    auto f = flips.slice(0, lo, lo + n).to(torch::kBool).to(x.device()).view({n, 1, 1, 1});
+    x = torch::where(f, x.flip({3}), x);
+  }
+  return x;
 }
 
 // --- character-level text ---------------------------------------------------------
@@ -209,12 +304,19 @@ Dataset dataset_load(const config::Config& cfg, torch::Device device) {
                "train-labels-idx1-ubyte, t10k-images-idx{3,4}-ubyte and t10k-labels-idx1-ubyte (CIFAR-10: "
                "scripts/cifar_idx.py writes them)");
     load_images(&ds, root, cfg);
+  } else if (ds.name == "cifar10" || ds.name == "cifar100") {
+    load_cifar(&ds, root.empty() ? fs::path(data_home()) : fs::path(root), cfg);
   } else if (ds.name == "chars") {
     load_chars(&ds, root.empty() ? "/usr/share/games/fortunes" : root, cfg);
   } else if (ds.name == "teacher") {
     load_teacher(&ds, static_cast<uint64_t>(cfg.get_int("seed")), cfg);
   } else {
     XPAND_CHECK(false, "dataset '{}' has no loader", ds.name);
+  }
+  if (const std::string aug = cfg.get_string("data.augment"); aug != "none") {
+    if (ds.sample_shape.size() != 3) cfg.fail("data.augment", fmt::format("{} has no images to crop or flip", ds.name));
+    if (aug.find("crop") != std::string::npos) ds.augment_pad = cfg.get_int("data.crop_padding");
+    ds.augment_flip = aug.find("flip") != std::string::npos;
   }
   // data.train_classes / data.focus_classes: class indices of a classification dataset.
   for (const char* key : {"data.train_classes", "data.focus_classes"}) {
@@ -275,7 +377,10 @@ Batch Dataset::train_batch(uint64_t seed, int64_t step, int64_t global_batch, in
     o.seed = seed, o.epoch = epoch;
   }
   auto idx = o.perm.slice(0, within * global_batch + lo, within * global_batch + lo + local);
-  return {train_x.index_select(0, idx), train_y.index_select(0, idx)};
+  auto x = train_x.index_select(0, idx);
+  if (augment_pad >= 0 || augment_flip)
+    x = augment(*this, x, generator(seed, kStreamAugment, static_cast<uint64_t>(step)), global_batch, lo);
+  return {x, train_y.index_select(0, idx)};
 }
 
 std::vector<Batch> Dataset::eval_batches(const std::string& split, int64_t batch_size, int64_t max_samples,

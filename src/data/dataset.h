@@ -1,5 +1,6 @@
 // Datasets kept whole on the training device (no per-sample loader): IDX images (fashion-mnist,
-// mnist, mnist-10k), character-level text (chars) and a seeded synthetic teacher task (teacher).
+// mnist, mnist-10k, images), CIFAR-10 / CIFAR-100 in their binary distribution (cifar10, cifar100),
+// character-level text (chars) and a seeded synthetic teacher task (teacher).
 // Batches are pure functions of (seed, step), so every rank can read its own deterministic shard of
 // each global batch and a resumed run sees exactly the batches it would have seen.
 #pragma once
@@ -31,6 +32,11 @@ struct Dataset {
   // in float32 (IDX images: raw bytes, input_div 255; data.normalize standard sets mean and std from
   // the training split). Recorded in run files and exported models.
   double input_div = 1.0, input_mean = 0.0, input_std = 1.0;
+  // data.augment (images, training batches only): a random crop of the image zero-padded by
+  // augment_pad pixels on every side (-1: no crop), and a horizontal flip with probability 1/2. Drawn
+  // per (seed, step) for the whole global batch, so the shards of N ranks are the rows of 1 rank's batch.
+  int64_t augment_pad = -1;
+  bool augment_flip = false;
 
   // Classification: whole splits. Language modelling: token streams (train_x / test_x, 1-D int64).
   torch::Tensor train_x, train_y, test_x, test_y;

@@ -205,6 +205,16 @@ def main(argv):
         rc, out, _ = run([py, script, "--help"])
         check(rc == 0 and out.startswith("usage: "), f"{os.path.basename(script)} --help: exit {rc}, {out[:120]!r}")
 
+    print("--- d_int90 between grid points: crossing() interpolates linearly in log d")
+    rc, out, _ = run([py, "-c", f"import sys; sys.path.insert(0, {analysis!r}); import xpand_h5 as x; "
+                      "print(x.crossing([100, 1000], [0.5, 0.9], 0.7), x.crossing([10, 100], [0.8, 0.9], 0.7), "
+                      "x.crossing([10, 100], [0.1, 0.2], 0.7), x.crossing([10, 30, 100], [0.1, 0.7, 0.9], 0.7))"])
+    got = out.split()
+    # 0.7 is halfway from 0.5 to 0.9: sqrt(100 * 1000) = 316.2; reached at the first point: 10; never: None;
+    # exactly at a grid point: that point.
+    check(rc == 0 and len(got) == 4 and abs(float(got[0]) - 316.2278) < 1e-3 and got[1] == "10.0" and
+          got[2] == "None" and abs(float(got[3]) - 30) < 1e-9, f"crossing: {out.strip()!r}")
+
     print(f"test_xpand_h5: {len(failures)} failure(s)")
     return 1 if failures else 0
 

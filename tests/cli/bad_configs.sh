@@ -5,6 +5,7 @@
 #   # args: ARGS       extra arguments after `train CONFIG --out DIR` (@WORK@ = the work dir)
 #   # config: PATH     train this path instead of the case file (@WORK@ = the work dir, @SRC@ the source)
 #   # setup: NAME      prepare a fixture first (corrupt-idx: an MNIST dir with a truncated image file;
+#                      corrupt-cifar: CIFAR-10 / CIFAR-100 binary dirs with a short file, a bad label;
 #                      collapsed-model: @WORK@/model.h5 from `xpand collapse` of a 3-step run)
 #   # argv: ARGS       run `xpand ARGS` instead of train (any subcommand; @WORK@, @SRC@ substituted)
 #   # stdout: TEXT     (repeatable) TEXT must appear in stdout
@@ -33,6 +34,24 @@ idx("train-images-idx3-ubyte", (100, 28, 28), 1000)  # truncated: needs 78400 by
 idx("train-labels-idx1-ubyte", (100,), 100)
 idx("t10k-images-idx3-ubyte", (10, 28, 28), 7840)
 idx("t10k-labels-idx1-ubyte", (10,), 10)
+PY
+}
+
+# CIFAR binary directories: CIFAR-10 with test_batch.bin cut short (3000 bytes, not a whole 3073-byte
+# record), CIFAR-100 whose train.bin's second record has fine label 100.
+setup_corrupt_cifar() {
+  "$PYTHON" - "$WORK" <<'PY'
+import os, sys
+w = sys.argv[1]
+ten, hundred = os.path.join(w, "corrupt-cifar"), os.path.join(w, "corrupt-cifar100")
+os.makedirs(ten, exist_ok=True)
+os.makedirs(hundred, exist_ok=True)
+record = lambda labels: bytes(labels) + bytes(3072)
+for i in range(1, 6):
+    open(os.path.join(ten, f"data_batch_{i}.bin"), "wb").write(record([i]) * 2)
+open(os.path.join(ten, "test_batch.bin"), "wb").write((record([0]) * 2)[:3000])
+open(os.path.join(hundred, "train.bin"), "wb").write(record([1, 5]) + record([2, 100]))
+open(os.path.join(hundred, "test.bin"), "wb").write(record([1, 5]))
 PY
 }
 
@@ -80,6 +99,7 @@ for file in "${cases[@]}"; do
   case "$setup" in
     "") ;;
     corrupt-idx) setup_corrupt_idx ;;
+    corrupt-cifar) setup_corrupt_cifar ;;
     collapsed-model) setup_collapsed_model ;;
     *) fail "$name: unknown setup '$setup'" ;;
   esac

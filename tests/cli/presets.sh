@@ -8,8 +8,10 @@ cli_init "$@"
 
 presets=(quickstart expansive-mnist overparam-linear expandnets-cnn expandnets-cifar3 expandnets-cifar7 lowrank omega
   omega-notebook nanogpt-char scaling)
-# The CIFAR presets read CIFAR-10 as IDX files (scripts/cifar_idx.py): a small stand-in here.
+# The CIFAR presets read CIFAR-10's binary distribution: a small stand-in here (the same images are
+# also converted to IDX by scripts/cifar_idx.py, read once below with data.name images).
 cifar=$("$PYTHON" "$SRC/tests/cli/fake_cifar.py" "$WORK/cifar" 20) || fail "fake CIFAR-10 could not be written"
+cifar_idx=$("$PYTHON" "$SRC/tests/cli/fake_cifar.py" "$WORK/cifar" 20 --idx) || fail "fake CIFAR-10 (IDX) failed"
 for p in "${presets[@]}"; do
   f="$SRC/configs/$p.yaml"
   [ -f "$f" ] || fail "preset $f is missing"
@@ -40,4 +42,36 @@ print(f"{n} points completed; inspect shows axes {plan['axes']}")
 PY
   ok "$p: $n points, inspect table"
 done
+
+# The two CIFAR readers on the same images: the binary distribution (data.name cifar10) and the IDX
+# files scripts/cifar_idx.py converted from the python pickles (data.name images) give the same
+# training losses, step for step (without augmentation; with it, the first loss differs).
+step "CIFAR-10 binary vs IDX: the same inputs"
+for form in binary idx; do
+  root=$cifar name=cifar10
+  [ "$form" = idx ] && root=$cifar_idx name=images
+  run_xpand "$WORK/cifar-$form.out" "$WORK/cifar-$form.err" train "$SRC/configs/nets/smallnet3-cifar.yaml" \
+    --set data.name=$name --set "data.root=$root" --set data.augment=none --set data.batch_size=25 \
+    --set train.max_steps=4 --set train.log_every=1 --set data.eval_max_samples=50 --set "output.dir=$WORK/cifar-$form"
+  [ "$RC" -eq 0 ] || { show "$WORK/cifar-$form.err"; fail "smallnet3-cifar on the $form form exited $RC"; }
+done
+run_xpand "$WORK/cifar-aug.out" "$WORK/cifar-aug.err" train "$SRC/configs/nets/smallnet3-cifar.yaml" \
+  --set "data.root=$cifar" --set data.batch_size=25 --set train.max_steps=4 --set train.log_every=1 \
+  --set data.eval_max_samples=50 --set "output.dir=$WORK/cifar-aug"
+[ "$RC" -eq 0 ] || { show "$WORK/cifar-aug.err"; fail "smallnet3-cifar with augmentation exited $RC"; }
+"$PYTHON" - "$WORK" <<'PY' || fail "CIFAR-10 binary and IDX readers disagree"
+import glob, sys
+import h5py, numpy as np
+w = sys.argv[1]
+loss = {}
+for form in ("binary", "idx", "aug"):
+    (path,) = glob.glob(f"{w}/cifar-{form}/runs/*.h5")
+    with h5py.File(path, "r") as f:
+        loss[form] = f["metrics/train/loss"][:]
+        print(form, f.attrs["dataset_source"], loss[form])
+assert len(loss["binary"]) == 4, loss
+assert np.array_equal(loss["binary"], loss["idx"]), "binary and IDX forms train differently"
+assert loss["aug"][0] != loss["binary"][0], "data.augment crop-flip changed nothing"
+PY
+ok "binary and IDX train identically; augmentation changes the batch"
 echo "presets: all ${#presets[@]} presets ran"

@@ -19,8 +19,8 @@ have no contraction: they are evaluated as they are.
 
 xpand's side: configs/nets/smallnet{3,7}-cifar.yaml with each row of the sweeps
 configs/expandnets-cifar3.yaml and configs/expandnets-cifar7.yaml (read from those files, so the
-presets themselves are checked), on a small stand-in for CIFAR-10 that scripts/cifar_idx.py converts
-from a fake cifar-10-python.tar.gz (tests/cli/fake_cifar.py; only its shape matters here, the inputs
+presets themselves are checked), on a small stand-in for CIFAR-10 in its binary distribution
+(tests/cli/fake_cifar.py; only its shape matters here, the inputs
 come from this file).
 Usage: expandnets.py XPAND_BINARY [WORKDIR]
 """
@@ -237,7 +237,7 @@ def check_init(case, net):
 def cases(xpand, workdir):
     print(f"seed {SEED}")
     failures = []
-    data = fake_cifar.write(os.path.join(workdir, "cifar"))
+    data, _ = fake_cifar.write(os.path.join(workdir, "cifar"))
     g = torch.Generator().manual_seed(SEED)
     x = torch.randn(6, 3, 32, 32, generator=g)
     labels = torch.randint(0, 10, (6,), generator=g)
