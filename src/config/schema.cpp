@@ -204,6 +204,14 @@ const std::vector<KeyDef>& schema() {
       key("train.freeze", T::StringList, "[]",
           "parameters kept fixed: glob patterns over their names (fc1.weight, fc1_bias, ...; `xpand plan` lists them)"),
       range(key("train.grad_clip", T::Float, "0", "clip the global gradient norm to this (0 = off)"), 0),
+      key("train.distill.from", T::String, "''",
+          "knowledge distillation: the teacher, a model file from xpand collapse or a run file (its last complete "
+          "snapshot); '' = off. Loss (1 - alpha) CE + alpha T^2 KL(teacher/T || student/T) (Hinton et al. 2015)"),
+      range(key("train.distill.temperature", T::Float, "4", "knowledge distillation: softmax temperature T"), 0, kInf,
+            true),
+      range(key("train.distill.alpha", T::Float, "0.9",
+                "knowledge distillation: weight of the teacher's term (1 - alpha on the labels' cross-entropy)"),
+            0, 1),
       choices(key("train.precision", T::String, "fp32",
                   "forward-pass precision: bf16 runs the training forward under bfloat16 autocast (matmuls and "
                   "convolutions in bf16; weights, gradients, optimizer state and evaluation stay float32)"),

@@ -20,6 +20,7 @@
 #include "store/index.h"
 #include "train/autocast.h"
 #include "train/checkpoint.h"
+#include "train/distill.h"
 #include "train/evaluation.h"
 #include "train/existing_run.h"
 #include "train/expand_schedule.h"
@@ -97,6 +98,7 @@ class Run {
   std::unique_ptr<torch::optim::Optimizer> opt_;
   std::unique_ptr<Schedule> sched_;
   std::unique_ptr<Evaluator> eval_;
+  std::unique_ptr<Teacher> teacher_;  // train.distill.from
   std::vector<std::unique_ptr<MetricSink>> sinks_;
   std::unique_ptr<RunLock> lock_;
   std::string ckpt_path_, error_;
@@ -175,6 +177,7 @@ Run::Run(const config::Config& cfg, const RunOptions& opts) : cfg_(cfg), opts_(o
   opt_ = optimizer_build(cfg, train_.params);
   sched_ = std::make_unique<Schedule>(Schedule::from_config(cfg, s.total));
   eval_ = std::make_unique<Evaluator>(cfg, ds_, s, device_);
+  teacher_ = Teacher::from_config(cfg, ds_, device_);
   result.path = (fs::path(s.out_dir) / "runs" / (result.run_id + ".h5")).string();
   ckpt_path_ = checkpoint_path(result.path);
   if (opts.console && rank_ == 0) sinks_.push_back(console_sink(s.log_every, opts.bar));
@@ -208,6 +211,7 @@ bool Run::open_output() {
   RunInfo info =
       make_run_info(id, s, ds_, threads_, train_.count(), device_, *group_, comm_->backend(), train_.path->cut_mode());
   add_layers(info, cfg_, *net_);
+  if (teacher_) info.attrs["distill_teacher"] = teacher_->describe();
   try {
     for (auto& sink : sinks_) sink->on_start(info);  // group rank 0's run file (a full disk fails here)
   } catch (const std::exception& e) {
@@ -241,7 +245,9 @@ bool Run::train_step(int64_t step, StepTotals& totals) {
     torch::Tensor loss;
     {
       Autocast autocast(s.bf16, device_);  // the forward and the loss; backward runs outside, as in PyTorch
-      loss = loss_of(ds_, net_->forward(b.x.narrow(0, lo, hi - lo)), b.y.narrow(0, lo, hi - lo)) *
+      auto x = b.x.narrow(0, lo, hi - lo), y = b.y.narrow(0, lo, hi - lo);
+      auto logits = net_->forward(x);
+      loss = (teacher_ ? teacher_->loss(ds_, x, logits, y) : loss_of(ds_, logits, y)) *
              (double(hi - lo) / double(s.batch));
     }
     loss.backward();

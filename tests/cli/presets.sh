@@ -6,8 +6,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
 
-presets=(quickstart expansive-mnist overparam-linear expandnets-cnn expandnets-cifar3 expandnets-cifar7 lowrank omega
-  omega-notebook nanogpt-char scaling)
+presets=(quickstart expansive-mnist overparam-linear expandnets-cnn expandnets-cifar3 expandnets-cifar7 expandnets-kd
+  lowrank omega omega-notebook nanogpt-char scaling)
+here=$PWD
 # The CIFAR presets read CIFAR-10's binary distribution: a small stand-in here (the same images are
 # also converted to IDX by scripts/cifar_idx.py, read once below with data.name images).
 cifar=$("$PYTHON" "$SRC/tests/cli/fake_cifar.py" "$WORK/cifar" 20) || fail "fake CIFAR-10 could not be written"
@@ -20,6 +21,14 @@ for p in "${presets[@]}"; do
   # The char GPT's step is ~1.2 TFLOP at its shipped batch (64 x 256 tokens): 40 s here. Smaller.
   [ "$p" = nanogpt-char ] && short+=(--set data.batch_size=8 --set data.block_size=64 --set data.eval_batches=2)
   case "$p" in expandnets-cifar*) short+=(--set "data.root=$cifar" --set data.batch_size=32) ;; esac
+  if [ "$p" = expandnets-kd ]; then
+    # Its KD arms read out/kd-teacher/teacher.h5 from the working directory, as the preset says: the
+    # teacher preset trained 3 steps and collapsed there first.
+    mkdir -p "$WORK/kd" && cd "$WORK/kd"
+    "$XPAND" --log-level warn train "$SRC/configs/nets/smallnet-teacher.yaml" --out out/kd-teacher \
+      --set train.max_steps=3 --set data.eval_max_samples=256 >/dev/null || fail "$p: the teacher did not train"
+    "$XPAND" collapse out/kd-teacher/runs/*.h5 -o out/kd-teacher/teacher.h5 >/dev/null || fail "$p: teacher collapse"
+  fi
   run_xpand "$WORK/$p.plan" "$WORK/$p.plan.err" plan "$f" --json "${short[@]}"
   [ "$RC" -eq 0 ] || { show "$WORK/$p.plan.err"; fail "$p: plan exited $RC"; }
   n=$("$PYTHON" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["points"]))' "$WORK/$p.plan")
@@ -40,6 +49,19 @@ for axis in plan["axes"]:
     assert axis in header, f"axis {axis} not a column of: {header}"
 print(f"{n} points completed; inspect shows axes {plan['axes']}")
 PY
+  if [ "$p" = expandnets-kd ]; then
+    "$PYTHON" - "$WORK/$p" <<'PY' || fail "$p: the KD arms do not name their teacher"
+import glob, sys
+import h5py
+kd = 0
+for path in glob.glob(sys.argv[1] + "/runs/*.h5"):
+    with h5py.File(path, "r") as f:
+        kd += "kd-teacher/teacher.h5" in str(f.attrs.get("distill_teacher", ""))
+assert kd == 6, f"{kd} runs name the teacher, expected 6 (2 KD arms x 3 seeds)"
+print("6 KD runs name their teacher")
+PY
+  fi
+  cd "$here"
   ok "$p: $n points, inspect table"
 done
 

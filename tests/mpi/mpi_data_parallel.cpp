@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "../test_util.h"
 #include "config/config.h"
 #include "dist/reducer.h"
 #include "mpi_env.h"
@@ -142,6 +143,42 @@ TEST(DataParallel, GradientAccumulationMatchesOneBigBatch) {
     auto acc = train_run(net.yaml, {"dtype=float64", "train.grad_accum=3"}, true);
     EXPECT_LE(max_rel_diff(*ref.network, *acc.network), 1e-12) << net.name;
   }
+}
+
+// Knowledge distillation: every rank runs the teacher on its own rows (the shard it trains on), and
+// the distilled student's parameters are those of one rank's run. Rank 0 trains the teacher; every
+// rank reads it from the same path (the path is part of the run's identity). A float64 teacher: a
+// float32 one rounds its logits differently at 15 rows than at 31 (2.6e-8 in the student's weights).
+TEST(DataParallel, DistillationShardsTheTeacherWithTheData) {
+  auto& comm = *test::world().comm;
+  test::TempDir dir;
+  const std::string mlp = std::string(kTeacher) + "model: {kind: mlp, widths: [32, 48, 48, 10]}\n";
+  std::string path;
+  if (comm.rank() == 0) {
+    train::RunOptions o;
+    o.console = false;
+    auto teacher = train::run_train(Config::load_string(mlp, "t.yaml",
+                                                        {"train.max_steps=10", "model.widths=[32,64,10]",
+                                                         "dtype=float64", "output.dir=" + dir.path().string()}),
+                                    o);
+    EXPECT_EQ(teacher.status, "completed");
+    path = teacher.path;
+  }
+  path = comm.broadcast_string(path, 0, "teacher path");  // also: the file is written
+  for (const char* dtype : {"float64", "float32"}) {
+    const bool f64 = std::string(dtype) == "float64";
+    std::vector<std::string> set = {std::string("dtype=") + dtype, "train.distill.from=" + path,
+                                    "train.distill.alpha=0.7", "train.distill.temperature=3"};
+    if (!f64)
+      set.insert(set.end(), {"train.optimizer=sgd", "train.momentum=0.9", "train.lr=0.05", "model.activation=tanh"});
+    auto ref = train_run(mlp, set, /*distributed=*/false);
+    auto dp = train_run(mlp, set, /*distributed=*/true);
+    ASSERT_EQ(dp.status, "completed");
+    EXPECT_LE(max_rel_diff(*ref.network, *dp.network), f64 ? 1e-12 : 1e-6) << dtype;
+    auto plain = train_run(mlp, {std::string("dtype=") + dtype}, /*distributed=*/true);
+    EXPECT_NE(plain.losses.front(), dp.losses.front()) << "the teacher's term changed nothing";
+  }
+  comm.broadcast_string("done", 0, "teacher no longer read");  // rank 0's directory outlives every read
 }
 
 TEST(DataParallel, CutAutoAndRawGiveTheSameParameters) {
