@@ -6,9 +6,9 @@
 
 Prints the full-space accuracy (mean over the seeds of the completed runs whose layers are all dense,
 not in a subspace), a markdown table of d vs the mean accuracy over seeds (std, seeds, fraction of
-the full space, D/d), d_int90 (the smallest d whose mean reaches 0.9 x the full-space mean), the
-crossing interpolated linearly in log d between grid points (on the mean curve, and on each seed's
-own curve with their mean and std) and the compression D/d_int90. Subspace runs of the projection most runs use make the curve; the others get
+the full space, D/d), d_int90 (the smallest d whose mean reaches 0.9 x the full-space mean),
+the crossing interpolated linearly in log d between grid points (on the mean curve, and on each
+seed's own curve with their mean and std) and the compression D/d_int90. Subspace runs of the projection most runs use make the curve; the others get
 their own table. When the sweep varies other axes (model.activation, data.name, ...), each
 combination is reported on its own. Only completed runs count; duplicates (the same configuration
 under an older run id) count once. Exit 1 with a message when OUT has no run files, no completed

@@ -744,7 +744,9 @@ def d_int90(runs, threshold=0.9, metric="test_acc", projection=None):
     Subspace runs of one projection enter (default: the projection most runs use). Returns a dict:
     full_mean, full_std, full_n, target, d_int90 (None when no d reaches the target), D (the
     dense parameter count, when known), ratio (D / d_int90), projection, table (rows of d, mean,
-    std, n, fraction of the full mean), others ({projection: table} of the other projections).
+    std, n, fraction of the full mean), others ({projection: table} of the other projections), and
+    between grid points: d_int90_interp (the mean curve's crossing, linear in log d, see crossing()),
+    d_int90_seeds ({seed: crossing of that seed's own curve or None}), d_int90_seed_mean / _std / _n.
     Raises XpandError when there is no usable subspace or no usable full-space run."""
     usable = [r for r in runs if r.usable]
     sub = [r for r in usable if r.d is not None]

@@ -103,12 +103,15 @@ const std::vector<KeyDef>& schema() {
           choices(key("data.cifar100_labels", T::String, "fine", "CIFAR-100 labels: fine (100 classes) or coarse (20)"),
                   {"fine", "coarse"}),
           "data.name", {"cifar100"}),
-      choices(key("data.augment", T::String, "none",
-                  "training-batch augmentation of images: crop = a random crop of the image zero-padded by "
-                  "data.crop_padding, flip = a horizontal flip with probability 1/2, crop-flip = both (evaluation "
-                  "never augments)"),
-              {"none", "crop", "flip", "crop-flip"}),
-      range(key("data.crop_padding", T::Int, "4", "data.augment crop: pixels of padding on every side"), 0, 1024),
+      key_added(
+          choices(key("data.augment", T::String, "none",
+                      "training-batch augmentation of images: crop = a random crop of the image zero-padded by "
+                      "data.crop_padding, flip = a horizontal flip with probability 1/2, crop-flip = both (evaluation "
+                      "never augments)"),
+                  {"none", "crop", "flip", "crop-flip"})),
+      when(key_added(range(key("data.crop_padding", T::Int, "4", "data.augment crop: pixels of padding on every side"),
+                           0, 1024)),
+           "data.augment", {"crop", "crop-flip"}),
       when(range(key("data.block_size", T::Int, "256", "context length of chars windows (and of the gpt)"), 1),
            "data.name", {"chars"}),
       when(range(key("data.val_fraction", T::Float, "0.1", "fraction of the text held out for validation"), 0, 0.5,
@@ -204,14 +207,16 @@ const std::vector<KeyDef>& schema() {
       key("train.freeze", T::StringList, "[]",
           "parameters kept fixed: glob patterns over their names (fc1.weight, fc1_bias, ...; `xpand plan` lists them)"),
       range(key("train.grad_clip", T::Float, "0", "clip the global gradient norm to this (0 = off)"), 0),
-      key("train.distill.from", T::String, "''",
-          "knowledge distillation: the teacher, a model file from xpand collapse or a run file (its last complete "
-          "snapshot); '' = off. Loss (1 - alpha) CE + alpha T^2 KL(teacher/T || student/T) (Hinton et al. 2015)"),
-      range(key("train.distill.temperature", T::Float, "4", "knowledge distillation: softmax temperature T"), 0, kInf,
-            true),
-      range(key("train.distill.alpha", T::Float, "0.9",
-                "knowledge distillation: weight of the teacher's term (1 - alpha on the labels' cross-entropy)"),
-            0, 1),
+      key_added(
+          key("train.distill.from", T::String, "''",
+              "knowledge distillation: the teacher, a model file from xpand collapse or a run file (its last complete "
+              "snapshot); '' = off. Loss (1 - alpha) CE + alpha T^2 KL(teacher/T || student/T) (Hinton et al. 2015)")),
+      key_added(range(key("train.distill.temperature", T::Float, "4", "knowledge distillation: softmax temperature T"),
+                      0, kInf, true)),
+      key_added(range(key("train.distill.alpha", T::Float, "0.9",
+                          "knowledge distillation: weight of the teacher's term (1 - alpha on the labels' "
+                          "cross-entropy)"),
+                      0, 1)),
       choices(key("train.precision", T::String, "fp32",
                   "forward-pass precision: bf16 runs the training forward under bfloat16 autocast (matmuls and "
                   "convolutions in bf16; weights, gradients, optimizer state and evaluation stay float32)"),

@@ -126,8 +126,11 @@ void read_cifar_file(const fs::path& path, int64_t label_bytes, int64_t label_at
                      std::vector<torch::Tensor>* images, std::vector<torch::Tensor>* labels) {
   if (!fs::is_regular_file(path))
     throw DataError(fmt::format(
-        "{}: missing (a CIFAR binary directory holds {})", path.string(),
-        label_bytes == 1 ? "data_batch_1.bin .. data_batch_5.bin and test_batch.bin" : "train.bin and test.bin"));
+        "{}: missing (a CIFAR binary directory holds {}; extract {} from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html under data.root or $XPAND_DATA)",
+        path.string(),
+        label_bytes == 1 ? "data_batch_1.bin .. data_batch_5.bin and test_batch.bin" : "train.bin and test.bin",
+        label_bytes == 1 ? "cifar-10-binary.tar.gz" : "cifar-100-binary.tar.gz"));
   const int64_t record = label_bytes + kCifarPixels;
   const auto size = int64_t(fs::file_size(path));
   if (size == 0 || size % record != 0)
@@ -144,8 +147,8 @@ void read_cifar_file(const fs::path& path, int64_t label_bytes, int64_t label_at
   const int64_t top = y.max().item<int64_t>();
   if (top >= classes) {
     const int64_t at = y.ge(classes).nonzero().reshape(-1)[0].item<int64_t>();
-    throw DataError(fmt::format("{}: record {} has label {}, but there are {} classes (0..{})", path.string(), at, top,
-                                classes, classes - 1));
+    throw DataError(fmt::format("{}: record {} has label {}, but there are {} classes (0..{})", path.string(), at,
+                                y[at].item<int64_t>(), classes, classes - 1));
   }
   images->push_back(bytes.slice(1, label_bytes).reshape({-1, 3, 32, 32}));
   labels->push_back(y);

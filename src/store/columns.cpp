@@ -22,7 +22,9 @@ const std::vector<Column>& train_columns() {
       {"step", "steps", "optimizer steps taken (1-based)", true},
       {"epoch", "epochs", "fractional epochs completed"},
       {"samples", "samples", "training samples seen, over every rank", true},
-      {"loss", "nats", "training loss of the step's global batch (mean cross-entropy)"},
+      {"loss", "nats",
+       "training loss of the step's global batch (mean cross-entropy; with train.distill.from the distillation "
+       "objective)"},
       {"lr", "1", "learning rate of the step"},
       {"grad_norm", "1", "L2 norm of the gradient before clipping"},
       {"time_step", "s", "wall time of the step: data, forward, backward, communication, optimizer"},

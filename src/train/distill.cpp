@@ -81,19 +81,20 @@ torch::Tensor Teacher::logits(const torch::Tensor& x) const {
 
 torch::Tensor distill_kl(const torch::Tensor& student, const torch::Tensor& teacher, double temperature) {
   const int64_t classes = student.size(-1);
-  auto s = torch::log_softmax(student.reshape({-1, classes}) / temperature, 1);
-  auto lt = torch::log_softmax(teacher.reshape({-1, classes}).to(student.scalar_type()) / temperature, 1);
+  // In float32 at least (a bf16 student's logits are widened), float64 when the student is.
+  const auto dtype = student.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto s = torch::log_softmax(student.reshape({-1, classes}).to(dtype) / temperature, 1);
+  auto lt = torch::log_softmax(teacher.reshape({-1, classes}).to(dtype) / temperature, 1);
   // KL(p_t ‖ p_s) = Σ p_t (log p_t - log p_s), summed over classes, averaged over rows.
   auto kl = (lt.exp() * (lt - s)).sum(1).mean();
   return kl * (temperature * temperature);
 }
 
-torch::Tensor Teacher::loss(const data::Dataset& ds, const torch::Tensor& x, const torch::Tensor& logits,
-                            const torch::Tensor& y) const {
+torch::Tensor Teacher::loss(const data::Dataset& ds, const torch::Tensor& logits, const torch::Tensor& y,
+                            const torch::Tensor& teacher_logits) const {
   auto ce = loss_of(ds, logits, y);
   if (alpha_ == 0) return ce;
-  auto kd = distill_kl(logits, this->logits(x), t_);
-  return ce * (1 - alpha_) + kd * alpha_;
+  return ce * (1 - alpha_) + distill_kl(logits, teacher_logits, t_) * alpha_;
 }
 
 }  // namespace xpand::train

@@ -25,9 +25,10 @@ class Teacher {
   // missing or its model does not take this dataset's inputs and classes; DataError when it is not a
   // readable model or run file.
   static std::unique_ptr<Teacher> from_config(const config::Config& cfg, const data::Dataset& ds, torch::Device device);
-  // The distillation objective of one micro-batch: x the student's input, logits its output.
-  torch::Tensor loss(const data::Dataset& ds, const torch::Tensor& x, const torch::Tensor& logits,
-                     const torch::Tensor& y) const;
+  // The distillation objective of one micro-batch: logits the student's output, teacher_logits
+  // logits(x) of the same input (computed outside the student's bf16 autocast, in the teacher's dtype).
+  torch::Tensor loss(const data::Dataset& ds, const torch::Tensor& logits, const torch::Tensor& y,
+                     const torch::Tensor& teacher_logits) const;
   // "<path> (run <id>, step <n>)", for the run file's provenance.
   const std::string& describe() const { return what_; }
   double temperature() const { return t_; }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.h"
 #include "model/slots.h"
 #include "param/form.h"
 #include "train/collapse_check.h"
@@ -56,6 +57,8 @@ EvalResult evaluate(model::Network& net, const data::Dataset& ds, const std::vec
 }  // namespace
 
 double collapse_error(model::Network& net, model::Network& collapsed, const torch::Tensor& x) {
+  XPAND_CHECK(!net.is_training() && !collapsed.is_training(),
+              "the collapse check compares networks in evaluation mode (batch norm with running statistics)");
   torch::NoGradGuard ng;
   torch::Tensor a;
   {

@@ -243,11 +243,12 @@ bool Run::train_step(int64_t step, StepTotals& totals) {
     const int64_t lo = m * rows / accum, hi = (m + 1) * rows / accum;
     if (m == accum - 1) train_.path->before_last_backward();
     torch::Tensor loss;
+    auto x = b.x.narrow(0, lo, hi - lo), y = b.y.narrow(0, lo, hi - lo);
+    const torch::Tensor teacher = teacher_ ? teacher_->logits(x) : torch::Tensor();  // its own dtype, no autocast
     {
       Autocast autocast(s.bf16, device_);  // the forward and the loss; backward runs outside, as in PyTorch
-      auto x = b.x.narrow(0, lo, hi - lo), y = b.y.narrow(0, lo, hi - lo);
       auto logits = net_->forward(x);
-      loss = (teacher_ ? teacher_->loss(ds_, x, logits, y) : loss_of(ds_, logits, y)) *
+      loss = (teacher_ ? teacher_->loss(ds_, logits, y, teacher) : loss_of(ds_, logits, y)) *
              (double(hi - lo) / double(s.batch));
     }
     loss.backward();

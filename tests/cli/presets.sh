@@ -8,6 +8,8 @@ cli_init "$@"
 
 presets=(quickstart expansive-mnist overparam-linear expandnets-cnn expandnets-cifar3 expandnets-cifar7 expandnets-kd
   lowrank omega omega-notebook nanogpt-char scaling)
+# PRESETS="a b" runs only those (for a quick local check; ctest runs them all).
+[ -n "${PRESETS:-}" ] && read -r -a presets <<<"$PRESETS"
 here=$PWD
 # The CIFAR presets read CIFAR-10's binary distribution: a small stand-in here (the same images are
 # also converted to IDX by scripts/cifar_idx.py, read once below with data.name images).

@@ -107,7 +107,10 @@ with h5py.File(sys.argv[1], "r") as f:
                 f"/metrics/{table}/{col}: {(typ, units, desc)!r} in the file, {doc[(table, col)]!r} in the docs"
             seen += 1
     assert seen >= 18, seen
-print(f"  {seen} columns, each with units and description, each in docs/FORMAT.md")
+    compares = f["metrics/eval/collapse_error"].attrs["compares"]
+    if isinstance(compares, bytes): compares = compares.decode()
+    assert compares.startswith("expanded form") and "collapsed network" in compares, compares
+print(f"  {seen} columns, each with units and description, each in docs/FORMAT.md; collapse_error says what it compares")
 PY
 ok "column attributes match docs/FORMAT.md"
 

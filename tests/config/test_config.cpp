@@ -66,6 +66,11 @@ TEST(Config, KeysAddedLaterLeaveRunIdsAlone) {
   EXPECT_NE(a.hash(), d.hash());
   auto cnn = Config::load_string("model: {kind: cnn}", "cnn.yaml");
   EXPECT_EQ(cnn.hash(), Config::load_string("model: {kind: cnn, padding: same}", "cnn.yaml").hash());
+  // data.augment and train.distill.* at their defaults keep the ids of runs made before them.
+  EXPECT_NE(a.hash(), Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}\n"
+                                          "train: {distill: {alpha: 0.5}}",
+                                          "e.yaml")
+                          .hash());
   EXPECT_NE(cnn.hash(), Config::load_string("model: {kind: cnn, padding: valid}", "cnn.yaml").hash());
   uint64_t h = 1469598103934665603ull;
   std::istringstream lines(a.to_yaml("output."));
@@ -73,7 +78,8 @@ TEST(Config, KeysAddedLaterLeaveRunIdsAlone) {
     if (line.rfind("device:", 0) == 0 || line.rfind("threads:", 0) == 0) continue;
     bool added = false;
     for (const char* k : {"  bias_init:", "  layer_bias:", "  width_of:", "  residual_intervals:", "  batch_norm_at:",
-                          "  negative_slope:", "  first_bias:", "  init_std:", "  nonlinear:", "  expand_input:"})
+                          "  negative_slope:", "  first_bias:", "  init_std:", "  nonlinear:", "  expand_input:",
+                          "  augment:", "  crop_padding:", "  distill:", "    from:", "    temperature:", "    alpha:"})
       added |= line.rfind(k, 0) == 0;
     if (added) continue;
     for (unsigned char ch : line) h = (h ^ ch) * 1099511628211ull;

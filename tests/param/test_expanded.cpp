@@ -65,7 +65,9 @@ double collapse_error(Expanded& p, torch::ScalarType dtype, int64_t in, double* 
     y = p.linear(x, layer_bias);
   }
   if (plain) {
-    // And by hand: x·W_1ᵀ·W_2ᵀ⋯ from the layer's own factors, another computation again.
+    // And by hand from the layer's own factors, x·W_1ᵀ·W_2ᵀ⋯: the same arithmetic as the expanded
+    // form, so this checks that the form is the plain factor chain; the comparison with weight()
+    // below is the independent one.
     auto z = x;
     for (const auto& w : p.factors()) z = torch::mm(z, w.t());
     *plain = rel_diff(z + layer_bias, y);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include "../test_util.h"
@@ -105,6 +106,8 @@ TEST(Distill, TeacherFromRunAndModelFiles) {
 // A teacher trained on standardised images, a student reading them unit-scaled: the teacher gets
 // (x·255/255 − mean)/std of the student's x, the inputs it was trained on.
 TEST(Distill, TeacherGetsItsOwnNormalisation) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist"))
+    GTEST_SKIP() << "needs /usr/share/datasets/fashion-mnist (scripts/setup.sh installs it)";
   test::TempDir dir;
   const std::string img =
       "data: {name: fashion-mnist, batch_size: 16, eval_max_samples: 64}\nmodel: {kind: mlp, widths: [784, 10]}\n"
