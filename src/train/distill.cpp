@@ -39,7 +39,11 @@ ModelFile teacher_model(const config::Config& cfg, const std::string& path) {
 std::unique_ptr<Teacher> Teacher::from_config(const config::Config& cfg, const data::Dataset& ds,
                                               torch::Device device) {
   const std::string path = cfg.get_string("train.distill.from");
-  if (path.empty()) return nullptr;
+  if (path.empty()) {
+    for (const char* key : {"train.distill.temperature", "train.distill.alpha"})  // never silently unused
+      if (!cfg.at_default(key)) cfg.fail(key, "is set but train.distill.from is empty: there is no teacher");
+    return nullptr;
+  }
   const ModelFile m = teacher_model(cfg, path);
   const config::Config mcfg = model_config(m);
   const data::Dataset shapes = model_dataset_shapes(m, mcfg);
