@@ -5,12 +5,14 @@
 
 For every row it runs `BINARY plan --json CONFIG --set ...` from the repository root and reads the
 network totals: trainable (raw elements all-reduced under dist.cut: raw), cut_elements (under
-dist.cut: auto), collapsed (the dense network) and flops_per_step (forward+backward at the
+dist.cut: narrowest), collapsed (the dense network) and flops_per_step (forward+backward at the
 config's batch). Weak scaling: every GPU runs the preset's batch, so compute per GPU does not
 change with n. For n in {8, 64, 512} it prints markdown tables of bytes, all-reduce time, compute
 time, step time with no overlap (compute + comm) and with ideal overlap (max(compute, comm)),
 communication's share and what reducing at the narrowest cut saves. Every hardware number is an
-assumption (docs/SCALING.md says where each comes from); the output is deterministic.
+assumption (docs/SCALING.md says where each comes from); the output is deterministic. Its last
+table runs `BINARY plan --ranks n --json` for a few presets: dist.cut auto's per-layer choice on
+those links, with compute priced at the fp32 rate.
 """
 import argparse
 import json
@@ -122,6 +124,68 @@ def model(p, n, net, comp):
     return out
 
 
+# dist.cut auto on H100 nodes: `xpand plan --ranks n --json` per preset and scale (weak scaling:
+# data.batch_size = n x the per-GPU batch), with the nominal network's effective bandwidth and
+# latency at n and the fp32 compute rate. (label, config, --set, per-GPU batch)
+CHOOSER_ROWS = [
+    ("nanoGPT char, expanded MLP (nanogpt-char.yaml), 64 x 256 tokens", "configs/nets/gpt-char.yaml",
+     ["layers.h*.mlp.*.kind=expanded", "layers.h*.mlp.*.factor=1.30209", "layers.h*.mlp.*.depth=2"], 64),
+    ("nanoGPT char, expanded MLP, 2 x 256 tokens", "configs/nets/gpt-char.yaml",
+     ["layers.h*.mlp.*.kind=expanded", "layers.h*.mlp.*.factor=1.30209", "layers.h*.mlp.*.depth=2"], 2),
+    ("Expansive fc1 as 21 factors (expansive-mnist.yaml)", "configs/nets/expansive-mnist.yaml",
+     ["layers.fc1.kind=expanded", "layers.fc1.depth=21", "layers.fc1.factor=1", "layers.fc1.width_of=out",
+      "layers.fc1.residual=tail", "layers.fc1.first_bias=true", "layers.fc1.init=torch-default"], 64),
+    ("ExpandNets SmallNet CL x4 (smallnet-cnn.yaml)", "configs/nets/smallnet-cnn.yaml",
+     ["param.kind=expanded", "param.factor=4"], 128),
+    ("fmnist-mlp expanded f16 d2", "configs/fmnist-mlp.yaml",
+     ["param.kind=expanded", "param.factor=16", "param.depth=2"], 128),
+]
+
+
+def plan_ranks(binary, root, config, sets, n, gbps, latency_us, gflops):
+    cmd = [binary, "plan", config, "--json", "--ranks", str(n), "--link-gbps", f"{gbps:.6g}",
+           "--latency-us", f"{latency_us:.6g}", "--gemm-gflops", f"{gflops:.6g}"]
+    for s in sets:
+        cmd += ["--set", s]
+    p = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"scaling_model: {' '.join(cmd)} failed:\n{p.stderr}")
+    return json.loads(p.stdout)
+
+
+def choice_summary(layers):
+    """Layer names with their block index folded (h3.mlp.c_fc -> h*.mlp.c_fc), per choice."""
+    groups = {}
+    for l in layers:
+        name = re.sub(r"^h\d+\.", "h*.", l["name"])
+        groups.setdefault((name, l["choice"]), 0)
+        groups[(name, l["choice"])] += 1
+    return "; ".join(f"{n} {c}" + (f" x{k}" if k > 1 else "") for (n, c), k in groups.items() if c != "none") \
+        or "(no layer has a choice)"
+
+
+def chooser_tables(binary, root):
+    net, comp = NETWORKS["nominal"], COMPUTES["fp32"]
+    gflops = comp["peak"] * comp["eff"] / 1e9
+    print("dist.cut auto on H100 nodes (nominal network, fp32 at 33.5 TFLOP/s, overlap 0; from `xpand plan --ranks`)")
+    print()
+    rows = []
+    for label, config, sets, per_gpu in CHOOSER_ROWS:
+        for n in SCALES:
+            per_byte = bandwidth_time(n, 1.0, net)  # seconds per byte of the buffer
+            busbw = 2 * (n - 1) / n / per_byte      # bytes/s per GPU in the ring convention xpand plan uses
+            tree_steps = 2 * math.ceil(math.log2(n))
+            d = plan_ranks(binary, root, config, sets + [f"data.batch_size={per_gpu * n}"], n, busbw * 8 / 1e9,
+                           latency(n, net) / tree_steps * 1e6, gflops)
+            m = d["modes"]
+            rows.append([label, str(n), choice_summary(d["layers"]), ms(d["one_rank_step_s"]),
+                         ms(m["auto"]["step_s"]), ms(m["narrowest"]["step_s"]), ms(m["raw"]["step_s"]),
+                         f"{m['auto']['efficiency']:.2f}", f"{m['narrowest']['efficiency']:.2f}",
+                         f"{m['raw']['efficiency']:.2f}"])
+    table(["preset (per-GPU batch)", "GPUs", "auto's choice per layer", "1 GPU ms", "auto ms", "narrowest ms",
+           "raw ms", "eff. auto", "eff. narrowest", "eff. raw"], rows, text_cols=3)
+
+
 def ms(t):
     return f"{t * 1e3:.3g}" if t < 1 else f"{t * 1e3:.0f}"
 
@@ -211,6 +275,8 @@ def main():
                              f"{r['serial'] / c['serial']:.2f}", f"{r['overlap'] / c['overlap']:.2f}"])
     table(["row", "network", "compute", "compute ms", "comm raw", "comm cut", "comm % raw", "comm % cut",
            "exposed % raw", "exposed % cut", "saved x (serial)", "saved x (overlap)"], rows, text_cols=3)
+
+    chooser_tables(binary, root)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 // `xpand plan CONFIG [--set ...] [--json]`: the resolved config, per-layer parameter counts
 // (trainable and collapsed), the evaluation order and FLOPs per training step, without training and
 // from shapes only (the layers' tensors live on the meta device: nothing the size of a weight).
+// `xpand plan CONFIG --ranks N [--link-gbps B]`: dist.cut auto's choice per layer for a job of N ranks.
 // `xpand plan SWEEP.yaml`: every point of a sweep with its FLOPs, memory and bytes per step, and totals.
 #include <fmt/format.h>
 
@@ -10,6 +11,7 @@
 #include "model/network.h"
 #include "sweep/runner.h"
 #include "sweep/spec.h"
+#include "train/cut_chooser.h"
 #include "train/trainer.h"
 
 namespace xpand::cli {
@@ -64,6 +66,103 @@ int plan_sweep(const std::string& path, const std::vector<std::string>& override
   return 0;
 }
 
+struct CutArgs {
+  int ranks = 0;
+  double link_gbps = 100, latency_us = 5, gemm_gflops = 0, overlap = 0;
+  double measured = 0;  // FLOP/s of a 1024^3 GEMM here, measured once when gemm_gflops is not given
+};
+
+// `xpand plan CONFIG --ranks N`: dist.cut auto's choice per layer for a job of N ranks that does not
+// exist yet, from the planner's FLOPs at a GEMM rate and a ring all-reduce on links of B Gbit/s.
+int plan_cut(const config::Config& cfg, model::Network& net, CutArgs& a, bool json) {
+  const int64_t batch = cfg.get_int("data.batch_size"), accum = cfg.get_int("train.grad_accum");
+  if (batch / a.ranks / accum < 1)
+    throw ConfigError(
+        fmt::format("--ranks {}: data.batch_size {} (the global batch) leaves no row for a rank's micro-batch with "
+                    "train.grad_accum {}; raise data.batch_size (--set data.batch_size=...) for a weak-scaling job",
+                    a.ranks, batch, accum));
+  const int64_t micro = batch / a.ranks / accum;
+  const std::string how = a.gemm_gflops > 0 ? "--gemm-gflops" : "measured here, 1024x1024x1024";
+  if (a.gemm_gflops <= 0 && a.measured <= 0)
+    a.measured = train::gemm_rate(
+        1024, 1024, 1024,
+        torch::TensorOptions(cfg.get_string("dtype") == "float64" ? torch::kFloat64 : torch::kFloat32));
+  const double rate = a.gemm_gflops > 0 ? a.gemm_gflops * 1e9 : a.measured;
+  const int64_t elem = cfg.get_string("dtype") == "float64" ? 8 : 4;
+  auto layers = train::layer_costs_from_flops(net, micro, rate, accum, elem);
+  const train::LinkModel link = train::link_for_ranks(a.ranks, a.link_gbps, a.latency_us, a.overlap);
+  // Work outside the layers' choice: attention matmuls, and the tensors outside the slots.
+  auto rep = model::network_report(net, micro);
+  double other_flops = 0;
+  int64_t other_bytes = 0;
+  for (const auto& l : rep.layers) {
+    if (l.name == "(other)") other_bytes = l.cut * elem;
+    if (l.kind == "-" && l.name != "(other)") other_flops += l.flops;
+  }
+  const double other_s = other_flops * double(accum) / rate;
+  const double first = cfg.get_float("dist.first_bucket_mb"), cap = cfg.get_float("dist.bucket_mb");
+  auto decisions = train::choose_cuts(layers, link);
+  struct Mode {
+    std::string name;
+    train::StepPrediction p;
+  };
+  std::vector<Mode> modes;
+  modes.push_back({"auto", train::predict_step(decisions, other_s, other_bytes, link, first, cap)});
+  for (const char* m : {"narrowest", "planned", "raw"})
+    modes.push_back(
+        {m, train::predict_step(train::fixed_cuts(layers, link, m), other_s, other_bytes, link, first, cap)});
+  // One rank: no communication, the planner's order everywhere.
+  const double t1 = train::predict_step(train::fixed_cuts(layers, link, "raw"), other_s, 0, link, first, cap).compute_s;
+  if (json) {
+    fmt::print(
+        "{{\n  \"ranks\": {},\n  \"rows_per_rank\": {},\n  \"link_gbps\": {},\n  \"latency_us\": {},\n"
+        "  \"overlap\": {},\n  \"gemm_gflops\": {:.6g},\n  \"layers\": [\n",
+        a.ranks, micro, a.link_gbps, a.latency_us, a.overlap, rate * 1e-9);
+    for (size_t i = 0; i < decisions.size(); ++i) {
+      const auto& d = decisions[i];
+      const auto& l = layers[i];
+      fmt::print(
+          "    {{\"name\": {}, \"choice\": {}, \"raw_bytes\": {}, \"cut_bytes\": {}, \"raw_s\": {:.6g}, "
+          "\"cut_s\": {:.6g}}}{}\n",
+          json_string(d.name), json_string(d.choice), l.raw.bytes, l.cut.bytes, d.raw_cost_s, d.cut_cost_s,
+          i + 1 < decisions.size() ? "," : "");
+    }
+    fmt::print("  ],\n  \"one_rank_step_s\": {:.6g},\n  \"modes\": {{", t1);
+    for (size_t i = 0; i < modes.size(); ++i) {
+      const auto& p = modes[i].p;
+      fmt::print(
+          "{}\n    {}: {{\"step_s\": {:.6g}, \"compute_s\": {:.6g}, \"exposed_s\": {:.6g}, \"bytes\": {}, "
+          "\"efficiency\": {:.6g}}}",
+          i ? "," : "", json_string(modes[i].name), p.step_s, p.compute_s, p.exposed_s, p.bytes, t1 / p.step_s);
+    }
+    fmt::print("\n  }}\n}}\n");
+    return 0;
+  }
+  fmt::print(
+      "# dist.cut auto for {} ranks: {} sample(s) per rank and micro-batch; ring all-reduce on {} Gbit/s per rank, "
+      "{} us per tree step, overlap {}; GEMM {:.4g} GFLOP/s ({})\n",
+      a.ranks, micro, a.link_gbps, a.latency_us, a.overlap, rate * 1e-9, how);
+  fmt::print("# cost = compute (planner FLOPs / GEMM rate) + exposed all-reduce time, per step\n");
+  const char* row = "{:<24} {:<9} {:>11} {:>11} {:>12} {:>12}  {}\n";
+  fmt::print(row, "layer", "kind", "raw MB", "cut MB", "raw ms", "cut ms", "choice");
+  const auto slots = net.slots();
+  for (size_t i = 0; i < decisions.size(); ++i) {
+    const auto& d = decisions[i];
+    const auto& l = layers[i];
+    fmt::print(row, d.name, slots[i].param->kind(), fmt::format("{:.3f}", l.raw.bytes / 1e6),
+               fmt::format("{:.3f}", l.cut.bytes / 1e6), fmt::format("{:.4g}", d.raw_cost_s * 1e3),
+               fmt::format("{:.4g}", d.cut_cost_s * 1e3), d.choice);
+  }
+  fmt::print("# predicted step (layers and attention; the optimizer is not counted), one rank: {:.4g} ms\n", t1 * 1e3);
+  for (const auto& m : modes)
+    fmt::print(
+        "#   {:<9} step {:>10.4g} ms = compute {:.4g} + exposed comm {:.4g} ({:.4g} MB in {} bucket(s)); "
+        "efficiency {:.2f}\n",
+        m.name, m.p.step_s * 1e3, m.p.compute_s * 1e3, m.p.exposed_s * 1e3, m.p.bytes / 1e6, m.p.buckets,
+        t1 / m.p.step_s);
+  return 0;
+}
+
 }  // namespace
 
 Runner plan_command(CLI::App& app) {
@@ -73,8 +172,45 @@ Runner plan_command(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
   add_config_args(cmd, args.get());
   cmd->add_flag("--json", *json, "machine-readable output");
+  auto cut = std::make_shared<CutArgs>();
+  cmd->add_option("--ranks", cut->ranks,
+                  "dist.cut auto's per-layer choice and predicted step time for a job of this many ranks "
+                  "(data.batch_size is the global batch)")
+      ->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--link-gbps", cut->link_gbps, "with --ranks: link bandwidth per rank, Gbit/s")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--latency-us", cut->latency_us, "with --ranks: latency per tree step, microseconds")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--gemm-gflops", cut->gemm_gflops,
+                  "with --ranks: GEMM rate of one rank, GFLOP/s (default: measured on this machine)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--overlap", cut->overlap, "with --ranks: fraction of communication hidden behind backward (0..1)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   return [=]() {
     require_input(args->path);
+    if (cut->ranks == 0)
+      for (const char* flag : {"--link-gbps", "--latency-us", "--gemm-gflops", "--overlap"})
+        if (cmd->count(flag) > 0)
+          throw ConfigError(fmt::format("{} prices a data-parallel job: give its size with --ranks N", flag));
+    if (sweep::is_sweep_file(args->path) && cut->ranks > 0) {  // the choice for every point of the sweep
+      sweep::Spec spec = sweep::spec_load(args->path, args->overrides);
+      if (*json) fmt::print("[\n");
+      for (size_t i = 0; i < spec.points.size(); ++i) {
+        const auto& p = spec.points[i];
+        torch::manual_seed(p.cfg.get_int("seed"));
+        auto ds = data::dataset_load(p.cfg, torch::kCPU);
+        model::network_check(p.cfg, ds, 1);
+        model::NetworkPtr net = train::network_shapes(p.cfg, ds);
+        if (*json && i) fmt::print(",\n");
+        if (!*json) fmt::print("## {}\n", p.run_id);
+        plan_cut(p.cfg, *net, *cut, *json);
+      }
+      if (*json) fmt::print("]\n");
+      return 0;
+    }
     if (sweep::is_sweep_file(args->path)) return plan_sweep(args->path, args->overrides, *json);
     auto cfg = config::Config::load_file(args->path, args->overrides);
     torch::manual_seed(cfg.get_int("seed"));
@@ -84,6 +220,7 @@ Runner plan_command(CLI::App& app) {
     // or drawn (biases, norms and embeddings, a few per layer, are still real).
     model::NetworkPtr net = train::network_shapes(cfg, ds);  // from shapes: no weight allocated
     int64_t batch = cfg.get_int("data.batch_size");
+    if (cut->ranks > 0) return plan_cut(cfg, *net, *cut, *json);
     auto rep = model::network_report(*net, batch);
     if (*json) {
       fmt::print("{{\n  \"run_id\": {},\n  \"config\": {},\n  \"batch_size\": {},\n  \"layers\": [\n",

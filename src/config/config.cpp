@@ -555,8 +555,9 @@ std::string Config::yaml_of(const std::function<bool(const std::string& key)>& k
 
 const std::vector<std::string>& operational_keys() {
   // Not data.eval_batch_size: for chars it sets how many validation windows are drawn (what is measured).
-  static const std::vector<std::string> keys = {"train.log_every", "dist.backend", "dist.bucket_mb",
-                                                "dist.first_bucket_mb", "dist.timeout_s"};
+  static const std::vector<std::string> keys = {"train.log_every",      "dist.backend",    "dist.bucket_mb",
+                                                "dist.first_bucket_mb", "dist.timeout_s",  "dist.link_gbps",
+                                                "dist.latency_us",      "dist.gemm_gflops"};
   return keys;
 }
 

@@ -239,10 +239,24 @@ const std::vector<KeyDef>& schema() {
                   "auto (nccl for CUDA tensors when compiled in, else mpi)"),
               {"auto", "mpi", "nccl"}),
       choices(key("dist.cut", T::String, "auto",
-                  "where gradients are all-reduced: auto = each layer's narrowest cut (W_eff of an expanded "
-                  "layer, factors of low-rank/LoRA); planned = the cut only for layers the planner runs "
-                  "weight-first (no extra FLOPs; others send raw gradients); raw = every trainable tensor"),
-              {"auto", "planned", "raw"}),
+                  "where gradients are all-reduced: auto = per layer, the cheaper of W_eff and the raw tensors "
+                  "(predicted compute + exposed communication, calibrated at start; docs/DISTRIBUTED.md); "
+                  "narrowest = each layer's narrowest cut (W_eff of an expanded layer, factors of low-rank/LoRA); "
+                  "planned = the cut only for layers the planner runs weight-first (no extra FLOPs); raw = every "
+                  "trainable tensor"),
+              {"auto", "narrowest", "planned", "raw"}),
+      key_added(range(key("dist.link_gbps", T::Float, "0",
+                          "dist.cut auto: the link's bandwidth per rank in Gbit/s for the cost model instead of "
+                          "timing all-reduces (0 = measure)"),
+                      0, kInf)),
+      key_added(range(key("dist.latency_us", T::Float, "0",
+                          "dist.cut auto: latency per tree step in microseconds with dist.link_gbps, or in place "
+                          "of the measured latency (0 = measured, none with dist.link_gbps)"),
+                      0, kInf)),
+      key_added(range(key("dist.gemm_gflops", T::Float, "0",
+                          "dist.cut auto: price each layer's options as the planner's FLOPs at this GEMM rate "
+                          "(GFLOP/s) instead of timing them (0 = time them)"),
+                      0, kInf)),
       range(key("dist.bucket_mb", T::Float, "25", "gradient bucket capacity (MiB)"), 0, kInf, true),
       range(key("dist.first_bucket_mb", T::Float, "1",
                 "capacity of the first bucket (MiB): small, so communication starts early in backward"),

@@ -276,7 +276,7 @@ Parameterization::Plan Expanded::plan(int64_t rows, bool input_grad) const {
   out.act_first_flops = act + g_flops;
   if (!plain_chain()) {
     out.order = "activation";
-    out.flops = out.act_first_flops;
+    out.flops = out.cut_flops = out.act_first_flops;
     out.memory_bytes = double(rows) * inner_width_sum() * (batch_norm_ || nonlinear_ ? 2.0 : 1.0) * bytes +
                        (bn_every_ && batch_norm_ ? double(rows) * double(out_) * bytes : 0.0);
     return out;
@@ -286,11 +286,15 @@ Parameterization::Plan Expanded::plan(int64_t rows, bool input_grad) const {
   out.memory_bytes = p.intermediate_elems * bytes;
   if (!has_skips()) {
     out.flops = chain_flops(p, input_grad) + (p.order == "weight" ? 0 : g_flops);
+    std::vector<int64_t> dims = {rows};
+    dims.insert(dims.end(), dims_.begin(), dims_.end());
+    out.cut_flops = p.order == "weight" ? out.flops : chain_flops(chain_plan(dims, OrderPolicy::Weight), input_grad);
   } else {
     // Weight-first: the factor products (forward + two gradients each) and one dense matmul.
     double wprod = 2.0 * (p.weight_first_macs - double(rows) * double(in_) * double(out_)) * 3.0;
     double dense = 2.0 * double(rows) * double(in_) * double(out_) * (input_grad ? 3.0 : 2.0);
     out.flops = p.order == "weight" ? wprod + dense : out.act_first_flops;
+    out.cut_flops = wprod + dense;
   }
   return out;
 }

@@ -157,6 +157,7 @@ Parameterization::Plan ExpandedConv::plan(int64_t rows, bool input_grad) const {
   bool weight = !nonlinear_ && (policy_ == OrderPolicy::Weight || (policy_ == OrderPolicy::Auto && wgt < act));
   p.order = weight ? "weight" : "activation";
   p.flops = weight ? wgt : act;
+  p.cut_flops = nonlinear_ ? act : wgt;
   p.memory_bytes = (weight ? double(shape_.numel()) : mem) * double(w_[0].element_size());
   return p;
 }

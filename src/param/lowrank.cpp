@@ -68,6 +68,9 @@ Parameterization::Plan LowRank::plan(int64_t rows, bool input_grad) const {
   Plan out;
   out.order = p.order;
   out.flops = chain_flops(p, input_grad);
+  // At a rank where W is smaller than B and C together the cut is W (formed first, the batch through it).
+  const bool at_weight = shape_.numel() < b_.numel() + c_.numel();
+  out.cut_flops = at_weight ? chain_flops(chain_plan(p.dims, OrderPolicy::Weight), input_grad) : out.flops;
   out.act_first_flops = chain_flops(chain_plan(p.dims, OrderPolicy::Activation), input_grad);
   out.memory_bytes = p.intermediate_elems * double(b_.element_size());
   return out;
@@ -110,7 +113,7 @@ Parameterization::Plan Lora::plan(int64_t rows, bool input_grad) const {
   // Frozen W0: forward, plus the input gradient when needed; adapters: forward and both gradients.
   double frozen = 2.0 * n * in * out * (input_grad ? 2.0 : 1.0);
   double adapters = 2.0 * n * r * (in + out) * 3.0;
-  p.flops = p.act_first_flops = frozen + adapters;
+  p.flops = p.act_first_flops = p.cut_flops = frozen + adapters;
   p.memory_bytes = n * r * double(a_.element_size());
   return p;
 }

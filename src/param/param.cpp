@@ -68,7 +68,7 @@ Parameterization::Plan Parameterization::plan(int64_t rows, bool input_grad) con
   // One matmul of rows x fan_in x out forward; backward: weight gradient, plus input gradient.
   double fwd = 2.0 * double(rows) * double(shape_.fan_in()) * double(shape_.out());
   Plan p;
-  p.flops = p.act_first_flops = fwd * (input_grad ? 3.0 : 2.0);
+  p.flops = p.act_first_flops = p.cut_flops = fwd * (input_grad ? 3.0 : 2.0);
   return p;
 }
 

@@ -81,9 +81,11 @@ class Parameterization : public torch::nn::Module {
   // evaluated: the planner's order, forward+backward FLOPs (multiply-add = 2) of that order and of
   // the activation-first order, and the bytes of intermediate results kept for backward.
   // input_grad: whether backward needs the gradient w.r.t. the layer's input.
+  // cut_flops: forward+backward FLOPs when W_eff is formed first and the batch runs through it (what
+  // the data-parallel cut at W_eff computes, dist.cut); the planner's flops when no cut exists.
   struct Plan {
     std::string order = "direct";
-    double flops = 0, act_first_flops = 0, memory_bytes = 0;
+    double flops = 0, act_first_flops = 0, memory_bytes = 0, cut_flops = 0;
   };
   virtual Plan plan(int64_t rows, bool input_grad) const;
 
@@ -99,6 +101,10 @@ class Parameterization : public torch::nn::Module {
   std::vector<torch::Tensor> cut_tensors();
   void cut_finish();
   bool cut_active() const { return cut_on_; }
+  // Frees the leaves cut_begin() keeps between steps (a layer the cut no longer uses).
+  void cut_release() {
+    if (!cut_on_) cut_w_ = cut_b_ = torch::Tensor();
+  }
 
  protected:
   // Forward helpers that honour an active cut: the weight and bias the batch computation uses.

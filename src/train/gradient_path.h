@@ -6,8 +6,9 @@
 //                          back to the trained tensors (W_eff -> factors; dL/dtheta -> dL/domega)
 //   optimizer step, after_optimizer_step()
 //
-// Two cuts implement it: LayerCut (each layer's narrowest exact cut, dist.cut: auto | planned |
-// raw) and SubspaceCut (the omega-subspace: d numbers instead of the network's D, train/subspace.h).
+// Two cuts implement it: LayerCut (per layer, W_eff or the raw tensors: dist.cut: auto | narrowest |
+// planned | raw, train/cut_chooser.h) and SubspaceCut (the omega-subspace: d numbers instead of the
+// network's D, train/subspace.h).
 // make_trainables() picks the cut from the config and returns the optimizer's tensors with it.
 #pragma once
 #include <torch/torch.h>
@@ -21,6 +22,7 @@
 #include "dist/reducer.h"
 #include "model/network.h"
 #include "train/checkpoint.h"
+#include "train/metrics.h"
 #include "train/settings.h"
 
 namespace xpand::train {
@@ -43,16 +45,24 @@ class GradientPath {
   // hooks go, and the next step registers them on the new gradient accumulators.
   void tensors_changed() { reducer_.detach(); }
 
-  // dist.cut as applied: auto | planned | raw (raw on one rank and for the subspace).
+  // dist.cut as applied: auto | narrowest | planned | raw (raw on one rank and for the subspace).
   virtual std::string cut_mode() const = 0;
+  // Chooses the cut per layer (dist.cut: auto calibrates here; collective: every rank of the group
+  // calls it once, before the first step). Without it every layer that has a cut uses it.
+  virtual void calibrate() {}
+  // The cut chosen per layer with its predicted costs (info.cut_layers, link_*), ranks > 1.
+  virtual void describe(RunInfo& info) const {}
+  // What the cut did per layer, means per step so far (RunEnd::cut).
+  virtual CutMeasured measured() const { return {}; }
   const dist::Reducer& reducer() const { return reducer_; }
 
  protected:
   virtual void begin(int64_t micro_rows) = 0;
   // The tensors whose .grad() the reducer sums, in the order backward produces them.
   virtual std::vector<torch::Tensor> tensors() = 0;
-  virtual void prepare() {}  // after backward, before the reduction
-  virtual void finish() {}   // after the reduction
+  virtual void prepare() {}                                // after backward, before the reduction
+  virtual void finish() {}                                 // after the reduction
+  virtual void reduced(const dist::ReduceStats& stats) {}  // the step's communication, after finish()
   int world() const { return comm_->size(); }
 
  private:

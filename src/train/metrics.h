@@ -34,6 +34,13 @@ struct EvalMetrics {
   double test_focus_acc = std::nan(""), test_rest_acc = std::nan("");
 };
 
+// What the data-parallel cut did, per layer (the run file's /cut, docs/FORMAT.md): means per step
+// over the steps this process trained.
+struct CutMeasured {
+  int64_t steps = 0;
+  std::vector<double> bytes, comm_s, exposed_s, cut_s;  // per layer, in /cut/layer order
+};
+
 // How a run ended (the run file's closing attributes).
 struct RunEnd {
   store::RunStatus status = store::RunStatus::Completed;  // completed | diverged | preempted | failed
@@ -41,6 +48,7 @@ struct RunEnd {
   std::string end_time;                                   // ISO 8601 UTC
   int64_t steps = 0;                                      // optimizer steps taken
   double wall_seconds = std::nan("");                     // set-up to end (NaN when the run failed)
+  CutMeasured cut;                                        // empty on one rank
 };
 
 // What a run is, for provenance and headers.
@@ -66,6 +74,15 @@ struct RunInfo {
   };
   std::vector<Layer> layers;
   int64_t other_params = 0;  // parameters outside the layers (norms, embeddings), biases excluded
+  // The data-parallel cut chosen per layer (ranks > 1; the run file's /cut, docs/FORMAT.md).
+  struct CutLayer {
+    std::string name, choice, compute_source;  // choice: weight | raw | none
+    int64_t raw_bytes = 0, cut_bytes = 0, bytes = 0;
+    double raw_cost_s = std::nan(""), cut_cost_s = std::nan(""), comm_s = std::nan(""), compute_s = std::nan("");
+  };
+  std::vector<CutLayer> cut_layers;
+  std::string cut_mode, link_source;
+  double link_latency_s = std::nan(""), link_bytes_per_s = std::nan(""), link_overlap = std::nan("");
   // Resuming: the previous run file whose metrics and snapshots up to resume_step are kept.
   std::string resume_from;
   int64_t resume_step = 0;

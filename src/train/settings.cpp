@@ -65,6 +65,9 @@ TrainSettings read_settings(const config::Config& cfg, const data::Dataset& ds, 
   s.timeout_s = cfg.get_float("dist.timeout_s");
   s.bucket_mb = cfg.get_float("dist.bucket_mb");
   s.first_bucket_mb = cfg.get_float("dist.first_bucket_mb");
+  s.link_gbps = cfg.get_float("dist.link_gbps");
+  s.latency_us = cfg.get_float("dist.latency_us");
+  s.gemm_gflops = cfg.get_float("dist.gemm_gflops");
   if (cfg.has("model.init_from")) s.init_from = cfg.get_string("model.init_from");
   if (cfg.has("model.init_step")) s.init_step = cfg.get_int("model.init_step");
   return s;

@@ -38,6 +38,7 @@ struct TrainSettings {
   // data-parallel communication
   std::string backend, cut;
   double timeout_s = 0, bucket_mb = 0, first_bucket_mb = 0;
+  double link_gbps = 0, latency_us = 0, gemm_gflops = 0;  // dist.cut auto's overrides (0: measure)
   // model.init_from (empty: none) and its snapshot step
   std::string init_from;
   int64_t init_step = 0;

@@ -175,6 +175,48 @@ void write_layers(store::RunWriter& w, const RunInfo& info) {
   w.set_attr_at("/layers", "other_params", info.other_params);
 }
 
+// /cut/<column>: the data-parallel cut per layer, as chosen (docs/FORMAT.md); measured columns at the end.
+void write_cut(store::RunWriter& w, const RunInfo& info) {
+  if (info.cut_layers.empty()) return;
+  const int64_t n = int64_t(info.cut_layers.size());
+  using C = RunInfo::CutLayer;
+  auto strings = [&](const char* name, auto get) {
+    std::vector<std::string> v;
+    for (const auto& l : info.cut_layers) v.push_back(get(l));
+    w.write_strings(std::string("/cut/") + name, v);
+  };
+  auto numbers = [&](const char* name, auto get) {
+    std::vector<decltype(get(info.cut_layers.front()))> v;
+    for (const auto& l : info.cut_layers) v.push_back(get(l));
+    w.write_array(std::string("/cut/") + name, {n}, v.data());
+  };
+  strings("layer", [](const C& l) { return l.name; });
+  strings("choice", [](const C& l) { return l.choice; });
+  strings("compute_source", [](const C& l) { return l.compute_source; });
+  numbers("raw_bytes", [](const C& l) { return l.raw_bytes; });
+  numbers("cut_bytes", [](const C& l) { return l.cut_bytes; });
+  numbers("bytes", [](const C& l) { return l.bytes; });
+  numbers("predicted_raw_s", [](const C& l) { return l.raw_cost_s; });
+  numbers("predicted_cut_s", [](const C& l) { return l.cut_cost_s; });
+  numbers("predicted_comm_s", [](const C& l) { return l.comm_s; });
+  numbers("predicted_compute_s", [](const C& l) { return l.compute_s; });
+  w.set_attr_at("/cut", "mode", info.cut_mode);
+  w.set_attr_at("/cut", "link_source", info.link_source);
+  w.set_attr_at("/cut", "link_latency_s", info.link_latency_s);
+  w.set_attr_at("/cut", "link_bytes_per_s", info.link_bytes_per_s);
+  w.set_attr_at("/cut", "link_overlap", info.link_overlap);
+}
+
+void write_cut_measured(store::RunWriter& w, const CutMeasured& m) {
+  if (m.bytes.empty()) return;
+  const int64_t n = int64_t(m.bytes.size());
+  w.write_array("/cut/measured_bytes", {n}, m.bytes.data());
+  w.write_array("/cut/measured_comm_s", {n}, m.comm_s.data());
+  w.write_array("/cut/measured_exposed_s", {n}, m.exposed_s.data());
+  w.write_array("/cut/measured_cut_s", {n}, m.cut_s.data());
+  w.set_attr_at("/cut", "measured_steps", m.steps);
+}
+
 // An axis value as the attribute type it reads as in YAML: int64, float64 or string.
 void set_typed_attr(store::RunWriter& w, const std::string& name, const std::string& text) {
   char* end = nullptr;
@@ -271,6 +313,8 @@ class H5Sink : public MetricSink {
     w->set_attr_at("/", "axes", axis_names);
     w->set_attr("resumed_from_step", info.resume_step);
     write_layers(*w, info);
+    write_cut(*w, info);
+    cut_ = !info.cut_layers.empty();
     add_table(*w, "train", store::train_columns());
     add_table(*w, "eval", store::eval_columns(lm_, focus_));
     const auto train = names_of(store::train_columns()), eval = names_of(store::eval_columns(lm_, focus_));
@@ -383,7 +427,8 @@ class H5Sink : public MetricSink {
   void on_end(const RunEnd& end) override {
     if (!writer_) return;
     writer_->post(
-        [end](store::RunWriter& w) {
+        [end, cut = cut_](store::RunWriter& w) {
+          if (cut) write_cut_measured(w, end.cut);
           w.set_attr("end_time", end.end_time);
           w.set_attr("steps", end.steps);
           if (end.status != store::RunStatus::Failed) w.set_attr("wall_seconds", end.wall_seconds);
@@ -401,7 +446,7 @@ class H5Sink : public MetricSink {
   H5SinkOptions opts_;
   std::unique_ptr<store::AsyncRunWriter> writer_;
   torch::ScalarType dtype_ = torch::kFloat32;
-  bool lm_ = false, focus_ = false;
+  bool lm_ = false, focus_ = false, cut_ = false;
 };
 
 }  // namespace

@@ -207,10 +207,12 @@ bool Run::open_output() {
     if (rank_ == 0) result.final_eval = last_eval(result.path);  // the summary of a run resumed at its very end
     log::info("run {}: resuming from the checkpoint at step {} of {}", result.run_id, c.step, s.total);
   }
+  train_.path->calibrate();  // dist.cut auto: after the skip decision, so a completed run measures nothing
   RunIdentity id{result.run_id, result.path, ckpt_path_, cfg_.to_yaml(), opts_.axes, opts_.write_file, start_step};
   RunInfo info =
       make_run_info(id, s, ds_, threads_, train_.count(), device_, *group_, comm_->backend(), train_.path->cut_mode());
   add_layers(info, cfg_, *net_);
+  train_.path->describe(info);
   if (teacher_) info.attrs["distill_teacher"] = teacher_->describe();
   try {
     for (auto& sink : sinks_) sink->on_start(info);  // group rank 0's run file (a full disk fails here)
@@ -371,7 +373,12 @@ void Run::failed(const std::exception& e) {
 RunResult Run::finish() {
   result.status = status_;
   result.wall_seconds = wall_.seconds();
-  const RunEnd end{status_, error_, now_iso(), result.steps, result.wall_seconds};
+  const RunEnd end{status_,
+                   error_,
+                   now_iso(),
+                   result.steps,
+                   result.wall_seconds,
+                   train_.path ? train_.path->measured() : CutMeasured{}};
   for (auto& sink : sinks_) sink->on_end(end);
   const bool writer = opts_.write_file && rank_ == 0;
   if (writer && !(file_id(result.path) == written_))

@@ -79,7 +79,8 @@ TEST(Config, KeysAddedLaterLeaveRunIdsAlone) {
     bool added = false;
     for (const char* k : {"  bias_init:", "  layer_bias:", "  width_of:", "  residual_intervals:", "  batch_norm_at:",
                           "  negative_slope:", "  first_bias:", "  init_std:", "  nonlinear:", "  expand_input:",
-                          "  augment:", "  crop_padding:", "  distill:", "    from:", "    temperature:", "    alpha:"})
+                          "  augment:", "  crop_padding:", "  distill:", "    from:", "    temperature:", "    alpha:",
+                          "  link_gbps:", "  latency_us:", "  gemm_gflops:"})
       added |= line.rfind(k, 0) == 0;
     if (added) continue;
     for (unsigned char ch : line) h = (h ^ ch) * 1099511628211ull;
@@ -93,7 +94,7 @@ TEST(Config, KeysAddedLaterLeaveRunIdsAlone) {
 TEST(Config, OperationalKeysKeepTheRunId) {
   auto a = Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}", "a.yaml");
   for (const char* o : {"train.log_every=7", "dist.timeout_s=999", "dist.bucket_mb=1", "dist.first_bucket_mb=0.5",
-                        "dist.backend=mpi"}) {
+                        "dist.backend=mpi", "dist.link_gbps=50", "dist.latency_us=5", "dist.gemm_gflops=100"}) {
     auto b = Config::load_string("model: {kind: mlp, widths: [4, 3]}\ndata: {name: teacher}", "a.yaml", {o});
     EXPECT_NE(a.to_yaml(), b.to_yaml()) << o;  // the value did change
     EXPECT_EQ(a.hash(), b.hash()) << o;
