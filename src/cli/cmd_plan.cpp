@@ -90,7 +90,8 @@ int plan_cut(const config::Config& cfg, model::Network& net, CutArgs& a, bool js
   const double rate = a.gemm_gflops > 0 ? a.gemm_gflops * 1e9 : a.measured;
   const int64_t elem = cfg.get_string("dtype") == "float64" ? 8 : 4;
   auto layers = train::layer_costs_from_flops(net, micro, rate, accum, elem);
-  const train::LinkModel link = train::link_for_ranks(a.ranks, a.link_gbps, a.latency_us, a.overlap);
+  train::LinkModel link = train::link_for_ranks(a.ranks, a.link_gbps, a.latency_us, a.overlap);
+  link.first_bucket_mb = cfg.get_float("dist.first_bucket_mb"), link.bucket_mb = cfg.get_float("dist.bucket_mb");
   // Work outside the layers' choice: attention matmuls, and the tensors outside the slots.
   auto rep = model::network_report(net, micro);
   double other_flops = 0;

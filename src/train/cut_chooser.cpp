@@ -37,15 +37,15 @@ CutDecision decide(const LayerCosts& l, const LinkModel& link, bool cut) {
   return d;
 }
 
-// The bandwidth and compute part of the predicted step of a choice (latency left out: it depends
-// on the bucket count only).
+// The predicted step of a choice (the layers' part: compute, buckets' latency, exposed bandwidth).
 double step_of(const std::vector<LayerCosts>& layers, const std::vector<char>& cut, const LinkModel& link) {
   double compute = 0, bytes = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
     const CutOption& o = cut[i] ? layers[i].cut : layers[i].raw;
     compute += o.compute_s, bytes += double(o.bytes);
   }
-  return compute + link.exposed(bytes, compute);
+  const double latency = double(bucket_count(bytes, link.first_bucket_mb, link.bucket_mb)) * link.latency_s;
+  return compute + latency + link.exposed(bytes, compute);
 }
 
 }  // namespace
@@ -57,9 +57,9 @@ std::vector<CutDecision> choose_cuts(const std::vector<LayerCosts>& layers, cons
     cut[i] = l.has_choice &&
              l.cut.compute_s + link.comm(double(l.cut.bytes)) <= l.raw.compute_s + link.comm(double(l.raw.bytes));
   }
-  // With overlap, some communication hides behind backward: flip single layers while the predicted
-  // step drops (each flip lowers it strictly, so this ends; bounded anyway).
-  for (size_t round = 0; link.overlap > 0 && round < 4 * layers.size() + 4; ++round) {
+  // Communication hidden behind backward and the buckets' latency are not per layer: flip single
+  // layers while the predicted step drops (each flip lowers it strictly, so this ends; bounded anyway).
+  for (size_t round = 0; round < 4 * layers.size() + 4; ++round) {
     bool improved = false;
     for (size_t i = 0; i < layers.size(); ++i) {
       if (!layers[i].has_choice) continue;

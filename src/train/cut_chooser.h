@@ -10,7 +10,8 @@
 // with C the layers' compute under their options (plus work outside the choice), S the bytes they
 // all-reduce, and 2/3 of C the backward that buckets can run behind. auto starts from the cheaper
 // option per layer with nothing hidden (compute + bytes / bytes_per_s; the cut on a tie: fewer
-// bytes), then flips single layers while that lowers the predicted step (with overlap > 0).
+// bytes), then flips single layers while that lowers the predicted step (the hidden part and the
+// buckets' latency are not per layer).
 // compute comes from timing both options at the layer's shapes (calibrate_cuts) or from the
 // planner's FLOPs over a GEMM rate (dist.gemm_gflops, `xpand plan --gemm-gflops`); the link from
 // timing all-reduces on the communicator or from dist.link_gbps.
@@ -31,6 +32,7 @@ namespace xpand::train {
 // `overlap` (0..1) is the fraction of backward compute time during which an all-reduce progresses.
 struct LinkModel {
   double latency_s = 0, bytes_per_s = 0, overlap = 0;
+  double first_bucket_mb = 1, bucket_mb = 25;  // the reducer's buckets (dist.first_bucket_mb, dist.bucket_mb)
   std::string source;  // "measured", "cached <file>", "dist.link_gbps", "plan", "none needed" or "-"
   double comm(double bytes) const { return bytes / bytes_per_s; }
   // The bandwidth part of S bytes not hidden behind the backward of `compute_s` of compute.

@@ -76,7 +76,9 @@ class LayerCut : public GradientPath {
         params_(std::move(params)),
         mode_(std::move(mode)),
         calib_(std::move(calib)),
-        comm_(std::move(comm)) {
+        comm_(std::move(comm)),
+        first_bucket_mb_(s.first_bucket_mb),
+        bucket_mb_(s.bucket_mb) {
     const size_t n = net_.slots().size();
     use_cut_.assign(n, mode_ != "raw");
     bytes_.assign(n, 0), sum_bytes_.assign(n, 0), sum_comm_.assign(n, 0), sum_exposed_.assign(n, 0);
@@ -93,6 +95,7 @@ class LayerCut : public GradientPath {
     if (mode_ == "auto" && choice) {
       Timer t;
       Calibration c = calibrate_cuts(net_, comm_, calib_);
+      c.link.first_bucket_mb = first_bucket_mb_, c.link.bucket_mb = bucket_mb_;
       decisions_ = choose_cuts(c.layers, c.link);
       link_ = c.link;
       log_choice(decisions_, link_, t.seconds(), comm_->rank());
@@ -211,6 +214,7 @@ class LayerCut : public GradientPath {
   std::string mode_;
   CalibrationOptions calib_;
   dist::CommPtr comm_;
+  double first_bucket_mb_, bucket_mb_;
   std::vector<CutDecision> decisions_;  // per slot (ranks > 1), once calibrate() ran
   LinkModel link_;
   std::vector<char> use_cut_;   // per slot: cut at W_eff when the layer has one

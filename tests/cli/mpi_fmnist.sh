@@ -65,24 +65,28 @@ with h5py.File(sys.argv[1], "r") as f:
     raw, cut = c["predicted_raw_s"][:], c["predicted_cut_s"][:]
     assert np.all(np.isfinite(raw)) and np.all(np.isfinite(cut)) and np.all(raw > 0) and np.all(cut > 0)
     # The choice minimises the predicted step over single-layer changes (docs/DISTRIBUTED.md):
-    # step = C + max(0, S / bandwidth - overlap * 2/3 * C), recomputed here from the columns.
-    bw, ov = c.attrs["link_bytes_per_s"], c.attrs["link_overlap"]
-    assert bw > 0 and 0 <= ov <= 1, (bw, ov)
+    # step = C + buckets(S) * latency + max(0, S / bandwidth - overlap * 2/3 * C), recomputed here
+    # from the columns (buckets: 1 MiB first, then 25 MiB each, the dist.* defaults).
+    bw, ov, lat = c.attrs["link_bytes_per_s"], c.attrs["link_overlap"], c.attrs["link_latency_s"]
+    assert bw > 0 and 0 <= ov <= 1 and lat >= 0, (bw, ov, lat)
+    MiB = 1048576.0
+
+    def buckets(S):
+        return 0 if S <= 0 else 1 if S <= MiB else 1 + int(np.ceil((S - MiB) / (25 * MiB)))
+
     nbytes = {"raw": c["raw_bytes"][:].astype(float), "weight": c["cut_bytes"][:].astype(float)}
     comp = {"raw": raw - nbytes["raw"] / bw, "weight": cut - nbytes["weight"] / bw}
 
     def step(assign):
         C = sum(comp[a][i] for i, a in enumerate(assign))
         S = sum(nbytes[a][i] for i, a in enumerate(assign))
-        return C + max(0.0, S / bw - ov * 2 / 3 * C)
+        return C + buckets(S) * lat + max(0.0, S / bw - ov * 2 / 3 * C)
 
     best = step(choice)
     for i in range(len(choice)):
         other = list(choice)
         other[i] = "raw" if choice[i] == "weight" else "weight"
         assert step(other) >= best * (1 - 1e-9), (layers[i], choice, step(other), best)
-    if ov == 0:  # nothing hidden: each layer took its cheaper option
-        assert all((cut[i] <= raw[i]) == (ch == "weight") for i, ch in enumerate(choice)), (choice, raw, cut)
     for i, ch in enumerate(choice):
         want = c["cut_bytes"][i] if ch == "weight" else c["raw_bytes"][i]
         assert c["bytes"][i] == want and c["measured_bytes"][i] == want, (layers[i], c["bytes"][i], want)

@@ -78,6 +78,11 @@ TEST(CutChooser, FastLinkRawSlowLinkCutMixedInBetween) {
   // behind the ~15 ms of backward, so its cut stays, while small's 10 ms can, and small goes raw
   // (a model that hid all communication would pick raw everywhere for its cheaper compute).
   EXPECT_EQ(choices(train::choose_cuts(layers, link(1e9, 1.0))), (std::vector<std::string>{"weight", "raw", "none"}));
+  // Each bucket costs its latency: 2 MiB of raw factors need two buckets, the cut's 1000 bytes one.
+  // At 1 TB/s the raw option is 0.1 ms cheaper layer by layer, but its second bucket costs 1 ms.
+  std::vector<LayerCosts> latency_bound = {layer("a", 0.001, 2 << 20, 0.0011, 1000)};
+  EXPECT_EQ(choices(train::choose_cuts(latency_bound, link(1e12, 0, 1e-3))), (std::vector<std::string>{"weight"}));
+  EXPECT_EQ(choices(train::choose_cuts(latency_bound, link(1e12, 0, 0))), (std::vector<std::string>{"raw"}));
   // A tie goes to the cut (fewer bytes).
   std::vector<LayerCosts> tie = {layer("t", 0.001, 2000, 0.001, 2000)};
   EXPECT_EQ(choices(train::choose_cuts(tie, link(1e9))), (std::vector<std::string>{"weight"}));
