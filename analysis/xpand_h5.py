@@ -651,7 +651,8 @@ def axis_keys(runs, seed=True):
 
 # Keys that do not tell experiments apart (the run id counts them at their defaults: docs/SWEEPS.md);
 # the same list as operational_keys() in src/config/config.cpp (declared in src/config/operational.h).
-_OPERATIONAL = ("train.log_every", "dist.backend", "dist.bucket_mb", "dist.first_bucket_mb", "dist.timeout_s")
+_OPERATIONAL = ("train.log_every", "dist.backend", "dist.bucket_mb", "dist.first_bucket_mb", "dist.timeout_s",
+                "dist.link_gbps", "dist.latency_us", "dist.gemm_gflops")
 
 
 def flat_config(node, prefix=""):

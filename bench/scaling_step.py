@@ -6,8 +6,8 @@ every dist.cut mode, interleaved.
 
 For each preset it runs `xpand train` on 1 rank, then `mpirun -np N xpand train` with dist.cut auto,
 narrowest, planned and raw, for a fixed number of steps with threads=1 per rank (one rank and N
-ranks get the same compute per rank), and repeats the whole set `--rounds` times so that the modes
-are measured side by side while the machine's speed drifts. Each run's per-step metrics are read
+ranks get the same compute per rank), and repeats the whole set `--rounds` times, the modes in a
+rotated order each round, so that they are measured side by side while the machine's speed drifts. Each run's per-step metrics are read
 from its run file with h5py; the first 10 steps are dropped (warm-up; auto's calibration runs
 before step 0) and the median taken; a row reports the mean over rounds of those medians: step
 time, compute (step minus exposed communication), all-reduce time in flight, exposed (not
@@ -96,8 +96,10 @@ def main():
         out = os.path.join(tmp, label.replace(" ", "_").replace("/", "_"))
         runs = [(1, "raw")] + [(args.ranks, m) for m in MODES]
         got = {r: [] for r in runs}
-        for _ in range(args.rounds):
-            for n, mode in runs:
+        for k in range(args.rounds):
+            # The 2-rank modes in a rotated order each round: no mode always runs first or last.
+            order = [runs[0]] + runs[1:][k % len(MODES):] + runs[1:][:k % len(MODES)]
+            for n, mode in order:
                 got[(n, mode)].append(run(args.xpand, config, sets, n, b, args.steps, mode, out))
         mean = {r: {k: statistics.mean(m[k] for m in v) for k in v[0] if k != "choice"} for r, v in got.items()}
         base = mean[(1, "raw")]["time_step"]

@@ -172,8 +172,11 @@ class LayerCut : public GradientPath {
     for (auto& p : net_.parameters()) {
       if (!p.requires_grad()) continue;
       auto it = owner.find(p.unsafeGetTensorImpl());
-      if (it != owner.end()) bytes_[it->second] += cut ? 0 : p.numel() * p.element_size();
-      if (cut && it != owner.end()) {
+      // A slot whose cut is active sends its leaves, in its place; every other tensor travels as
+      // under raw, in the same order (a layer auto leaves raw costs what raw costs).
+      const bool grouped = cut && it != owner.end() && slots[it->second].param->cut_active();
+      if (it != owner.end() && !grouped) bytes_[it->second] += p.numel() * p.element_size();
+      if (grouped) {
         if (done.insert(it->second).second)
           for (auto& t : slots[it->second].param->cut_tensors()) {
             list.push_back(t);

@@ -144,62 +144,62 @@ void add_table(store::RunWriter& w, const std::string& table, const std::vector<
   }
 }
 
+// One 1-D dataset per field of `rows` under `group`: strings as UTF-8, numbers in the type the
+// field has (int64 or float64).
+template <class Row>
+struct Columns {
+  store::RunWriter& w;
+  std::string group;
+  const std::vector<Row>& rows;
+  template <class F>
+  void strings(const char* name, F get) {
+    std::vector<std::string> v;
+    for (const auto& r : rows) v.push_back(get(r));
+    w.write_strings(group + "/" + name, v);
+  }
+  template <class F>
+  void numbers(const char* name, F get) {
+    std::vector<decltype(get(rows.front()))> v;
+    for (const auto& r : rows) v.push_back(get(r));
+    w.write_array(group + "/" + name, {int64_t(rows.size())}, v.data());
+  }
+};
+
 // /layers/<column>: one row per layer, in forward order (docs/FORMAT.md).
 void write_layers(store::RunWriter& w, const RunInfo& info) {
   if (info.layers.empty()) return;
-  const int64_t n = int64_t(info.layers.size());
-  auto strings = [&](const char* name, auto get) {
-    std::vector<std::string> v;
-    for (const auto& l : info.layers) v.push_back(get(l));
-    w.write_strings(std::string("/layers/") + name, v);
-  };
-  // A numeric column in the type the field has (int64 or float64).
-  auto numbers = [&](const char* name, auto get) {
-    std::vector<decltype(get(info.layers.front()))> v;
-    for (const auto& l : info.layers) v.push_back(get(l));
-    w.write_array(std::string("/layers/") + name, {n}, v.data());
-  };
   using L = RunInfo::Layer;
-  strings("name", [](const L& l) { return l.name; });
-  strings("kind", [](const L& l) { return l.kind; });
-  strings("shape", [](const L& l) { return l.shape; });
-  strings("order", [](const L& l) { return l.order; });
-  numbers("factor", [](const L& l) { return l.factor; });
-  numbers("depth", [](const L& l) { return l.depth; });
-  numbers("rank", [](const L& l) { return l.rank; });
-  numbers("inner", [](const L& l) { return l.inner; });
-  numbers("collapsed", [](const L& l) { return l.collapsed; });
-  numbers("trainable", [](const L& l) { return l.trainable; });
-  numbers("cut", [](const L& l) { return l.cut; });
-  numbers("flops_per_sample", [](const L& l) { return l.flops_per_sample; });
+  Columns<L> c{w, "/layers", info.layers};
+  c.strings("name", [](const L& l) { return l.name; });
+  c.strings("kind", [](const L& l) { return l.kind; });
+  c.strings("shape", [](const L& l) { return l.shape; });
+  c.strings("order", [](const L& l) { return l.order; });
+  c.numbers("factor", [](const L& l) { return l.factor; });
+  c.numbers("depth", [](const L& l) { return l.depth; });
+  c.numbers("rank", [](const L& l) { return l.rank; });
+  c.numbers("inner", [](const L& l) { return l.inner; });
+  c.numbers("collapsed", [](const L& l) { return l.collapsed; });
+  c.numbers("trainable", [](const L& l) { return l.trainable; });
+  c.numbers("cut", [](const L& l) { return l.cut; });
+  c.numbers("flops_per_sample", [](const L& l) { return l.flops_per_sample; });
   w.set_attr_at("/layers", "other_params", info.other_params);
 }
 
 // /cut/<column>: the data-parallel cut per layer, as chosen (docs/FORMAT.md); measured columns at the end.
 void write_cut(store::RunWriter& w, const RunInfo& info) {
   if (info.cut_layers.empty()) return;
-  const int64_t n = int64_t(info.cut_layers.size());
   using C = RunInfo::CutLayer;
-  auto strings = [&](const char* name, auto get) {
-    std::vector<std::string> v;
-    for (const auto& l : info.cut_layers) v.push_back(get(l));
-    w.write_strings(std::string("/cut/") + name, v);
-  };
-  auto numbers = [&](const char* name, auto get) {
-    std::vector<decltype(get(info.cut_layers.front()))> v;
-    for (const auto& l : info.cut_layers) v.push_back(get(l));
-    w.write_array(std::string("/cut/") + name, {n}, v.data());
-  };
-  strings("layer", [](const C& l) { return l.name; });
-  strings("choice", [](const C& l) { return l.choice; });
-  strings("compute_source", [](const C& l) { return l.compute_source; });
-  numbers("raw_bytes", [](const C& l) { return l.raw_bytes; });
-  numbers("cut_bytes", [](const C& l) { return l.cut_bytes; });
-  numbers("bytes", [](const C& l) { return l.bytes; });
-  numbers("predicted_raw_s", [](const C& l) { return l.raw_cost_s; });
-  numbers("predicted_cut_s", [](const C& l) { return l.cut_cost_s; });
-  numbers("predicted_comm_s", [](const C& l) { return l.comm_s; });
-  numbers("predicted_compute_s", [](const C& l) { return l.compute_s; });
+  Columns<C> c{w, "/cut", info.cut_layers};
+  c.strings("layer", [](const C& l) { return l.name; });
+  c.strings("choice", [](const C& l) { return l.choice; });
+  c.strings("compute_source", [](const C& l) { return l.compute_source; });
+  c.numbers("raw_bytes", [](const C& l) { return l.raw_bytes; });
+  c.numbers("cut_bytes", [](const C& l) { return l.cut_bytes; });
+  c.numbers("bytes", [](const C& l) { return l.bytes; });
+  c.numbers("predicted_raw_s", [](const C& l) { return l.raw_cost_s; });
+  c.numbers("predicted_cut_s", [](const C& l) { return l.cut_cost_s; });
+  c.numbers("predicted_comm_s", [](const C& l) { return l.comm_s; });
+  c.numbers("predicted_compute_s", [](const C& l) { return l.compute_s; });
   w.set_attr_at("/cut", "mode", info.cut_mode);
   w.set_attr_at("/cut", "link_source", info.link_source);
   w.set_attr_at("/cut", "link_latency_s", info.link_latency_s);

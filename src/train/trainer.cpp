@@ -360,7 +360,7 @@ void Run::failed(const std::exception& e) {
   // The run file records the failure (status "failed", the message) before the error propagates.
   for (auto& sink : sinks_) {
     try {
-      sink->on_end(RunEnd{store::RunStatus::Failed, e.what(), now_iso(), result.steps});
+      sink->on_end(RunEnd{store::RunStatus::Failed, e.what(), now_iso(), result.steps, std::nan(""), CutMeasured{}});
     } catch (const std::exception&) {
     }
   }

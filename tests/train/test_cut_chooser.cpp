@@ -54,6 +54,16 @@ std::vector<LayerCosts> synthetic() {
           none};
 }
 
+// An MLP on `in` inputs and 10 classes from a config text.
+model::NetworkPtr mlp(const std::string& yaml, int64_t in) {
+  auto cfg = config::Config::load_string(yaml, "m.yaml");
+  data::Dataset ds;
+  ds.name = "teacher";
+  ds.sample_shape = {in};
+  ds.num_classes = 10;
+  return model::network_build(cfg, ds, param::factory_from_config(cfg));
+}
+
 }  // namespace
 
 TEST(CutChooser, FastLinkRawSlowLinkCutMixedInBetween) {
@@ -135,13 +145,7 @@ TEST(CutChooser, RingLinkForAHypotheticalJob) {
 // factor 100, depth 2) at 8 rows, against the chain products counted by hand: forward 2 MACs per
 // product, backward 2 MACs per operand that needs a gradient (fc1's input needs none).
 TEST(CutChooser, FlopPricesOfARealNetworkAgainstHandCounts) {
-  auto cfg = config::Config::load_string(
-      "model: {kind: mlp, widths: [32, 64, 10]}\nparam: {kind: expanded, factor: 100, depth: 2}", "m.yaml");
-  data::Dataset ds;
-  ds.name = "teacher";
-  ds.sample_shape = {32};
-  ds.num_classes = 10;
-  auto net = model::network_build(cfg, ds, param::factory_from_config(cfg));
+  auto net = mlp("model: {kind: mlp, widths: [32, 64, 10]}\nparam: {kind: expanded, factor: 100, depth: 2}", 32);
   const double G = 10e9, r = 8;
   auto costs = train::layer_costs_from_flops(*net, 8, G, 1, 4);
   ASSERT_EQ(costs.size(), 2u);
@@ -164,14 +168,8 @@ TEST(CutChooser, FlopPricesOfARealNetworkAgainstHandCounts) {
 }
 
 TEST(CutChooser, CalibrationTimesBothOptionsLeavesTrainingAloneAndCaches) {
-  auto cfg = config::Config::load_string(
-      "model: {kind: mlp, widths: [16, 48, 10]}\nparam: {kind: expanded, factor: 8, depth: 3}", "m.yaml");
-  data::Dataset ds;
-  ds.name = "teacher";
-  ds.sample_shape = {16};
-  ds.num_classes = 10;
   torch::manual_seed(7);
-  auto net = model::network_build(cfg, ds, param::factory_from_config(cfg));
+  auto net = mlp("model: {kind: mlp, widths: [16, 48, 10]}\nparam: {kind: expanded, factor: 8, depth: 3}", 16);
   std::vector<torch::Tensor> before;
   for (auto& p : net->parameters()) before.push_back(p.detach().clone());
   test::TempDir dir;
